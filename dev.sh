@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: `./dev.sh demo` installs everything and runs the local swarm demo;
+# `./dev.sh test` installs everything and runs the test suite. Both are idempotent.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+install() {
+  if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+  # torch first, pinned: it is the CPU wheel on this machine's disk; an open range would pull a CUDA build.
+  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  # Node side: zokrates-js (prover), solc-js (compiler), anvil (dev L2 chain), OpenZeppelin contracts.
+  npm install --no-audit --no-fund --silent
+}
+
+cmd=${1:-demo}; shift || true
+case "$cmd" in
+  install) install ;;
+  demo) install; exec .venv/bin/python -m swarm.demo "$@" ;;
+  test) install; exec .venv/bin/python -m pytest -q "$@" ;;
+  *) echo "usage: ./dev.sh {demo|test|install} [args...]" >&2; exit 2 ;;
+esac
