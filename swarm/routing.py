@@ -1,0 +1,240 @@
+"""Route a trainer's micro-batches: per stage, pick a peer from the DHT's stage records and call it over P2P.
+
+Peers are drawn at random, weighted by announced throughput / (1 + load); a call that fails (timeout, peer gone,
+error) bans that peer for a while and is retried on another peer of the same stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Self
+
+import hivemind
+import torch
+from hivemind.p2p import P2P, PeerID
+from hivemind.proto import runtime_pb2
+
+from swarm.loop_thread import LoopThread
+from swarm.records import StageAnnouncement, fetch_stage_announcements
+from swarm.serving import (
+    CALL_TIMEOUT,
+    ServingError,
+    daemon_listen_maddr,
+    handler_name,
+    pack_tensors,
+    unpack_tensors,
+)
+
+logger = logging.getLogger(__name__)
+
+UNMEASURED_THROUGHPUT = 1.0  # weight of a peer that has not measured its throughput yet (relative to its stage)
+
+
+class RoutingError(RuntimeError):
+    """No peer of a stage could serve a call (none announced, or all that were tried failed)."""
+
+
+def peer_weight(ann: StageAnnouncement, fallback_throughput: float, extra_load: int = 0) -> float:
+    """Throughput / (1 + load): announced load plus the calls this router has in flight to that peer."""
+    throughput = ann.throughput if ann.throughput > 0 else fallback_throughput
+    return throughput / (1.0 + max(ann.load, 0) + extra_load)
+
+
+def choose_peer(
+    candidates: Sequence[StageAnnouncement],
+    rng: random.Random,
+    *,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    in_flight: Mapping[str, int] | None = None,
+) -> StageAnnouncement | None:
+    """Draw one peer with probability proportional to `peer_weight`; None when every candidate is excluded."""
+    pool = [a for a in candidates if a.peer_id not in exclude]
+    if not pool:
+        return None
+    measured = [a.throughput for a in pool if a.throughput > 0]
+    fallback = sum(measured) / len(measured) if measured else UNMEASURED_THROUGHPUT
+    in_flight = in_flight or {}
+    weights = [peer_weight(a, fallback, in_flight.get(a.peer_id, 0)) for a in pool]
+    return rng.choices(pool, weights=weights, k=1)[0]
+
+
+class StageRouter:
+    """Calls forward/backward of stage `s` on some peer serving it; thread-safe, one p2pd client of its own."""
+
+    def __init__(
+        self,
+        dht: hivemind.DHT,
+        experiment: str,
+        n_stages: int,
+        *,
+        timeout: float = CALL_TIMEOUT,
+        max_attempts: int = 4,
+        refresh_period: float = 3.0,
+        ban_seconds: float = 20.0,
+        wait_for_peers: float = 15.0,
+        seed: int | None = None,
+    ) -> None:
+        self.dht, self.experiment, self.n_stages = dht, experiment, n_stages
+        self.timeout, self.max_attempts = timeout, max_attempts
+        self.refresh_period, self.ban_seconds, self.wait_for_peers = refresh_period, ban_seconds, wait_for_peers
+        self.rng = random.Random(seed)
+        self.retries = self.calls = self.bytes_sent = self.bytes_received = 0
+        self._announcements: dict[int, list[StageAnnouncement]] = {}
+        self._fetched_at = -float("inf")
+        self._banned: dict[str, float] = {}
+        self._in_flight: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._loop: LoopThread | None = None
+        self._p2p: P2P | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def start(self) -> None:
+        if self._loop is not None:
+            return
+        self._loop = LoopThread("stage-router")
+        try:
+            maddr = self.dht.run_coroutine(daemon_listen_maddr)
+            self._p2p = self._loop.run(P2P.replicate(maddr), self.timeout)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def shutdown(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._p2p is not None:
+            try:
+                loop.run(self._p2p.shutdown(), 5.0)
+            except Exception as exc:  # noqa: BLE001 - the daemon may be gone already
+                logger.debug("router: closing p2p client: %r", exc)
+            self._p2p = None
+        loop.stop()
+
+    # --- choosing peers ---------------------------------------------------------------------------------------
+
+    def refresh(self, force: bool = False) -> dict[int, list[StageAnnouncement]]:
+        """Re-read the stage records from the DHT if the cached ones are older than `refresh_period`."""
+        with self._refresh_lock:
+            if force or time.monotonic() - self._fetched_at > self.refresh_period:
+                fetched = self._fetch()
+                with self._lock:
+                    self._announcements, self._fetched_at = fetched, time.monotonic()
+            return self._announcements
+
+    def peers(self, stage: int) -> list[StageAnnouncement]:
+        """The peers currently announced for `stage` (not counting banned ones)."""
+        self._check_stage(stage)
+        announcements = self.refresh().get(stage, [])
+        now = time.monotonic()
+        return [a for a in announcements if self._banned.get(a.peer_id, 0.0) <= now]
+
+    def ban(self, peer_id: str) -> None:
+        """Avoid `peer_id` for `ban_seconds` (it failed a call)."""
+        with self._lock:
+            self._banned[peer_id] = time.monotonic() + self.ban_seconds
+
+    # --- calls ------------------------------------------------------------------------------------------------
+
+    def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """Output of stage `stage` for input `x`, and the peer that computed it."""
+        (y,), peer = self._call(stage, "forward", [x], n_out=1)
+        return y, peer
+
+    def backward(
+        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, *, prefer: str | None = None
+    ) -> torch.Tensor | None:
+        """Gradient w.r.t. the stage's input (None for integer inputs); the serving peer takes an optimizer step.
+
+        `prefer` (the peer that ran the forward) is tried first; if it fails, another peer of the stage answers.
+        """
+        out, _ = self._call(stage, "backward", [x, grad_output], n_out=None, prefer=prefer)
+        return out[0] if out else None
+
+    def _call(
+        self, stage: int, kind: str, tensors: list[torch.Tensor], *, n_out: int | None, prefer: str | None = None
+    ) -> tuple[list[torch.Tensor], str]:
+        self._check_stage(stage)
+        name = handler_name(self.experiment, stage, kind)
+        request = pack_tensors(name, tensors)
+        tried: set[str] = set()
+        errors: list[str] = []
+        deadline = time.monotonic() + self.wait_for_peers
+        while len(tried) < self.max_attempts:
+            peer = self._pick(stage, tried, prefer)
+            if peer is None:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+                self.refresh(force=True)
+                continue
+            tried.add(peer)
+            try:
+                response = self._send_counted(peer, name, request)
+                outputs = unpack_tensors(response, n_out if n_out is not None else len(response.tensors), name)
+                return outputs, peer
+            except Exception as exc:  # noqa: BLE001 - any failure of a peer sends the call elsewhere
+                self.ban(peer)
+                self.retries += 1
+                errors.append(f"{peer[:12]}…: {_describe(exc)}")
+                logger.info("stage %d %s failed on %s (%s); retrying elsewhere", stage, kind, peer, _describe(exc))
+        detail = "; ".join(errors) if errors else "no peer announced it"
+        raise RoutingError(
+            f"no peer could serve stage {stage} {kind} of experiment {self.experiment!r} ({detail}). "
+            "Check that stage peers are running and reachable."
+        )
+
+    def _pick(self, stage: int, tried: set[str], prefer: str | None) -> str | None:
+        candidates = self.peers(stage)
+        if prefer is not None and prefer not in tried and any(a.peer_id == prefer for a in candidates):
+            return prefer
+        with self._lock:
+            chosen = choose_peer(candidates, self.rng, exclude=tried, in_flight=dict(self._in_flight))
+        return None if chosen is None else chosen.peer_id
+
+    def _send_counted(self, peer: str, name: str, request: runtime_pb2.ExpertRequest) -> runtime_pb2.ExpertResponse:
+        with self._lock:
+            self._in_flight[peer] = self._in_flight.get(peer, 0) + 1
+        try:
+            response = self._send(peer, name, request)
+        finally:
+            with self._lock:
+                self._in_flight[peer] -= 1
+        self.calls += 1
+        self.bytes_sent += request.ByteSize()
+        self.bytes_received += response.ByteSize()
+        return response
+
+    # --- the two points that touch the network (tests may override them) -------------------------------------
+
+    def _fetch(self) -> dict[int, list[StageAnnouncement]]:
+        return fetch_stage_announcements(self.dht, self.experiment)
+
+    def _send(self, peer: str, name: str, request: runtime_pb2.ExpertRequest) -> runtime_pb2.ExpertResponse:
+        if self._loop is None or self._p2p is None:
+            raise RoutingError("the router is not started: call start() or use it as a context manager")
+        coro = self._p2p.call_protobuf_handler(PeerID.from_base58(peer), name, request, runtime_pb2.ExpertResponse)
+        return self._loop.run(coro, self.timeout)
+
+    def _check_stage(self, stage: int) -> None:
+        if not 0 <= stage < self.n_stages:
+            raise RoutingError(f"stage {stage} does not exist: experiment has stages 0..{self.n_stages - 1}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ServingError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,213 @@
+"""A trainer peer: runs micro-batches forward through every stage and backward through every stage.
+
+The training loop is written once against `StagePipeline`; the swarm plugs in remote stages (`RemoteStages`,
+through `StageRouter`), the single-process baseline plugs in local ones (`swarm.baseline.LocalStages`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Protocol, Self
+
+import hivemind
+import torch
+from pydantic import BaseModel
+
+from swarm.models import Batch, Workload
+
+if TYPE_CHECKING:  # the baseline imports this module without the network stack
+    from swarm.routing import StageRouter
+
+logger = logging.getLogger(__name__)
+
+
+class StagePipeline(Protocol):
+    """Forward and backward of each stage, wherever it runs; `route` ties a backward to its forward's peer."""
+
+    n_stages: int
+
+    def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str | None]: ...
+
+    def backward(
+        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None
+    ) -> torch.Tensor | None: ...
+
+
+class RemoteStages:
+    """Stages served by swarm peers, reached through a `StageRouter`."""
+
+    def __init__(self, router: StageRouter) -> None:
+        self.router, self.n_stages = router, router.n_stages
+
+    def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+        return self.router.forward(stage, x)
+
+    def backward(
+        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None
+    ) -> torch.Tensor | None:
+        return self.router.backward(stage, x, grad_output, prefer=route)
+
+
+class StepRecord(BaseModel):
+    step: int
+    loss: float
+    samples: int  # samples seen by this trainer so far, this step included
+    seconds: float  # since the run started
+
+
+class TrainReport(BaseModel):
+    steps: list[StepRecord]
+    samples: int
+    seconds: float
+    samples_per_second: float
+    eval_loss: float | None = None
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss of the last tenth of the steps (at least one), a less noisy end point than the last step."""
+        tail = self.steps[-max(1, len(self.steps) // 10) :]
+        return sum(s.loss for s in tail) / len(tail)
+
+
+def train_step(pipeline: StagePipeline, workload: Workload, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One micro-batch: forward through every stage, loss, backward through every stage (each stage steps)."""
+    inputs, routes = [], []
+    h = x
+    for stage in range(pipeline.n_stages):
+        inputs.append(h)
+        h, route = pipeline.forward(stage, h)
+        routes.append(route)
+    output = h.detach().requires_grad_(True)
+    loss = workload.loss(output, y)
+    loss.backward()
+    grad = output.grad
+    for stage in reversed(range(pipeline.n_stages)):
+        grad = pipeline.backward(stage, inputs[stage], grad, routes[stage])
+    return float(loss.detach())
+
+
+def forward_all(pipeline: StagePipeline, x: torch.Tensor) -> torch.Tensor:
+    """Inference through every stage (for evaluation)."""
+    for stage in range(pipeline.n_stages):
+        x, _ = pipeline.forward(stage, x)
+    return x
+
+
+def run_training(
+    pipeline: StagePipeline,
+    workload: Workload,
+    batches: Iterator[Batch],
+    *,
+    steps: int,
+    concurrency: int = 1,
+    on_step: Callable[[StepRecord], None] | None = None,
+    stop: threading.Event | None = None,
+) -> TrainReport:
+    """Train for `steps` micro-batches (`concurrency` of them in flight at once); stops early if `stop` is set."""
+    records: list[StepRecord] = []
+    lock = threading.Lock()
+    samples = 0
+    start = time.perf_counter()
+
+    def one(batch: Batch) -> None:
+        nonlocal samples
+        loss = train_step(pipeline, workload, *batch)
+        with lock:
+            samples += len(batch[0])
+            record = StepRecord(step=len(records), loss=loss, samples=samples, seconds=time.perf_counter() - start)
+            records.append(record)
+        if on_step is not None:
+            on_step(record)
+
+    todo = itertools.islice(batches, steps)
+    if concurrency <= 1:
+        for batch in todo:
+            if stop is not None and stop.is_set():
+                break
+            one(batch)
+    else:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="microbatch") as pool:
+            pending = set()
+            for batch in todo:
+                if stop is not None and stop.is_set():
+                    break
+                pending.add(pool.submit(one, batch))
+                if len(pending) >= concurrency:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
+            for future in pending:
+                future.result()
+    seconds = time.perf_counter() - start
+    return TrainReport(
+        steps=records, samples=samples, seconds=seconds, samples_per_second=samples / max(seconds, 1e-9)
+    )
+
+
+class Trainer:
+    """A trainer peer: draws batches of `workload` and pushes them through the swarm's stages."""
+
+    def __init__(
+        self,
+        dht: hivemind.DHT,
+        experiment: str,
+        workload: Workload,
+        *,
+        n_stages: int,
+        batch_size: int = 32,
+        seed: int = 0,
+        concurrency: int = 1,
+        router: StageRouter | None = None,
+        **router_options: float,
+    ) -> None:
+        self.workload, self.batch_size, self.concurrency = workload, batch_size, concurrency
+        from swarm.routing import StageRouter
+
+        self.router = router or StageRouter(dht, experiment, n_stages, seed=seed, **router_options)
+        self.pipeline = RemoteStages(self.router)
+        self.batches = workload.batches(batch_size, seed)
+        self.samples = 0
+
+    def __enter__(self) -> Self:
+        self.router.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def step(self) -> float:
+        """Train on one micro-batch; returns its loss."""
+        self.router.start()
+        x, y = next(self.batches)
+        loss = train_step(self.pipeline, self.workload, x, y)
+        self.samples += len(x)
+        return loss
+
+    def run(
+        self,
+        steps: int,
+        *,
+        on_step: Callable[[StepRecord], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> TrainReport:
+        """Train on `steps` micro-batches; `on_step` sees each step's record (for progress displays)."""
+        self.router.start()
+        report = run_training(
+            self.pipeline, self.workload, self.batches, steps=steps, concurrency=self.concurrency,
+            on_step=on_step, stop=stop,
+        )
+        self.samples += report.samples
+        return report
+
+    def evaluate(self, batch_size: int = 128) -> float:
+        """Test loss of the model as the swarm serves it now (forward only)."""
+        self.router.start()
+        return self.workload.evaluate(lambda x: forward_all(self.pipeline, x), batch_size=batch_size)
+
+    def shutdown(self) -> None:
+        self.router.shutdown()

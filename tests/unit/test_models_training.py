@@ -1,0 +1,71 @@
+"""The training loop shared by swarm and baseline, run on local stages (no network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swarm.baseline import LocalStages, train_baseline
+from swarm.models import get_workload, run_stages
+from swarm.stage_worker import StageWorker
+from swarm.trainer import run_training, train_step
+
+
+def test_pipeline_step_matches_one_optimizer_over_the_full_model():
+    w = get_workload("digits")
+    stages = LocalStages(w, 3, lr=0.05, optimizer="sgd", seed=0)
+    full = w.build_full(seed=0)
+    opt = torch.optim.SGD(full.parameters(), lr=0.05, momentum=0.9)
+    for x, y in [next(w.batches(16, seed=s)) for s in range(3)]:
+        loss_pipe = train_step(stages, w, x, y)
+        opt.zero_grad()
+        loss_full = w.loss(full(x), y)
+        loss_full.backward()
+        opt.step()
+        assert loss_pipe == pytest.approx(float(loss_full.detach()), rel=1e-5)
+    x, _ = next(w.batches(16, seed=9))
+    assert torch.allclose(run_stages(stages.modules, x), full(x), atol=1e-5)
+
+
+def test_baseline_learns_digits():
+    report, stages = train_baseline(get_workload("digits"), n_stages=2, steps=150, batch_size=32, lr=3e-3)
+    assert report.samples == 150 * 32 and len(report.steps) == 150
+    assert report.final_loss < 0.3 * report.steps[0].loss
+    assert report.eval_loss < 0.4
+
+
+def test_concurrent_micro_batches_all_train():
+    w = get_workload("digits")
+    stages = LocalStages(w, 2, lr=3e-3)
+    report = run_training(stages, w, w.batches(16, seed=0), steps=40, concurrency=3)
+    assert sorted(r.samples for r in report.steps) == [16 * (i + 1) for i in range(40)]
+    assert sum(worker.steps for worker in stages.workers) == 80
+
+
+def test_backward_rejects_a_gradient_of_the_wrong_shape():
+    worker = StageWorker(torch.nn.Linear(4, 3), lr=0.1)
+    with pytest.raises(ValueError, match="gradient shape"):
+        worker.backward(torch.zeros(2, 4), torch.zeros(2, 5))
+    assert worker.steps == 0 and worker.in_flight == 0
+
+
+def test_integer_inputs_get_no_gradient_back():
+    lm = get_workload("tinylm", n_layer=1, n_embd=16, n_head=2, block_size=8)
+    first = StageWorker(lm.build_stages(2)[0], lr=1e-3)
+    x, _ = next(lm.batches(2, seed=0))
+    out = first.forward(x)
+    assert first.backward(x, torch.ones_like(out)) is None and first.steps == 1
+
+
+def test_worker_measures_its_throughput():
+    worker = StageWorker(torch.nn.Linear(8, 8), lr=0.1)
+    assert worker.throughput == 0.0
+    worker.backward(torch.randn(32, 8), torch.randn(32, 8))
+    assert worker.throughput > 0.0
+
+
+def test_bad_optimizer_and_learning_rate_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        StageWorker(torch.nn.Linear(2, 2), lr=0.1, optimizer="lion")
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        StageWorker(torch.nn.Linear(2, 2), lr=0.0)
