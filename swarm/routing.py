@@ -15,15 +15,14 @@ from typing import Self
 
 import hivemind
 import torch
-from hivemind.p2p import P2P, PeerID
+from hivemind.p2p import PeerID
 from hivemind.proto import runtime_pb2
 
-from swarm.loop_thread import LoopThread
+from swarm.loop_thread import P2PClient
 from swarm.records import StageAnnouncement, fetch_stage_announcements
 from swarm.serving import (
     CALL_TIMEOUT,
     ServingError,
-    daemon_listen_maddr,
     handler_name,
     pack_tensors,
     unpack_tensors,
@@ -89,8 +88,7 @@ class StageRouter:
         self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._loop: LoopThread | None = None
-        self._p2p: P2P | None = None
+        self._client: P2PClient | None = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -100,27 +98,13 @@ class StageRouter:
         self.shutdown()
 
     def start(self) -> None:
-        if self._loop is not None:
-            return
-        self._loop = LoopThread("stage-router")
-        try:
-            maddr = self.dht.run_coroutine(daemon_listen_maddr)
-            self._p2p = self._loop.run(P2P.replicate(maddr), self.timeout)
-        except BaseException:
-            self.shutdown()
-            raise
+        if self._client is None:
+            self._client = P2PClient(self.dht, "stage-router", self.timeout)
 
     def shutdown(self) -> None:
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        if self._p2p is not None:
-            try:
-                loop.run(self._p2p.shutdown(), 5.0)
-            except Exception as exc:  # noqa: BLE001 - the daemon may be gone already
-                logger.debug("router: closing p2p client: %r", exc)
-            self._p2p = None
-        loop.stop()
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     # --- choosing peers ---------------------------------------------------------------------------------------
 
@@ -222,10 +206,11 @@ class StageRouter:
         return fetch_stage_announcements(self.dht, self.experiment)
 
     def _send(self, peer: str, name: str, request: runtime_pb2.ExpertRequest) -> runtime_pb2.ExpertResponse:
-        if self._loop is None or self._p2p is None:
+        client = self._client
+        if client is None:
             raise RoutingError("the router is not started: call start() or use it as a context manager")
-        coro = self._p2p.call_protobuf_handler(PeerID.from_base58(peer), name, request, runtime_pb2.ExpertResponse)
-        return self._loop.run(coro, self.timeout)
+        coro = client.p2p.call_protobuf_handler(PeerID.from_base58(peer), name, request, runtime_pb2.ExpertResponse)
+        return client.run(coro, self.timeout)
 
     def _check_stage(self, stage: int) -> None:
         if not 0 <= stage < self.n_stages:

@@ -15,12 +15,12 @@ from typing import Literal, Self
 import hivemind
 import torch
 from hivemind.compression import deserialize_torch_tensor, serialize_torch_tensor
-from hivemind.p2p import P2P, P2PContext
+from hivemind.p2p import P2PContext
 from hivemind.p2p.p2p_daemon_bindings.control import DEFAULT_MAX_MSG_SIZE
 from hivemind.proto import runtime_pb2
 from torch import nn
 
-from swarm.loop_thread import LoopThread
+from swarm.loop_thread import P2PClient
 from swarm.models import Workload
 from swarm.records import StageAnnouncement, announce_stage
 from swarm.stage_worker import StageWorker
@@ -84,8 +84,7 @@ class StageServer:
         self.announce_period = announce_period
         self.params_version = 0  # set by the averager: the round whose parameters this peer serves
         self.bytes_received = self.bytes_sent = self.requests = self.errors = 0
-        self._loop: LoopThread | None = None
-        self._p2p: P2P | None = None
+        self._client: P2PClient | None = None
         self._compute = ThreadPoolExecutor(1, thread_name_prefix=f"stage{stage}-compute")
         self._announcer = None
 
@@ -115,16 +114,14 @@ class StageServer:
 
     def start(self) -> None:
         """Register the RPC handlers on the DHT's p2pd and announce this stage (returns once announced)."""
-        if self._loop is not None:
+        if self._client is not None:
             return
-        self._loop = LoopThread(f"stage{self.stage}-server")
+        self._client = P2PClient(self.dht, f"stage{self.stage}-server", CALL_TIMEOUT)
         try:
-            maddr = self.dht.run_coroutine(daemon_listen_maddr)
-            self._p2p = self._loop.run(P2P.replicate(maddr), CALL_TIMEOUT)
-            self._loop.run(self._register(self.stage), CALL_TIMEOUT)
+            self._client.run(self._register(self.stage), CALL_TIMEOUT)
             if not self.announce():
                 logger.warning("stage %d: first announcement was not stored; will retry", self.stage)
-            self._announcer = self._loop.submit(self._announce_forever())
+            self._announcer = self._client.loop.submit(self._announce_forever())
         except BaseException:
             self.shutdown()
             raise
@@ -146,39 +143,32 @@ class StageServer:
 
     def switch_stage(self, stage: int, module: nn.Module) -> None:
         """Serve another stage (rebalancing): swap handlers and module, announce the new stage."""
-        if self._loop is None:
+        if self._client is None:
             raise ServingError("start the server before switching stages")
         old = self.stage
-        self._loop.run(self._unregister(old), CALL_TIMEOUT)
+        self._client.run(self._unregister(old), CALL_TIMEOUT)
         self.worker.replace_module(module)
         self.stage = stage
-        self._loop.run(self._register(stage), CALL_TIMEOUT)
+        self._client.run(self._register(stage), CALL_TIMEOUT)
         self.announce()
         logger.info("switched from stage %d to stage %d", old, stage)
 
     def shutdown(self) -> None:
         """Stop answering, stop announcing, release the p2pd client (the record expires after `ttl`)."""
-        loop, self._loop = self._loop, None
-        if loop is not None:
-            if self._p2p is not None:
-                try:
-                    loop.run(self._unregister(self.stage), 5.0)
-                    loop.run(self._p2p.shutdown(), 5.0)
-                except Exception as exc:  # noqa: BLE001 - the daemon may be gone already
-                    logger.debug("stage %d: closing p2p client: %r", self.stage, exc)
-                self._p2p = None
-            loop.stop()
+        client, self._client = self._client, None
+        if client is not None:
+            client.close(before=self._unregister(self.stage))
         self._compute.shutdown(wait=True, cancel_futures=True)
 
     async def _register(self, stage: int) -> None:
         for kind, handler in (("forward", self._forward), ("backward", self._backward)):
-            await self._p2p.add_protobuf_handler(
+            await self._client.p2p.add_protobuf_handler(
                 handler_name(self.experiment, stage, kind), handler, runtime_pb2.ExpertRequest
             )
 
     async def _unregister(self, stage: int) -> None:
         for kind in ("forward", "backward"):
-            await self._p2p.remove_protobuf_handler(handler_name(self.experiment, stage, kind))
+            await self._client.p2p.remove_protobuf_handler(handler_name(self.experiment, stage, kind))
 
     async def _announce_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -227,6 +217,3 @@ class StageServer:
         self.bytes_sent += response.ByteSize()
         return response
 
-
-async def daemon_listen_maddr(_dht: hivemind.DHT, node: hivemind.DHTNode):
-    return node.p2p.daemon_listen_maddr

@@ -28,7 +28,7 @@ def test_pipeline_step_matches_one_optimizer_over_the_full_model():
 
 
 def test_baseline_learns_digits():
-    report, stages = train_baseline(get_workload("digits"), n_stages=2, steps=150, batch_size=32, lr=3e-3)
+    report, _ = train_baseline(get_workload("digits"), n_stages=2, steps=150, batch_size=32, lr=3e-3)
     assert report.samples == 150 * 32 and len(report.steps) == 150
     assert report.final_loss < 0.3 * report.steps[0].loss
     assert report.eval_loss < 0.4
