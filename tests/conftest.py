@@ -24,6 +24,10 @@ os.environ[SESSION_ENV] = SESSION_TAG.split("=", 1)[1]
 LEAK_GRACE_S = float(os.environ.get("SWARM_LEAK_GRACE", "5"))  # a child told to stop may take this long to go
 WATCHED_NAMES = ("p2pd", "anvil", "node", "swarm.peer", "swarm-peer", "swarm.procs")
 
+# torch's shared-memory broker: started once per process by hivemind's MPFuture (file_system sharing), lives as long
+# as pytest and exits with it; killing it breaks every later DHT in the session ("RuntimeError: Broken pipe").
+PROCESS_LIFETIME_HELPERS = ("torch_shm_manager",)
+
 ProcKey = tuple[int, float]  # (pid, create_time): a pid alone may be reused
 
 
@@ -52,6 +56,8 @@ def session_processes() -> dict[ProcKey, psutil.Process]:
             candidates[p.pid] = p
     for p in candidates.values():
         with contextlib.suppress(psutil.Error):
+            if p.name() in PROCESS_LIFETIME_HELPERS:
+                continue
             if p.status() != psutil.STATUS_ZOMBIE:
                 found[(p.pid, p.create_time())] = p
     return found
