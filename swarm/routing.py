@@ -22,6 +22,7 @@ from swarm.loop_thread import P2PClient
 from swarm.records import StageAnnouncement, fetch_stage_announcements
 from swarm.serving import (
     CALL_TIMEOUT,
+    RequestRejected,
     ServingError,
     handler_name,
     pack_tensors,
@@ -168,7 +169,9 @@ class StageRouter:
                 response = self._send_counted(peer, name, request)
                 outputs = unpack_tensors(response, n_out if n_out is not None else len(response.tensors), name)
                 return outputs, peer
-            except Exception as exc:  # noqa: BLE001 - any failure of a peer sends the call elsewhere
+            except Exception as exc:
+                if RequestRejected.__name__ in str(exc):
+                    raise RoutingError(f"stage {stage} {kind} rejected the input: {_describe(exc)}") from exc
                 self.ban(peer)
                 self.retries += 1
                 errors.append(f"{peer[:12]}…: {_describe(exc)}")

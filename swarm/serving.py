@@ -35,6 +35,10 @@ class ServingError(RuntimeError):
     """The stage server could not start, or a request it got is malformed."""
 
 
+class RequestRejected(ServingError):
+    """The peer is fine but the request is not (wrong shape, wrong stage's input): retrying elsewhere won't help."""
+
+
 def handler_name(experiment: str, stage: int, kind: Literal["forward", "backward"]) -> str:
     return f"{experiment}.s{stage}.{kind}"
 
@@ -210,7 +214,7 @@ class StageServer:
         except Exception as exc:
             self.errors += 1
             logger.info("stage %d: rejected a request: %s", self.stage, exc)
-            raise ServingError(f"stage {self.stage} could not process the request: {exc}") from exc
+            raise RequestRejected(f"stage {self.stage} could not process the request: {exc}") from exc
 
     def _reply(self, uid: str, tensors: list[torch.Tensor]) -> runtime_pb2.ExpertResponse:
         response = pack_tensors(uid, tensors, runtime_pb2.ExpertResponse)
