@@ -39,7 +39,7 @@ class GossipSidecar:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "swarm.gossip.sidecar", "--port", str(self.port),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
-            preexec_fn=die_with_parent, limit=2**24,
+            preexec_fn=die_with_parent(), limit=2**24,
         )
         self._ready = asyncio.get_running_loop().create_future()
         self._reader_task = asyncio.create_task(self._read_loop())
