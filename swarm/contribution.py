@@ -35,7 +35,7 @@ class Groth16Proof(BaseModel):
     c: tuple[int, int]
 
     @classmethod
-    def from_zokrates(cls, proof: dict) -> "Groth16Proof":
+    def from_zokrates(cls, proof: dict) -> Groth16Proof:
         """Build from zokrates-js's `{"a": [hex, hex], "b": [[hex, hex], [hex, hex]], "c": [hex, hex]}`."""
         try:
             a = tuple(int(x, 16) for x in proof["a"])
@@ -47,7 +47,7 @@ class Groth16Proof(BaseModel):
 
     def to_zokrates(self) -> dict:
         """The zokrates-js form (hex strings), e.g. for `verify(vk, proof)` in the Node worker."""
-        h = lambda x: f"0x{x:064x}"  # noqa: E731
+        h = lambda x: f"0x{x:064x}"
         return {"a": [h(x) for x in self.a], "b": [[h(x) for x in p] for p in self.b], "c": [h(x) for x in self.c]}
 
     def abi_tuple(self) -> tuple:
@@ -107,7 +107,7 @@ class Contribution(BaseModel):
         return msgpack.packb(d, use_bin_type=True)
 
     @classmethod
-    def from_msgpack(cls, data: bytes) -> "Contribution":
+    def from_msgpack(cls, data: bytes) -> Contribution:
         """Parse the wire form; anything malformed raises ContributionError, never a bare exception."""
         try:
             d = msgpack.unpackb(data, raw=False, strict_map_key=True)

@@ -7,6 +7,7 @@ import itertools
 import logging
 import sys
 from collections.abc import AsyncIterator
+from typing import Self
 
 from swarm.gossip.framing import HEADER_SIZE, FrameError, decode_body, encode_frame, frame_length
 from swarm.gossip.messages import GossipMessage, topic_for
@@ -33,7 +34,7 @@ class GossipSidecar:
         self._ready: asyncio.Future | None = None
         self.dropped = 0  # malformed messages received and dropped
 
-    async def start(self) -> "GossipSidecar":
+    async def start(self) -> GossipSidecar:
         from swarm.procs import die_with_parent  # the one place that knows how children die with us
 
         self._proc = await asyncio.create_subprocess_exec(
@@ -45,13 +46,13 @@ class GossipSidecar:
         self._reader_task = asyncio.create_task(self._read_loop())
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
-        except (asyncio.TimeoutError, GossipError) as exc:
+        except (TimeoutError, GossipError) as exc:
             await self.shutdown()
             raise GossipError(f"gossip sidecar did not start in {self.start_timeout:.0f} s: {exc}") from exc
         self.peer_id, self.addrs = ready["peer_id"], list(ready["addrs"])
         return self
 
-    async def __aenter__(self) -> "GossipSidecar":
+    async def __aenter__(self) -> GossipSidecar:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
@@ -67,7 +68,7 @@ class GossipSidecar:
         try:
             await self._proc.stdin.drain()
             return await asyncio.wait_for(fut, self.request_timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise GossipError(f"gossip sidecar did not answer {op!r} in {self.request_timeout:.0f} s") from exc
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise GossipError("gossip sidecar died") from exc
@@ -139,7 +140,7 @@ class GossipSidecar:
                 if proc.stdin is not None:
                     proc.stdin.close()  # the sidecar exits when its stdin closes
                 await asyncio.wait_for(proc.wait(), timeout)
-            except (asyncio.TimeoutError, ProcessLookupError, BrokenPipeError):
+            except (TimeoutError, ProcessLookupError, BrokenPipeError):
                 proc.kill()
                 await proc.wait()
         if self._reader_task is not None:

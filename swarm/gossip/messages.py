@@ -32,7 +32,7 @@ class GossipMessage(BaseModel):
         return msgpack.packb(self.model_dump(mode="python") | {"kind": self.kind.value}, use_bin_type=True)
 
     @classmethod
-    def from_msgpack(cls, data: bytes) -> "GossipMessage":
+    def from_msgpack(cls, data: bytes) -> GossipMessage:
         """Raises ValueError (pydantic's ValidationError or msgpack's errors wrapped) on anything malformed."""
         try:
             obj = msgpack.unpackb(data, raw=False)
@@ -41,7 +41,7 @@ class GossipMessage(BaseModel):
         return cls.model_validate(obj)
 
     @classmethod
-    def for_contribution(cls, experiment: str, c: Contribution, *, audit: bool = False) -> "GossipMessage":
+    def for_contribution(cls, experiment: str, c: Contribution, *, audit: bool = False) -> GossipMessage:
         kind = MessageKind.AUDIT_PROOF if audit else MessageKind.CONTRIBUTION
         return cls(kind=kind, experiment=experiment, round=c.round, stage=c.stage, body=c.to_msgpack())
 

@@ -109,7 +109,7 @@ async def serve(port: int, heartbeat: int) -> None:
                 try:
                     if not await _handle(cmd, pipe, host, pubsub, nursery):
                         break
-                except Exception as exc:  # one bad command must not take the sidecar down
+                except Exception as exc:  # noqa: BLE001 -- one bad command must not take the sidecar down
                     await pipe.write({"ev": "error", "message": f"{type(exc).__name__}: {exc}", "id": cmd.get("id")})
             nursery.cancel_scope.cancel()
 

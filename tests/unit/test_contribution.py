@@ -10,7 +10,7 @@ PEER = "0x" + "Ab" * 20
 
 
 def make(**kw):
-    base = dict(experiment=7, round=12, stage=2, peer=PEER, root=FIELD_MODULUS - 1, norm_sq=3, chunk=9)
+    base = {"experiment": 7, "round": 12, "stage": 2, "peer": PEER, "root": FIELD_MODULUS - 1, "norm_sq": 3, "chunk": 9}
     return Contribution(**(base | kw))
 
 
