@@ -9,7 +9,7 @@ from pathlib import Path
 from swarm.contribution import Contribution, ContributionError, Groth16Proof
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import ChunkOpening, Commitment
-from zk.keys import KEYS_ROOT, ensure_keys, keys_dir
+from zk.keys import DEV_ENTROPY, KEYS_ROOT, ensure_keys, keys_dir
 from zk.prover import ProofError, ZkWorker
 from zk.quantize import QMAX
 
@@ -31,9 +31,10 @@ class ChunkProver:
     """Proves chunks of one circuit shape with a running ZkWorker; keys are set up once (cached on disk)."""
 
     def __init__(self, worker: ZkWorker, params: CircuitParams = DEFAULT_PARAMS, keys_root: Path = KEYS_ROOT,
-                 setup: bool = True) -> None:
+                 setup: bool = True, entropy: str | None = DEV_ENTROPY) -> None:
         self.worker, self.params = worker, params
-        self.dir = ensure_keys(worker, params, keys_root) if setup else keys_dir(params, keys_root)
+        self.dir = (ensure_keys(worker, params, keys_root, entropy=entropy) if setup
+                    else keys_dir(params, keys_root, entropy))
         self.verification_key = worker.request("load", dir=str(self.dir))["vk"]
 
     def prove(self, commitment: Commitment, *, experiment: int, round: int, stage: int, peer: str, chunk: int,

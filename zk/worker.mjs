@@ -73,7 +73,7 @@ const ops = {
   setup: (req) => {
     const dir = requireDir(req);
     const c = loadArtifacts(dir, false);
-    const keys = zokrates.setup(c.program);
+    const keys = req.entropy ? zokrates.setup(c.program, req.entropy) : zokrates.setup(c.program);
     writeAtomic(join(dir, "proving.key"), keys.pk);
     writeAtomic(join(dir, "verification.key.json"), JSON.stringify(keys.vk));
     Object.assign(c, { pk: keys.pk, vk: keys.vk });
