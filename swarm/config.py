@@ -1,0 +1,201 @@
+"""A peer's configuration, validated once at the edge: command-line flags > env SWARM_* > profile file > defaults.
+
+Profiles are TOML files (see peers/); the wallet key is never a flag: it comes from a 0600 file or SWARM_WALLET_KEY.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+Role = Literal["bootstrap", "stage", "trainer"]
+WORKLOADS = ("digits", "tinylm")
+
+
+class ConfigError(ValueError):
+    """The peer's configuration is invalid; the message says which setting and how to fix it."""
+
+
+class PeerConfig(BaseSettings):
+    """Everything a peer needs to know; each field is also env SWARM_<NAME> and a key of a profile file."""
+
+    model_config = SettingsConfigDict(env_prefix="SWARM_", extra="forbid", validate_default=True)
+
+    role: Role = Field("stage", description="bootstrap: only helps others find the swarm; stage: serves a "
+                       "pipeline stage and averages it every round; trainer: pushes batches through the stages")
+    join: bool = Field(False, description="join an existing swarm through initial_peers (required for stage "
+                       "and trainer peers)")
+    initial_peers: Annotated[list[str], NoDecode] = Field(default_factory=list, description="multiaddrs of peers already in the "
+                                     "swarm, e.g. /ip4/1.2.3.4/tcp/31337/p2p/Qm...")
+    host: str = Field("0.0.0.0", description="address to listen on (127.0.0.1: this machine only)")
+    port: int = Field(0, ge=0, le=65535, description="TCP port to listen on (0: any free port)")
+    experiment: str = Field("swarm", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="name of the run to join")
+    workload: Literal["digits", "tinylm"] = Field("digits", description="model and data (bootstrap publishes it)")
+    n_stages: int = Field(2, ge=1, le=64, description="pipeline stages the model is cut into (bootstrap)")
+    round_duration: float = Field(10.0, gt=0, le=3600, description="seconds per averaging round (bootstrap)")
+    stage: int | None = Field(None, ge=0, description="serve this stage instead of choosing one")
+    lr: float = Field(1e-3, gt=0, description="learning rate of the stage's local optimizer")
+    seed: int = Field(0, ge=0, description="seed of the initial parameters (the same on every peer)")
+    compression: Literal["int8", "none"] = Field("int8", description="what averaging puts on the wire")
+    batch_size: int = Field(32, ge=1, le=65536, description="trainer: samples per micro-batch")
+    concurrency: int = Field(1, ge=1, le=64, description="trainer: micro-batches in flight at once")
+    duration: float | None = Field(None, gt=0, description="leave after this many seconds (default: run until "
+                                   "Ctrl-C)")
+    rebalance: bool = Field(True, description="stage: move to a slower stage when the balance shifts")
+    wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
+    wallet_key: SecretStr | None = Field(None, description="the L2 wallet's private key: env SWARM_WALLET_KEY "
+                                         "only, never a flag or a profile")
+    round_hooks: Annotated[list[str], NoDecode] = Field(default_factory=list, description="'module:function' called after each "
+                                   "averaging round of a stage peer with its RoundReport")
+    events: bool = Field(False, description="write one JSON line per event on stdout (for swarm-demo)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ProfileSource(settings_cls)
+
+    @field_validator("initial_peers", "round_hooks", mode="before")
+    @classmethod
+    def _split_list(cls, v: Any) -> Any:
+        if isinstance(v, str):  # SWARM_INITIAL_PEERS="a b" or "a,b"
+            return [p for p in v.replace(",", " ").split() if p]
+        return v
+
+    @field_validator("initial_peers")
+    @classmethod
+    def _check_multiaddrs(cls, peers: list[str]) -> list[str]:
+        for p in peers:
+            if not p.startswith("/") or "/p2p/" not in p:
+                raise ValueError(
+                    f"{p!r} is not a peer multiaddr; expected something like /ip4/1.2.3.4/tcp/31337/p2p/Qm... "
+                    "(a running peer prints its own)"
+                )
+        return peers
+
+    @field_validator("round_hooks")
+    @classmethod
+    def _check_hooks(cls, hooks: list[str]) -> list[str]:
+        for h in hooks:
+            module, _, func = h.partition(":")
+            if not module or not func:
+                raise ValueError(f"round hook {h!r} must be 'package.module:function'")
+        return hooks
+
+    @model_validator(mode="after")
+    def _check_role(self) -> PeerConfig:
+        if self.role in ("stage", "trainer") and not self.initial_peers:
+            raise ValueError(
+                f"a {self.role} peer joins an existing swarm: give --join --initial-peers <multiaddr> "
+                "(start one with `swarm-peer --role bootstrap`)"
+            )
+        if self.join and not self.initial_peers:
+            raise ValueError("--join needs --initial-peers <multiaddr> of a peer already in the swarm")
+        if self.stage is not None and self.stage >= self.n_stages and self.role == "bootstrap":
+            raise ValueError(f"stage {self.stage} does not exist with n_stages={self.n_stages}")
+        if self.wallet_key_file is not None and self.wallet_key is not None:
+            raise ValueError("give the wallet key either as --wallet-key-file or as SWARM_WALLET_KEY, not both")
+        return self
+
+    def read_wallet_key(self) -> SecretStr | None:
+        """The wallet's private key from SWARM_WALLET_KEY or the key file (which must be 0600), else None."""
+        if self.wallet_key is not None:
+            return self.wallet_key
+        if self.wallet_key_file is None:
+            return None
+        return read_key_file(self.wallet_key_file)
+
+
+_profile: ContextVar[Mapping[str, Any] | None] = ContextVar("swarm_profile", default=None)
+
+
+class _ProfileSource(PydanticBaseSettingsSource):
+    """Values of the profile file being loaded (lowest priority after the defaults)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_profile.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_profile.get() or {})
+
+
+def read_profile(path: Path) -> dict[str, Any]:
+    """A profile: a TOML file of PeerConfig keys (a [peer] table or top-level keys); never a wallet key."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"profile {path} does not exist (ready ones are in peers/)") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"profile {path} is not valid TOML: {exc}") from exc
+    values = data.get("peer", data)
+    if not isinstance(values, dict):
+        raise ConfigError(f"profile {path}: [peer] must be a table of settings")
+    if "wallet_key" in values:
+        raise ConfigError(f"profile {path} holds a wallet key: keep keys out of profiles (use wallet_key_file)")
+    return dict(values)
+
+
+def load_config(flags: Mapping[str, Any] | None = None, profile: Path | None = None) -> PeerConfig:
+    """Merge flags > env SWARM_* > profile > defaults into a validated PeerConfig, or raise ConfigError."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    if "wallet_key" in flags:
+        raise ConfigError("the wallet key is never passed as a flag (argv is visible to every user of the machine)")
+    token = _profile.set(read_profile(profile) if profile is not None else None)
+    try:
+        return PeerConfig(**flags)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, profile)) from None
+    finally:
+        _profile.reset(token)
+
+
+def describe_validation_error(exc: ValidationError, profile: Path | None = None) -> str:
+    """One line per problem, naming the setting as a volunteer would write it (--flag / SWARM_NAME)."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = err.get("loc") or ()
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc and isinstance(loc[0], str):
+            name = loc[0]
+            where = f"--{name.replace('_', '-')} / SWARM_{name.upper()}" + (f" / {profile}" if profile else "")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting"
+            lines.append(f"{where}: {msg}")
+        else:
+            lines.append(msg)
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def read_key_file(path: Path) -> SecretStr:
+    """Read a private key from `path`, refusing a file that other users can read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise ConfigError(f"wallet key file {path} does not exist") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"wallet key file {path} is readable by others: run `chmod 600 {path}`")
+    key = path.read_text().strip()
+    if not key:
+        raise ConfigError(f"wallet key file {path} is empty")
+    return SecretStr(key)
+
+
+def write_key_file(path: Path, key: str) -> None:
+    """Create `path` with mode 0600 (from the start, no window where others can read it) holding `key`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")

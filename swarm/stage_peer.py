@@ -1,0 +1,194 @@
+"""The stage peer's life: pick the slowest stage, resync its parameters, serve it, average it every round, rebalance.
+
+After each round's averaging the peer calls its round hooks with a `RoundReport` (the round's update Δ and the
+averaging result): the place where commitments, proofs and on-chain contributions plug in.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import hivemind
+import torch
+
+from swarm.averaging import StageAverager
+from swarm.config import PeerConfig
+from swarm.events import EventWriter, RoundDone, StageChanged, Synced
+from swarm.models import Workload
+from swarm.records import ExperimentRecord, fetch_stage_announcements
+from swarm.rounds import RoundClock
+from swarm.serving import StageServer
+from swarm.stage_choice import choose_stage, rebalance_target
+
+logger = logging.getLogger(__name__)
+
+SYNC_TIMEOUT = 30.0
+
+
+@dataclass
+class RoundReport:
+    """What a stage peer did in one round: handed to every round hook after the round's averaging."""
+
+    experiment: ExperimentRecord
+    round: int
+    stage: int
+    peer_id: str
+    wallet: str | None
+    delta: torch.Tensor  # flattened fp32 update Δ of this round (local steps only, before averaging)
+    result: Any  # swarm.averaging.RoundResult
+    module: torch.nn.Module  # the stage's parameters after averaging (hold `params_lock` to read them)
+    params_lock: Any
+
+
+RoundHook = Callable[[RoundReport], None]
+
+
+def load_hook(spec: str) -> RoundHook:
+    """Import 'package.module:function' (validated by PeerConfig)."""
+    module_name, _, func_name = spec.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"round hook {spec!r} cannot be loaded: {exc}") from exc
+    if not callable(hook):
+        raise ValueError(f"round hook {spec!r} is not callable")  # noqa: TRY004 - a setting's value is wrong
+    return hook
+
+
+def flat_params(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).float() for p in module.parameters()]).clone()
+
+
+class StagePeer:
+    """Serves one stage of `experiment` at a time; `run(stop)` returns when `stop` is set or the duration is up."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        dht: hivemind.DHT,
+        experiment: ExperimentRecord,
+        workload: Workload,
+        events: EventWriter,
+        *,
+        wallet: str | None = None,
+        hooks: list[RoundHook] | None = None,
+    ) -> None:
+        self.config, self.dht, self.experiment, self.workload = config, dht, experiment, workload
+        self.events, self.wallet = events, wallet
+        self.round_hooks: list[RoundHook] = list(hooks or [])
+        self.clock = RoundClock(experiment.start_time, experiment.round_duration)
+        self.stage: int = -1
+        self.server: StageServer | None = None
+        self.averager: StageAverager | None = None
+        self.rounds_done = 0
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    def pick_stage(self) -> int:
+        """The configured stage, else the one that limits the pipeline most (SWARM-style, from DHT records)."""
+        n = self.experiment.n_stages
+        if self.config.stage is not None:
+            if self.config.stage >= n:
+                raise ValueError(f"--stage {self.config.stage} does not exist: this experiment has stages 0..{n - 1}")
+            return self.config.stage
+        return choose_stage(fetch_stage_announcements(self.dht, self.name), n)
+
+    def run(self, stop: threading.Event, deadline: float | None = None) -> None:
+        with ExitStack() as cleanup:
+            cleanup.callback(self._shutdown)
+            self._join(self.pick_stage())
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                self._one_round(stop, deadline)
+
+    def _join(self, stage: int) -> None:
+        """Build, resync and serve `stage` (the server is started after the resync, so it serves fresh parameters)."""
+        module = self.workload.build_stage(self.experiment.n_stages, stage, seed=self.config.seed)
+        serving_now = len(fetch_stage_announcements(self.dht, self.name).get(stage, []))
+        server = self.server or StageServer(
+            self.dht, self.name, self.workload, stage, module, lr=self.config.lr, wallet=self.wallet
+        )
+        averager = StageAverager(
+            self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
+        )
+        started = time.monotonic()
+        synced = False
+        if serving_now:
+            synced = averager.load_state_from_peers(timeout=SYNC_TIMEOUT)
+            if not synced:
+                logger.warning("stage %d: no peer sent its parameters; starting from the seed's", stage)
+        self.events.emit(Synced(stage=stage, from_peers=synced, seconds=time.monotonic() - started))
+        if self.server is None:
+            self.server = server
+            server.start()
+        else:
+            server.switch_stage(stage, module)
+        self.averager, self.stage = averager, stage
+        server.params_version = self.clock.current_round()
+        logger.info("serving stage %d of %s (%d other peer(s) serve it)", stage, self.name, serving_now)
+
+    def _one_round(self, stop: threading.Event, deadline: float | None) -> None:
+        assert self.server is not None and self.averager is not None
+        r = self.clock.current_round()
+        with self.server.params_lock:
+            before = flat_params(self.server.module)
+        wait = self.clock.seconds_to_next_round()
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        if stop.wait(wait) or (deadline is not None and time.monotonic() >= deadline):
+            return
+        with self.server.params_lock:
+            delta = flat_params(self.server.module) - before
+        result = self.averager.step(r, timeout=min(0.8 * self.experiment.round_duration, 30.0))
+        self.server.params_version = r + 1
+        self.rounds_done += 1
+        self.events.emit(
+            RoundDone(
+                round=r, stage=self.stage, group_size=result.group_size, bytes_sent=result.bytes_sent,
+                bytes_received=result.bytes_received, seconds=result.seconds, update_norm=float(delta.norm()),
+                requests=self.server.requests,
+            )
+        )  # fmt: skip
+        self._call_hooks(r, delta, result)
+        if self.config.rebalance and self.config.stage is None:
+            self._maybe_rebalance()
+
+    def _call_hooks(self, r: int, delta: torch.Tensor, result: Any) -> None:
+        assert self.server is not None
+        report = RoundReport(
+            experiment=self.experiment, round=r, stage=self.stage, peer_id=self.server.peer_id, wallet=self.wallet,
+            delta=delta, result=result, module=self.server.module, params_lock=self.server.params_lock,
+        )  # fmt: skip
+        for hook in self.round_hooks:
+            try:
+                hook(report)
+            except Exception:  # a failing hook (prover, chain) must not stop training
+                logger.exception("round %d: round hook %r failed", r, hook)
+
+    def _maybe_rebalance(self) -> None:
+        target = rebalance_target(self.stage, fetch_stage_announcements(self.dht, self.name), self.experiment.n_stages)
+        if target is None or target == self.stage:
+            return
+        old = self.stage
+        logger.info("rebalancing: stage %d -> stage %d", old, target)
+        assert self.averager is not None
+        self.averager.shutdown()
+        self.averager = None
+        self._join(target)
+        self.events.emit(StageChanged(old=old, new=target))
+
+    def _shutdown(self) -> None:
+        if self.averager is not None:
+            self.averager.shutdown()
+            self.averager = None
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None

@@ -1,0 +1,78 @@
+"""swarm-peer's command line: every mistake is one clear line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from swarm.peer import EXIT_CONFIG, main, parse_config
+
+PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
+KEY = "0x" + "5e" * 32
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("SWARM_") and key != "SWARM_TEST_SESSION":
+            monkeypatch.delenv(key)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--join"], "give --join --initial-peers <multiaddr>"),
+        ([], "a stage peer joins an existing swarm"),
+        (["--role", "trainer"], "a trainer peer joins an existing swarm"),
+        (["--join", "--initial-peers", "127.0.0.1:4001"], "is not a peer multiaddr"),
+        (["--role", "miner"], "argument --role: invalid choice: 'miner'"),
+        (["--role", "bootstrap", "--n-stages", "two"], "argument --n-stages: invalid int value: 'two'"),
+        (["--role", "bootstrap", "--round-duration", "-1"], "--round-duration / SWARM_ROUND_DURATION"),
+        (["--role", "bootstrap", "--profile", "/nonexistent.toml"], "profile /nonexistent.toml does not exist"),
+        (["--role", "bootstrap", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--join", "--initial-peers"], "expected at least one argument"),
+    ],
+)
+def test_argument_errors_are_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture):
+    assert main(argv) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert err.startswith("swarm-peer: ") and err.count("\n") == 2  # the problem, then where to get help
+
+
+@pytest.mark.parametrize("flag", ["--wallet-key", "--private-key", "--wallet-key=" + KEY])
+def test_a_wallet_key_flag_is_refused_without_echoing_the_key(flag: str, capsys: pytest.CaptureFixture):
+    argv = ["--role", "bootstrap", *flag.split("=", 1)[:1], KEY] if "=" not in flag else ["--role", "bootstrap", flag]
+    assert main(argv) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "--wallet-key-file" in err and "SWARM_WALLET_KEY" in err
+    assert KEY not in err
+
+
+def test_flags_become_the_config(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SWARM_BATCH_SIZE", "7")
+    config = parse_config(
+        ["--join", "--role", "trainer", "--initial-peers", PEER, PEER, "--concurrency", "2", "--no-rebalance"]
+    )
+    assert config.role == "trainer" and config.initial_peers == [PEER, PEER]
+    assert (config.concurrency, config.batch_size, config.rebalance) == (2, 7, False)
+
+
+def test_invalid_wallet_key_is_a_config_error_that_does_not_echo_it(monkeypatch, capsys: pytest.CaptureFixture):
+    bad = "0x" + "zz" * 32
+    monkeypatch.setenv("SWARM_WALLET_KEY", bad)
+    assert main(["--role", "bootstrap"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "not a valid private key" in err and bad not in err
+
+
+def test_help_tells_a_volunteer_how_to_join():
+    result = subprocess.run(
+        [sys.executable, "-m", "swarm.peer", "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    for needed in ("--join --initial-peers", "--role", "SWARM_WALLET_KEY", "Ctrl-C", "exit codes", "peers/"):
+        assert needed in result.stdout
