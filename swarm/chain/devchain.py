@@ -7,7 +7,6 @@ Anvil runs in its own process group and is killed with the parent (PR_SET_PDEATH
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -28,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from swarm.chain.errors import DevChainError
 from swarm.chain.paths import ANVIL_BINARY, ANVIL_WRAPPER
+from swarm.procs import die_with_parent
 
 logger = logging.getLogger("swarm.chain.devchain")
 
-_PR_SET_PDEATHSIG = 1
 _START_ATTEMPTS = 3
 _STOP_GRACE_S = 5.0
 
@@ -56,22 +55,6 @@ def anvil_command() -> list[str]:
         f"anvil not found at {ANVIL_BINARY} (nor the npm wrapper {ANVIL_WRAPPER}); run `./dev.sh install` "
         "(npm install) in the project root"
     )
-
-
-def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn that makes the child receive SIGKILL when its parent dies (Linux PR_SET_PDEATHSIG).
-
-    Note: the signal fires when the *thread* that started the child exits, so start children from a
-    long-lived thread (the main thread or the event loop's thread).
-    """
-
-    def _preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return _preexec
 
 
 def free_loopback_port() -> int:

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title ISwarmEscrow
+/// @notice Types, events and custom errors of the swarm escrow (contracts/README.md states its rules).
+interface ISwarmEscrow {
+    /// @notice What a researcher declares when creating an experiment.
+    /// @param verifier The chunk circuit's Groth16 verifier (IChunkVerifier); it fixes CHUNK, DEPTH, SCALE_MAX.
+    /// @param start Unix time at which round 0's training window opens.
+    /// @param roundDuration Length D of a round's training window, seconds.
+    /// @param submitWindow Seconds after a round's training window during which `contribute` is still accepted.
+    /// @param auditWindow Seconds after the submission window: audits open in its first half, answers until its end.
+    /// @param auditsPerPeer k: audited chunks per contribution (at most MAX_AUDITS; 0 disables audits).
+    /// @param numRounds Rounds the experiment pays for (round numbers 0 .. numRounds-1).
+    /// @param chunkSize Values per chunk (the circuit's CHUNK): numChunks(stage) = ceil(params / chunkSize).
+    /// @param rewardPerRound Tokens a finalized round shares among its valid contributions.
+    /// @param normBound The public bound on a contribution's fixed-point squared norm.
+    /// @param stageParams Parameter count of each pipeline stage.
+    struct ExperimentParams {
+        address verifier;
+        uint64 start;
+        uint32 roundDuration;
+        uint32 submitWindow;
+        uint32 auditWindow;
+        uint8 auditsPerPeer;
+        uint48 numRounds;
+        uint32 chunkSize;
+        uint128 rewardPerRound;
+        uint256 normBound;
+        uint64[] stageParams;
+    }
+
+    event Staked(address indexed peer, uint256 amount, uint256 active);
+    event UnbondingRequested(address indexed peer, uint256 amount, uint256 unbonding, uint256 readyAt);
+    event Withdrawn(address indexed peer, uint256 amount);
+    event ExperimentCreated(uint256 indexed experimentId, address indexed funder, address verifier, uint256 numStages);
+    event Funded(uint256 indexed experimentId, address indexed from, uint256 amount, uint256 pool);
+    event Contributed(
+        uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint256 root,
+        uint256 normSq, uint256 chunk
+    );
+    event RoundFinalized(
+        uint256 indexed experimentId, uint256 indexed round, uint256 contributions, uint256 share, uint256 allocated
+    );
+    event Claimed(uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint256 amount);
+    event AuditOpened(
+        uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint256 j,
+        uint256 chunk, address opener
+    );
+    event AuditAnswered(uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint256 j);
+    event Slashed(
+        uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint256 amount,
+        address reporter, uint256 reporterReward
+    );
+    event PoolReclaimed(uint256 indexed experimentId, address indexed funder, uint256 amount);
+
+    error ZeroAmount();
+    error BelowMinStake(uint256 active, uint256 minStake);
+    error InsufficientStake(uint256 active, uint256 requested);
+    error NothingUnbonding();
+    error UnbondingNotReady(uint256 readyAt, uint256 lockedUntil, uint256 nowTime);
+    error InvalidExperiment(string field);
+    error UnknownExperiment(uint256 experimentId);
+    error UnknownStage(uint256 stage, uint256 numStages);
+    error RoundOutOfRange(uint256 round, uint256 numRounds);
+    error RoundNotOpen(uint256 round, uint256 opensAt);
+    error SubmissionClosed(uint256 round, uint256 closedAt);
+    error NormAboveBound(uint256 normSq, uint256 normBound);
+    error NotInField(uint256 value);
+    error AlreadyContributed(uint256 experimentId, uint256 round, uint256 stage, address peer);
+    error InvalidProof();
+    error NotFinalizable(uint256 round, uint256 finalizableAt);
+    error AlreadyFinalized(uint256 round);
+    error NotFinalized(uint256 round);
+    error NoContribution(uint256 experimentId, uint256 round, uint256 stage, address peer);
+    error AlreadyClaimed(uint256 round, uint256 stage, address peer);
+    error PeerSlashed(uint256 round, uint256 stage, address peer);
+    error UnansweredAudit(uint256 round, uint256 stage, address peer);
+    error AuditIndexOutOfRange(uint256 j, uint256 auditsPerPeer);
+    error NotInAuditOpening(uint256 nowTime, uint256 opensAt, uint256 closesAt);
+    error NotInAuditWindow(uint256 nowTime, uint256 opensAt, uint256 closesAt);
+    error AuditAlreadyOpen(uint256 j);
+    error AuditNotOpen(uint256 j);
+    error AuditAlreadyAnswered(uint256 j);
+    error AuditWindowNotOver(uint256 closesAt);
+    error AlreadySlashed(uint256 round, uint256 stage, address peer);
+    error NotFunder(address caller, address funder);
+    error ReclaimTooEarly(uint256 reclaimableAt);
+    error LengthMismatch();
+}

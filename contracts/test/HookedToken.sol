@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+
+/// @notice Receives a callback on every token transfer to it (like ERC-777's tokensReceived hook).
+interface ITransferHook {
+    /// @notice Called by HookedToken after `amount` tokens moved from `from` to the receiver.
+    function onTokenTransfer(address from, uint256 amount) external;
+}
+
+/// @title HookedToken
+/// @notice Test-only ERC-20 that calls the receiver back on every transfer to a contract, so a malicious
+/// receiver can try to re-enter the escrow while it pays out (the reentrancy tests' token).
+contract HookedToken is ERC20 {
+    constructor() ERC20("Hooked Test Token", "HOOK") {}
+
+    /// @notice Mint `amount` tokens to `to` (anyone: test token).
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    function _update(address from, address to, uint256 value) internal override {
+        super._update(from, to, value);
+        if (from != address(0) && to.code.length > 0) ITransferHook(to).onTokenTransfer(from, value);
+    }
+}

@@ -1,0 +1,109 @@
+"""deploy_demo: one call that turns a fresh dev chain into a ready local swarm economy.
+
+Deploys the verifier (zk/'s ChunkVerifier if it is built, else the stand-in), a test token and the escrow,
+creates and funds one demo experiment and gives the dev accounts tokens and stakes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from swarm.chain.build import load_artifacts
+from swarm.chain.client import ChainClient
+from swarm.chain.devchain import DevChain
+from swarm.chain.models import ExperimentSpec
+from swarm.chain.standin import STANDIN_VERIFIER
+from swarm.chain.wallet import Wallet
+
+logger = logging.getLogger("swarm.chain.demo")
+
+TOKEN = 10**18  # the test token has 18 decimals
+REAL_VERIFIER = "ChunkVerifier"
+
+
+class DemoConfig(BaseModel):
+    """The demo economy's knobs; defaults suit a laptop swarm with 30-second rounds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage_params: tuple[int, ...] = (50_000, 50_000)
+    chunk_size: int = 1024
+    round_duration: int = 30
+    submit_window: int = 30
+    audit_window: int = 30
+    audits_per_peer: int = 2
+    num_rounds: int = 1000
+    norm_bound: int = 1 << 100
+    reward_per_round: int = 10 * TOKEN
+    pool: int = 10_000 * TOKEN
+    min_stake: int = 100 * TOKEN
+    stake: int = 100 * TOKEN
+    peer_tokens: int = 1_000 * TOKEN
+    unbonding_delay: int = 600
+    slash_grace: int = 120
+    reporter_bps: int = 2_000
+    verifier: str = "auto"  # "auto" | "ChunkVerifier" | "StandInChunkVerifier"
+
+
+class DemoDeployment(BaseModel):
+    """Addresses and ids the demo's peers need (no keys: peers get those from the DevChain)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rpc_url: str
+    chain_id: int
+    token: str
+    escrow: str
+    verifier: str
+    verifier_name: str
+    experiment_id: int
+    start: int
+    funder: str
+    peers: tuple[str, ...]
+
+
+def choose_verifier(preference: str = "auto") -> str:
+    """The verifier contract to deploy: zk's real ChunkVerifier when its artifact exists, else the stand-in."""
+    if preference != "auto":
+        return preference
+    return REAL_VERIFIER if REAL_VERIFIER in load_artifacts() else STANDIN_VERIFIER
+
+
+def deploy_demo(chain: DevChain, config: DemoConfig | None = None, *, stakers: Sequence[int] | None = None) -> DemoDeployment:
+    """Deploy and fund the demo on `chain`. Account 0 is the researcher; `stakers` (default: all others) stake."""
+    cfg = config or DemoConfig()
+    funder = ChainClient(chain.rpc_url, Wallet(chain.accounts[0].private_key))
+    verifier_name = choose_verifier(cfg.verifier)
+    verifier, _ = funder.deploy(verifier_name)
+    token, _ = funder.deploy("TestToken")
+    funder.deploy_escrow(
+        token, min_stake=cfg.min_stake, unbonding_delay=cfg.unbonding_delay, slash_grace=cfg.slash_grace,
+        reporter_bps=cfg.reporter_bps,
+    )  # fmt: skip
+    start = funder.block_timestamp()
+    spec = ExperimentSpec(
+        verifier=verifier, start=start, round_duration=cfg.round_duration, submit_window=cfg.submit_window,
+        audit_window=cfg.audit_window, audits_per_peer=cfg.audits_per_peer, num_rounds=cfg.num_rounds,
+        chunk_size=cfg.chunk_size, reward_per_round=cfg.reward_per_round, norm_bound=cfg.norm_bound,
+        stage_params=list(cfg.stage_params),
+    )  # fmt: skip
+    experiment_id = funder.create_experiment(spec)
+    funder.transact("mint", funder.address, cfg.pool, contract=funder.token)
+    funder.fund(experiment_id, cfg.pool)
+    indices = list(stakers) if stakers is not None else list(range(1, len(chain.accounts)))
+    peers = []
+    for i in indices:
+        wallet = Wallet(chain.accounts[i].private_key)
+        funder.transact("mint", wallet.address, cfg.peer_tokens, contract=funder.token)
+        funder.with_wallet(wallet).stake(cfg.stake)
+        peers.append(wallet.address)
+    logger.info("demo economy: escrow %s, experiment %d, %d staked peers, verifier %s", funder.escrow_address,
+                experiment_id, len(peers), verifier_name)
+    return DemoDeployment(
+        rpc_url=chain.rpc_url, chain_id=chain.chain_id, token=token, escrow=funder.escrow_address,
+        verifier=verifier, verifier_name=verifier_name, experiment_id=experiment_id, start=start,
+        funder=funder.address, peers=tuple(peers),
+    )  # fmt: skip

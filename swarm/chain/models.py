@@ -1,0 +1,88 @@
+"""Typed records of the escrow's configuration and state, as the chain client reads and writes them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from swarm.contribution import FIELD_MODULUS
+
+
+class ExperimentSpec(BaseModel):
+    """What a researcher declares for an experiment (mirrors ISwarmEscrow.ExperimentParams)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    verifier: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    start: int = Field(ge=0, lt=1 << 64)
+    round_duration: int = Field(gt=0, lt=1 << 32)
+    submit_window: int = Field(ge=0, lt=1 << 32)
+    audit_window: int = Field(ge=0, lt=1 << 32)
+    audits_per_peer: int = Field(ge=0, le=16)
+    num_rounds: int = Field(gt=0, lt=1 << 48)
+    chunk_size: int = Field(gt=0, lt=1 << 32)
+    reward_per_round: int = Field(ge=0, lt=1 << 128)
+    norm_bound: int = Field(ge=0, lt=FIELD_MODULUS)
+    stage_params: list[int] = Field(min_length=1, max_length=(1 << 16) - 1)
+
+    def abi_tuple(self) -> tuple:
+        return (
+            self.verifier, self.start, self.round_duration, self.submit_window, self.audit_window,
+            self.audits_per_peer, self.num_rounds, self.chunk_size, self.reward_per_round, self.norm_bound,
+            list(self.stage_params),
+        )  # fmt: skip
+
+
+class ExperimentState(BaseModel):
+    """An experiment as stored on-chain."""
+
+    funder: str
+    start: int
+    round_duration: int
+    verifier: str
+    submit_window: int
+    audit_window: int
+    audits_per_peer: int
+    num_stages: int
+    reward_per_round: int
+    pool: int
+    norm_bound: int
+    num_rounds: int
+
+    def round_at(self, timestamp: int) -> int:
+        """round(t) = (t - start) // round_duration (docs/protocol.md); 0 before the start."""
+        return max(0, timestamp - self.start) // self.round_duration
+
+    def submission_end(self, round: int) -> int:
+        return self.start + (round + 1) * self.round_duration + self.submit_window
+
+    def audit_end(self, round: int) -> int:
+        return self.submission_end(round) + self.audit_window
+
+
+class RoundState(BaseModel):
+    accumulator: bytes
+    contributions: int
+    slashed_before_finalize: int
+    finalized: bool
+    share: int
+
+
+class RecordState(BaseModel):
+    """One contribution's on-chain record; `commitment == 0` means there is none."""
+
+    commitment: int
+    claimed: bool
+    slashed: bool
+    audits_opened: int
+    audits_answered: int
+
+    @property
+    def exists(self) -> bool:
+        return self.commitment != 0
+
+
+class StakeState(BaseModel):
+    active: int
+    unbonding: int
+    unbonding_ready_at: int
+    locked_until: int

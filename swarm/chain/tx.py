@@ -1,0 +1,217 @@
+"""Sending transactions safely: local signing, one nonce tracker, gas estimation, receipts, decoded reverts.
+
+A transaction is signed once; if the RPC drops while sending it, the client looks the hash up and resends the
+identical signed bytes (same nonce), so a transaction is never lost silently and never sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import requests
+from eth_account.datastructures import SignedTransaction
+from hexbytes import HexBytes
+from pydantic import BaseModel, ConfigDict
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import TxReceipt
+
+from swarm.chain.errors import ChainError, RevertError
+from swarm.chain.revert import ErrorDecoder
+from swarm.chain.wallet import Wallet
+
+logger = logging.getLogger("swarm.chain.tx")
+
+_CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, OSError)
+GAS_MARGIN = 1.2
+GAS_HEADROOM = 10_000
+
+
+class PendingTx(BaseModel):
+    """A signed transaction the client has handed to the RPC (or tried to), until its receipt is seen."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    tx_hash: str
+    nonce: int
+    raw: bytes
+    what: str
+
+
+class RpcReader:
+    """Read calls over one RPC: a dead RPC or a revert becomes a ChainError that says what was attempted."""
+
+    def __init__(self, w3: Web3, decoder: ErrorDecoder) -> None:
+        self.w3 = w3
+        self.decoder = decoder
+
+    @property
+    def rpc_url(self) -> str:
+        return str(getattr(self.w3.provider, "endpoint_uri", "the RPC"))
+
+    def rpc(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one RPC; a dead RPC becomes a ChainError naming the URL and what was attempted."""
+        try:
+            return fn(*args, **kwargs)
+        except ContractLogicError as exc:
+            raise self._revert_error(what, exc.data) from None
+        except Web3RPCError as exc:
+            raise ChainError(f"{what} failed at {self.rpc_url}: {exc}") from exc
+        except _CONNECTION_ERRORS as exc:
+            raise ChainError(
+                f"the RPC at {self.rpc_url} did not answer ({type(exc).__name__}) while {what}; check that the "
+                "node is running and the URL is right"
+            ) from exc
+
+    def _revert_error(self, what: str, data: Any) -> RevertError:
+        name, args, text = self.decoder.decode(data if isinstance(data, (str, bytes)) else None)
+        return RevertError(f"{what} reverted: {text}", error_name=name, args=args)
+
+
+class TxSender(RpcReader):
+    """Signs and sends transactions for one wallet; thread-safe; every failure is a ChainError."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        wallet: Wallet,
+        decoder: ErrorDecoder,
+        *,
+        receipt_timeout: float = 120.0,
+        poll_s: float = 0.05,
+        send_retries: int = 3,
+    ) -> None:
+        super().__init__(w3, decoder)
+        self.wallet = wallet
+        self.receipt_timeout = receipt_timeout
+        self.poll_s = poll_s
+        self.send_retries = send_retries
+        self._lock = threading.Lock()
+        self._nonce: int | None = None
+        self._chain_id: int | None = None
+        self.unconfirmed: dict[str, PendingTx] = {}
+
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.rpc("reading the chain id", lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    def send(self, tx: dict[str, Any], what: str) -> TxReceipt:
+        """Estimate, sign, send `tx` (to/data/value) and wait for its receipt; raises RevertError on a revert."""
+        pending = self._sign_and_submit(tx, what)
+        return self.wait(pending)
+
+    def _sign_and_submit(self, tx: dict[str, Any], what: str) -> PendingTx:
+        with self._lock:
+            tx = {**tx, "from": self.wallet.address, "chainId": self.chain_id()}
+            gas = self.rpc(f"estimating gas for {what}", self.w3.eth.estimate_gas, tx)
+            base_fee = self.rpc("reading the base fee", lambda: self.w3.eth.get_block("latest"))["baseFeePerGas"]
+            tip = self.rpc("reading the priority fee", lambda: self.w3.eth.max_priority_fee)
+            nonce = self._next_nonce()
+            tx.update(
+                gas=int(gas * GAS_MARGIN) + GAS_HEADROOM, nonce=nonce, maxPriorityFeePerGas=tip,
+                maxFeePerGas=2 * base_fee + tip, type=2,
+            )  # fmt: skip
+            signed: SignedTransaction = self.wallet.account.sign_transaction(tx)
+            pending = PendingTx(tx_hash=signed.hash.to_0x_hex(), nonce=nonce, raw=bytes(signed.raw_transaction),
+                                what=what)
+            self.unconfirmed[pending.tx_hash] = pending
+            try:
+                self._submit(pending)
+            except BaseException:
+                self._nonce = None  # re-read from the chain next time: the node may or may not hold this nonce
+                raise
+            self._nonce = nonce + 1
+            logger.debug("sent %s: tx %s nonce %d", what, pending.tx_hash, nonce)
+            return pending
+
+    def _next_nonce(self) -> int:
+        on_chain = self.rpc("reading the nonce", self.w3.eth.get_transaction_count, self.wallet.address, "pending")
+        self._nonce = on_chain if self._nonce is None else max(self._nonce, on_chain)
+        return self._nonce
+
+    def _submit(self, p: PendingTx) -> None:
+        for attempt in range(self.send_retries):
+            try:
+                self.w3.eth.send_raw_transaction(p.raw)
+                return
+            except Web3RPCError as exc:
+                text = str(exc).lower()
+                if "already known" in text or "known transaction" in text or self._known(p):
+                    return
+                self.unconfirmed.pop(p.tx_hash, None)
+                if "nonce too low" in text:
+                    raise ChainError(
+                        f"{p.what}: nonce {p.nonce} was already used by another transaction of "
+                        f"{self.wallet.address} (is another process using this key?); nothing was sent, retry"
+                    ) from exc
+                raise ChainError(f"{p.what} was rejected by the node at {self.rpc_url}: {exc}") from exc
+            except _CONNECTION_ERRORS:
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+                if self._known(p):  # the request reached the node, only the answer was lost
+                    return
+        raise ChainError(
+            f"the RPC at {self.rpc_url} is unreachable; {p.what} (tx {p.tx_hash}, nonce {p.nonce}) may not have "
+            "been sent. It stays in client.unconfirmed: call resend(tx_hash) when the RPC is back (the same "
+            "signed transaction is reused, so it cannot be sent twice)"
+        )
+
+    def _known(self, p: PendingTx) -> bool:
+        try:
+            self.w3.eth.get_transaction(HexBytes(p.tx_hash))
+            return True
+        except TransactionNotFound:
+            return False
+        except (*_CONNECTION_ERRORS, Web3RPCError):
+            return False
+
+    def resend(self, tx_hash: str) -> TxReceipt:
+        """Send an unconfirmed transaction again (identical bytes, same nonce) and wait for its receipt."""
+        pending = self.unconfirmed.get(tx_hash)
+        if pending is None:
+            raise ChainError(f"tx {tx_hash} is not among this client's unconfirmed transactions")
+        with self._lock:
+            self._submit(pending)
+        return self.wait(pending)
+
+    def wait(self, p: PendingTx) -> TxReceipt:
+        """Wait for the receipt; tolerates short RPC outages; raises RevertError if the tx reverted."""
+        deadline = time.monotonic() + self.receipt_timeout
+        outage = 0
+        while True:
+            try:
+                receipt = self.w3.eth.get_transaction_receipt(HexBytes(p.tx_hash))
+                break
+            except TransactionNotFound:
+                outage = 0
+            except _CONNECTION_ERRORS as exc:
+                outage += 1
+                if outage > 50:
+                    raise ChainError(
+                        f"the RPC at {self.rpc_url} stopped answering while waiting for {p.what} (tx {p.tx_hash}); "
+                        "it may still be mined: it stays in client.unconfirmed, call resend(tx_hash) later"
+                    ) from exc
+            if time.monotonic() > deadline:
+                raise ChainError(
+                    f"{p.what} (tx {p.tx_hash}) was not mined within {self.receipt_timeout:.0f} s; it stays in "
+                    "client.unconfirmed: call resend(tx_hash) to wait again"
+                )
+            time.sleep(self.poll_s)
+        self.unconfirmed.pop(p.tx_hash, None)
+        if receipt["status"] != 1:
+            raise self._revert_error(p.what, self._replay_revert_data(p, receipt))
+        return receipt
+
+    def _replay_revert_data(self, p: PendingTx, receipt: TxReceipt) -> str | None:
+        tx = self.w3.eth.get_transaction(HexBytes(p.tx_hash))
+        call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
+        try:
+            self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
+        except ContractLogicError as exc:
+            return exc.data if isinstance(exc.data, str) else None
+        except (*_CONNECTION_ERRORS, Web3RPCError):
+            return None
+        return None
