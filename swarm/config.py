@@ -5,8 +5,6 @@ Profiles are TOML files (see peers/); the wallet key is never a flag: it comes f
 
 from __future__ import annotations
 
-import os
-import stat
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -111,14 +109,6 @@ class PeerConfig(BaseSettings):
             raise ValueError("give the wallet key either as --wallet-key-file or as SWARM_WALLET_KEY, not both")
         return self
 
-    def read_wallet_key(self) -> SecretStr | None:
-        """The wallet's private key from SWARM_WALLET_KEY or the key file (which must be 0600), else None."""
-        if self.wallet_key is not None:
-            return self.wallet_key
-        if self.wallet_key_file is None:
-            return None
-        return read_key_file(self.wallet_key_file)
-
 
 _profile: ContextVar[Mapping[str, Any] | None] = ContextVar("swarm_profile", default=None)
 
@@ -178,24 +168,3 @@ def describe_validation_error(exc: ValidationError, profile: Path | None = None)
         else:
             lines.append(msg)
     return "invalid configuration: " + "; ".join(lines)
-
-
-def read_key_file(path: Path) -> SecretStr:
-    """Read a private key from `path`, refusing a file that other users can read."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError as exc:
-        raise ConfigError(f"wallet key file {path} does not exist") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"wallet key file {path} is readable by others: run `chmod 600 {path}`")
-    key = path.read_text().strip()
-    if not key:
-        raise ConfigError(f"wallet key file {path} is empty")
-    return SecretStr(key)
-
-
-def write_key_file(path: Path, key: str) -> None:
-    """Create `path` with mode 0600 (from the start, no window where others can read it) holding `key`."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")

@@ -252,23 +252,23 @@ def _run_stage(config, dht, record, workload, events: EventWriter, stop, deadlin
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     peer = StagePeer(config, dht, record, workload, events, wallet=wallet, hooks=hooks)
-    events.emit(Ready(role="stage", peer_id=dht.peer_id.to_base58(), stage=None))
     peer.run(stop, deadline)
     events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
     return EXIT_OK
 
 
 def _wallet_address(config: PeerConfig) -> str | None:
-    """The L2 address of the wallet key (the key itself stays in this process, as a SecretStr)."""
-    key = config.read_wallet_key()
-    if key is None:
+    """The L2 address of the wallet (its key stays in this process, never logged); None without a wallet."""
+    if config.wallet_key_file is None and config.wallet_key is None:
         return None
-    from eth_account import Account
+    from swarm.chain.wallet import Wallet, WalletError
 
     try:
-        return Account.from_key(key.get_secret_value()).address
-    except (ValueError, TypeError):  # the message could echo the key: say only what is wrong
-        raise ConfigError("the wallet key is not a valid private key (expected 32 bytes of hex)") from None
+        if config.wallet_key_file is not None:
+            return Wallet.from_file(config.wallet_key_file).address
+        return Wallet(config.wallet_key).address
+    except WalletError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _until(deadline: float | None, period: float) -> float:

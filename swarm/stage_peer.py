@@ -20,7 +20,7 @@ import torch
 
 from swarm.averaging import StageAverager
 from swarm.config import PeerConfig
-from swarm.events import EventWriter, RoundDone, StageChanged, Synced
+from swarm.events import EventWriter, Ready, RoundDone, StageChanged, Synced
 from swarm.models import Workload
 from swarm.records import ExperimentRecord, fetch_stage_announcements
 from swarm.rounds import RoundClock
@@ -133,6 +133,7 @@ class StagePeer:
             server.switch_stage(stage, module)
         self.averager, self.stage = averager, stage
         server.params_version = self.clock.current_round()
+        self.events.emit(Ready(role="stage", peer_id=server.peer_id, stage=stage))
         logger.info("serving stage %d of %s (%d other peer(s) serve it)", stage, self.name, serving_now)
 
     def _one_round(self, stop: threading.Event, deadline: float | None) -> None:

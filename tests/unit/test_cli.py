@@ -67,7 +67,19 @@ def test_invalid_wallet_key_is_a_config_error_that_does_not_echo_it(monkeypatch,
     monkeypatch.setenv("SWARM_WALLET_KEY", bad)
     assert main(["--role", "bootstrap"]) == EXIT_CONFIG
     err = capsys.readouterr().err
-    assert "not a valid private key" in err and bad not in err
+    assert "not a 32-byte hex private key" in err and bad not in err
+
+
+def test_wallet_key_file_must_be_0600(tmp_path, capsys: pytest.CaptureFixture):
+    from swarm.chain.wallet import create_key_file
+
+    path = tmp_path / "wallet.key"
+    create_key_file(path, KEY)
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    assert main(["--role", "bootstrap", "--wallet-key-file", str(path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert f"chmod 600 {path}" in err and KEY not in err
 
 
 def test_help_tells_a_volunteer_how_to_join():

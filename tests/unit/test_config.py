@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import ConfigError, load_config, read_key_file, write_key_file
+from swarm.config import ConfigError, load_config
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
 
@@ -89,19 +89,7 @@ def test_wallet_key_from_env_is_secret(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SWARM_WALLET_KEY", key)
     config = load_config({"role": "bootstrap"})
     assert key not in repr(config) and key not in str(config.model_dump())
-    assert config.read_wallet_key().get_secret_value() == key
-
-
-def test_key_file_is_created_0600_and_a_readable_one_is_refused(tmp_path: Path):
-    path = tmp_path / "wallet.key"
-    write_key_file(path, "0x" + "cd" * 32)
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert read_key_file(path).get_secret_value() == "0x" + "cd" * 32
-    with pytest.raises(FileExistsError):
-        write_key_file(path, "other")  # never overwrites a key
-    path.chmod(0o644)
-    with pytest.raises(ConfigError, match="chmod 600"):
-        load_config({"role": "bootstrap", "wallet_key_file": path}).read_wallet_key()
+    assert config.wallet_key.get_secret_value() == key
 
 
 def test_key_file_and_env_key_together_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

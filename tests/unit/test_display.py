@@ -1,0 +1,65 @@
+"""The demo's view of the swarm is built from peer events alone; events survive their JSON-line channel."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from swarm.display import SwarmView, render, sparkline, summary_lines
+from swarm.events import EventWriter, Failed, Left, Ready, RoundDone, StageChanged, Step, Synced, parse_event
+
+
+def test_events_round_trip_through_json_lines_and_junk_is_ignored():
+    out = io.StringIO()
+    writer = EventWriter("p1", out)
+    sent = [
+        Ready(role="stage", peer_id="QmX", stage=1),
+        Step(step=3, loss=1.5, samples=96, samples_per_second=40.0),
+        RoundDone(round=7, stage=1, group_size=2, bytes_sent=10, bytes_received=12, seconds=0.3, update_norm=0.1),
+    ]
+    for e in sent:
+        writer.emit(e)
+    lines = out.getvalue().splitlines()
+    assert [parse_event(line) for line in lines] == sent
+    assert all(e.peer == "p1" for e in sent)
+    for junk in ("", "hello", '{"kind": "step"}', '{"kind":"step","step":"x"}', '{"kind":"nope"}', lines[0][:-3]):
+        assert parse_event(junk) is None
+
+
+def test_view_counts_peers_per_stage_rounds_and_bytes():
+    view = SwarmView(n_stages=2)
+    for name, stage in (("a", 0), ("b", 1), ("c", 1)):
+        view.apply(Synced(peer=name, stage=stage, from_peers=name == "c", seconds=0.1))
+        view.apply(Ready(peer=name, role="stage", peer_id=name, stage=stage))
+    assert view.peers_per_stage() == [1, 2]
+    view.apply(RoundDone(peer="b", round=4, stage=1, group_size=2, bytes_sent=100, bytes_received=50, seconds=1,
+                         update_norm=0.2))  # fmt: skip
+    view.apply(RoundDone(peer="c", round=4, stage=1, group_size=2, bytes_sent=60, bytes_received=40, seconds=1,
+                         update_norm=0.2))  # fmt: skip
+    view.apply(StageChanged(peer="c", old=1, new=0))
+    assert view.peers_per_stage() == [2, 1]
+    view.apply(Left(peer="a"))
+    view.mark_exited("b", -9)
+    assert view.peers_per_stage() == [1, 0]
+    assert view.bytes_averaged == 250 and view.rounds == {4}
+
+
+def test_trainer_steps_make_the_loss_curve_and_summary():
+    view = SwarmView(n_stages=2)
+    for i in range(40):
+        view.apply(Step(peer="t", step=i, loss=2.0 - i * 0.04, samples=(i + 1) * 32, samples_per_second=50.0))
+    view.apply(Left(peer="t", eval_loss=0.5))
+    view.apply(Failed(peer="x", message="boom"))
+    text = "\n".join(summary_lines(view, seconds=10.0))
+    assert "loss: 1.6200 -> 0.8200" in text
+    assert "samples: 1280 in 10 s = 128.0 samples/s" in text
+    assert "test loss: t 0.5000" in text and "failure: x: boom" in text
+    console = Console(file=io.StringIO(), width=120)
+    console.print(render(view))  # renders without error
+
+
+def test_sparkline_goes_from_low_to_high_and_fits_its_width():
+    line = sparkline([float(i) for i in range(1000)], width=50)
+    assert len(line) == 50 and line[0] == "▁" and line[-1] == "█"
+    assert sparkline([]) == "" and sparkline([1.0, 1.0]) == "▁▁"
