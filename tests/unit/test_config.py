@@ -96,3 +96,9 @@ def test_key_file_and_env_key_together_are_refused(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("SWARM_WALLET_KEY", "0x" + "ab" * 32)
     with pytest.raises(ConfigError, match="not both"):
         load_config({"role": "bootstrap", "wallet_key_file": tmp_path / "k"})
+
+
+@pytest.mark.parametrize("profile", sorted((Path(__file__).parents[2] / "peers").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_profile_is_valid(profile: Path):
+    config = load_config({"initial_peers": [PEER]}, profile)
+    assert config.wallet_key is None and config.wallet_key_file is None
