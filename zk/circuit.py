@@ -73,3 +73,5 @@ def _render(template: str, p: CircuitParams) -> str:
         if n != 1:
             raise ValueError(f"zk/circuits/chunk.zok must declare `const u32 {name} = ...;` exactly once")
     return template
+SMALL_PARAMS = CircuitParams(chunk=128, block=64, depth=8, scale_max=(1 << 31) - 1)
+"""A small shape (about 7k constraints) for tests and quick benchmarks: same statement, fewer values."""
