@@ -1,0 +1,108 @@
+"""Start a hivemind DHT with the swarm's record validators (signed subkeys + typed schemas) and report its addresses.
+
+Each DHT gets its own RSA key for signing its records, so several peers in one process cannot overwrite each other;
+the typed schemas of an experiment are installed on first use by `swarm.records` (`install_record_schemas`).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Sequence
+
+import hivemind
+from hivemind.dht.crypto import RSASignatureValidator
+from hivemind.utils.crypto import RSAPrivateKey
+from multiaddr import Multiaddr
+
+from swarm.errors import JoinError
+
+__all__ = ["JoinError", "create_dht", "owner_subkey", "parse_initial_peers", "visible_multiaddrs"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BOOTSTRAP_TIMEOUT = 15.0  # seconds to wait for the initial peers to answer a ping
+MULTIADDR_HINT = "expected e.g. /ip4/203.0.113.7/tcp/31337/p2p/QmPeerID... (printed by the bootstrap peer)"
+
+_owner_keys: weakref.WeakKeyDictionary[hivemind.DHT, bytes] = weakref.WeakKeyDictionary()
+
+
+def parse_initial_peers(initial_peers: Sequence[str]) -> list[str]:
+    """Check that every initial peer is a full multiaddr ending in /p2p/<peer id>; raise JoinError if not."""
+    if isinstance(initial_peers, str):
+        initial_peers = initial_peers.split()
+    parsed = []
+    for addr in initial_peers:
+        text = str(addr).strip()
+        try:
+            maddr = Multiaddr(text)
+            maddr.value_for_protocol("p2p")
+        except (
+            Exception
+        ) as exc:  # multiaddr raises several types (ValueError, StringParseError, ProtocolLookupError)
+            raise JoinError(
+                f"initial peer {text!r} is not a full multiaddr with a peer id: {MULTIADDR_HINT}"
+            ) from exc
+        parsed.append(text)
+    return parsed
+
+
+def _host_maddrs(host: str, port: int | None) -> list[str]:
+    proto = "ip6" if ":" in host else "ip4"
+    return [f"/{proto}/{host}/tcp/{int(port or 0)}"]
+
+
+def create_dht(
+    initial_peers: Sequence[str] = (),
+    *,
+    host: str = "127.0.0.1",
+    start: bool = True,
+    port: int | None = None,
+    bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT,
+    **kwargs,
+) -> hivemind.DHT:
+    """A hivemind DHT (own process + p2pd) that signs its records and rejects forged or malformed ones.
+
+    `initial_peers` are multiaddrs of running peers (none: start a new swarm). Raises JoinError with the reason if
+    an address is malformed, no initial peer answers, or the host/port cannot be listened on. The caller owns the
+    DHT and must `shutdown()` it.
+    """
+    peers = parse_initial_peers(initial_peers)
+    signer = RSASignatureValidator(RSAPrivateKey())  # one key per DHT, never the process-wide one
+    kwargs.setdefault("host_maddrs", _host_maddrs(host, port))
+    kwargs.setdefault("bootstrap_timeout", bootstrap_timeout)
+    try:
+        dht = hivemind.DHT(initial_peers=peers, start=start, record_validators=[signer], **kwargs)
+    except Exception as exc:
+        raise _join_error(exc, peers, kwargs["host_maddrs"]) from exc
+    _owner_keys[dht] = signer.local_public_key
+    return dht
+
+
+def _join_error(exc: Exception, peers: list[str], host_maddrs: Sequence[str]) -> JoinError:
+    text = str(exc)
+    if peers and ("bootstrap" in text or "initial_peers" in text or "connect" in text.lower()):
+        return JoinError(
+            f"none of the initial peers answered ({', '.join(peers)}): check that the address is current and "
+            f"the bootstrap peer is running and reachable from here ({text})"
+        )
+    if "address already in use" in text.lower() or "bind" in text.lower():
+        return JoinError(
+            f"cannot listen on {', '.join(host_maddrs)}: the port is in use; pick another --port"
+        )
+    return JoinError(f"could not start the DHT node: {text}")
+
+
+def owner_subkey(dht: hivemind.DHT) -> bytes:
+    """The subkey that only this DHT can write (it carries the DHT's RSA public key; values are signed)."""
+    try:
+        return _owner_keys[dht]
+    except KeyError:
+        raise JoinError(
+            "this DHT was not made by swarm.dht.create_dht, so it cannot sign swarm records"
+        ) from None
+
+
+def visible_multiaddrs(dht: hivemind.DHT) -> list[str]:
+    """The addresses other peers can pass as --initial-peers to join through this DHT."""
+    return [str(m) for m in dht.get_visible_maddrs()]
