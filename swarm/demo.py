@@ -55,6 +55,7 @@ class DemoSwarm:
         self.children = ChildSet()
         self.events: queue.Queue[PeerEvent] = queue.Queue()
         self.view = SwarmView(n_stages=config.n_stages)
+        self.history: list[PeerEvent] = []  # every event applied to the view, in order
         self.bootstrap_maddrs: list[str] = []
 
     def __enter__(self) -> Self:
@@ -82,16 +83,23 @@ class DemoSwarm:
         """Apply every event received so far to the view; note peers that exited."""
         while True:
             try:
-                self.view.apply(self.events.get_nowait())
+                self._apply(self.events.get_nowait())
             except queue.Empty:
                 break
         for child in self.children:
             if not child.alive:
                 self.view.mark_exited(child.name, child.returncode)
 
+    def _apply(self, event: PeerEvent) -> None:
+        self.history.append(event)
+        self.view.apply(event)
+
+    def child(self, name: str) -> ChildProcess:
+        return next(c for c in self.children if c.name == name)
+
     def wait_for(self, name: str, predicate, timeout: float = START_TIMEOUT_S) -> PeerEvent:
         """Wait for an event of peer `name` matching `predicate` (other events still reach the view)."""
-        child = next(c for c in self.children if c.name == name)
+        child = self.child(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -100,7 +108,7 @@ class DemoSwarm:
                 if not child.alive:
                     raise DemoError(f"{name} exited with code {child.returncode}; {self._log_tail(name)}") from None
                 continue
-            self.view.apply(event)
+            self._apply(event)
             if event.peer == name and predicate(event):
                 return event
         raise DemoError(f"{name} did not get ready within {timeout:.0f} s; {self._log_tail(name)}")
@@ -117,7 +125,7 @@ class DemoSwarm:
                                       "--round-duration", str(c.round_duration)])  # fmt: skip
         ready = self.wait_for("bootstrap", lambda e: isinstance(e, Ready))
         self.bootstrap_maddrs = ready.maddrs
-        join = ["--join", "--initial-peers", *ready.maddrs]
+        join = self.join_args
         hooks = ["--round-hooks", *c.round_hooks] if c.round_hooks else []
         for i in range(c.stage_peers):
             name = f"stage-peer-{i}"
@@ -127,6 +135,10 @@ class DemoSwarm:
             name = f"trainer-{i}"
             self.start_peer(name, [*join, "--role", "trainer", "--batch-size", str(c.batch_size),
                                    "--duration", str(c.duration), "--seed", str(i)])  # fmt: skip
+
+    @property
+    def join_args(self) -> list[str]:
+        return ["--join", "--initial-peers", *self.bootstrap_maddrs]
 
     def trainers_done(self) -> bool:
         return all(not c.alive for c in self.children if c.name.startswith("trainer"))

@@ -36,6 +36,7 @@ class Synced(_Event):
     stage: int
     from_peers: bool
     seconds: float
+    distance_from_seed: float = 0.0  # L2 distance of the parameters it now holds from the seed's initial ones
 
 
 class Step(_Event):

@@ -120,12 +120,14 @@ class StagePeer:
             self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
         )
         started = time.monotonic()
+        seed_params = flat_params(module)
         synced = False
         if serving_now:
             synced = averager.load_state_from_peers(timeout=SYNC_TIMEOUT)
             if not synced:
                 logger.warning("stage %d: no peer sent its parameters; starting from the seed's", stage)
-        self.events.emit(Synced(stage=stage, from_peers=synced, seconds=time.monotonic() - started))
+        moved = float((flat_params(module) - seed_params).norm())
+        self.events.emit(Synced(stage=stage, from_peers=synced, seconds=time.monotonic() - started, distance_from_seed=moved))
         if self.server is None:
             self.server = server
             server.start()
