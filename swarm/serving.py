@@ -50,7 +50,7 @@ def pack_tensors(uid: str, tensors: list[torch.Tensor], cls=runtime_pb2.ExpertRe
         msg.uid = uid
     size = msg.ByteSize()
     if size > MAX_MESSAGE_BYTES:
-        raise ServingError(
+        raise RequestRejected(
             f"a {uid} message of {size / 2**20:.1f} MiB exceeds p2pd's {MAX_MESSAGE_BYTES / 2**20:.1f} MiB limit: "
             "use a smaller micro-batch"
         )

@@ -204,10 +204,10 @@ class Trainer:
         self.samples += report.samples
         return report
 
-    def evaluate(self, batch_size: int = 128) -> float:
-        """Test loss of the model as the swarm serves it now (forward only)."""
+    def evaluate(self, batch_size: int | None = None) -> float:
+        """Test loss of the model as the swarm serves it now (forward only, micro-batches of `batch_size`)."""
         self.router.start()
-        return self.workload.evaluate(lambda x: forward_all(self.pipeline, x), batch_size=batch_size)
+        return self.workload.evaluate(lambda x: forward_all(self.pipeline, x), batch_size=batch_size or self.batch_size)
 
     def shutdown(self) -> None:
         self.router.shutdown()

@@ -139,3 +139,11 @@ def test_a_few_steps_through_the_stages_lower_the_digits_loss():
         opt.step()
     assert w.evaluate(stages) < 0.5 * before
     assert w.accuracy(lambda x: run_stages(stages, x)) > 0.8
+
+
+@pytest.mark.parametrize("name", ["digits", "tinylm"])
+def test_the_test_set_does_not_depend_on_the_batch_size(name):
+    w = get_workload(name)
+    small = torch.cat([x.flatten() for x, _ in w.eval_batches(16)])
+    large = torch.cat([x.flatten() for x, _ in w.eval_batches(100)])
+    assert torch.equal(small, large)

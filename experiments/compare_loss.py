@@ -1,0 +1,118 @@
+"""Learning is real: the swarm's loss vs the single-process baseline on the same model, data and samples.
+
+Both start from the same seed and see the same batches in the same order; the baseline trains the stage modules
+in-process, the swarm through stage peers (child processes) over hivemind P2P. Writes a PNG of loss vs samples
+to experiments/results/ and prints both final losses; `--quick` runs in under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from local_swarm import local_swarm
+
+from swarm.baseline import train_baseline
+from swarm.dht import create_dht
+from swarm.models import get_workload
+from swarm.trainer import Trainer, TrainReport
+
+RESULTS = Path(__file__).parent / "results"
+TOLERANCE = 0.05
+
+
+def run_swarm(workload_name, options, *, n_stages, peers_per_stage, steps, batch_size, lr, seed) -> TrainReport:
+    workload = get_workload(workload_name, **options)
+    with local_swarm(workload_name, n_stages, peers_per_stage=peers_per_stage, lr=lr, seed=seed,
+                     options=options) as swarm:  # fmt: skip
+        dht = create_dht(swarm.initial_peers)
+        try:
+            with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
+                         seed=seed) as trainer:  # fmt: skip
+                report = trainer.run(steps)
+                report.eval_loss = trainer.evaluate()
+        finally:
+            dht.shutdown()
+    return report
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot(base: TrainReport, swarm: TrainReport, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window = max(1, len(base.steps) // 20)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for report, label in ((base, "single process"), (swarm, "swarm")):
+        ax.plot([s.samples for s in report.steps], smooth([s.loss for s in report.steps], window), label=label)
+    ax.set_xlabel("samples")
+    ax.set_ylabel(f"training loss (moving mean of {window} steps)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run, under a minute")
+    parser.add_argument("--workload", default="tinylm", choices=["tinylm", "digits"])
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--peers-per-stage", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ["OMP_NUM_THREADS"] = "1"  # 2 cores shared by peers, trainer and baseline: no oversubscription
+    torch.set_num_threads(1)
+
+    options = {"n_layer": 2, "n_embd": 64, "block_size": 32} if args.workload == "tinylm" else {}
+    steps = args.steps or (60 if args.quick else 400)
+    workload = get_workload(args.workload, **options)
+    common = {"n_stages": args.stages, "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
+              "seed": args.seed}  # fmt: skip
+    base, _ = train_baseline(workload, **common)
+    swarm = run_swarm(args.workload, options, peers_per_stage=args.peers_per_stage, **common)
+
+    title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s), "
+             f"{steps} steps x {args.batch_size} samples")  # fmt: skip
+    png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{args.peers_per_stage}.png"
+    plot(base, swarm, title, png)
+    gap = swarm.final_loss / base.final_loss - 1
+    eval_gap = swarm.eval_loss / base.eval_loss - 1
+    print(title)
+    print(f"{'':16} {'first loss':>10} {'final loss':>10} {'test loss':>10} {'samples':>8} {'samples/s':>9}")
+    for name, r in (("single process", base), ("swarm", swarm)):
+        print(f"{name:16} {r.steps[0].loss:>10.4f} {r.final_loss:>10.4f} {r.eval_loss:>10.4f} {r.samples:>8} "
+              f"{r.samples_per_second:>9.1f}")  # fmt: skip
+    print(f"plot: {png.relative_to(Path.cwd()) if png.is_relative_to(Path.cwd()) else png}")
+    ok = abs(gap) <= TOLERANCE and abs(eval_gap) <= TOLERANCE
+    print(f"learning: swarm final loss {swarm.final_loss:.4f} vs baseline {base.final_loss:.4f} ({gap:+.1%}), "
+          f"test {swarm.eval_loss:.4f} vs {base.eval_loss:.4f} ({eval_gap:+.1%}): "
+          f"{'within' if ok else 'NOT within'} {TOLERANCE:.0%}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
