@@ -14,7 +14,7 @@ interface ISwarmEscrow {
     /// @param numRounds Rounds the experiment pays for (round numbers 0 .. numRounds-1).
     /// @param chunkSize Values per chunk (the circuit's CHUNK): numChunks(stage) = ceil(params / chunkSize).
     /// @param rewardPerRound Tokens a finalized round shares among its valid contributions.
-    /// @param normBound The public bound on a contribution's fixed-point squared norm.
+    /// @param normBound The public bound on a contribution's fixed-point squared norm (< 2**128).
     /// @param stageParams Parameter count of each pipeline stage.
     struct ExperimentParams {
         address verifier;
@@ -58,7 +58,7 @@ interface ISwarmEscrow {
     error BelowMinStake(uint256 active, uint256 minStake);
     error InsufficientStake(uint256 active, uint256 requested);
     error NothingUnbonding();
-    error UnbondingNotReady(uint256 readyAt, uint256 lockedUntil, uint256 nowTime);
+    error UnbondingNotReady(uint256 readyAt, uint256 nowTime);
     error InvalidExperiment(string field);
     error UnknownExperiment(uint256 experimentId);
     error UnknownStage(uint256 stage, uint256 numStages);

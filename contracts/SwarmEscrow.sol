@@ -37,7 +37,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint16 numStages;
         uint128 rewardPerRound;
         uint128 pool;
-        uint256 normBound;
+        uint128 normBound;
         uint48 numRounds;
     }
 
@@ -62,7 +62,6 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint128 active;
         uint128 unbonding;
         uint64 unbondingReadyAt;
-        uint64 lockedUntil;
     }
 
     /// @notice The token of stakes, pools and rewards.
@@ -71,7 +70,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint128 public immutable minStake;
     /// @notice Delay between an unbonding request and the withdrawal.
     uint32 public immutable unbondingDelay;
-    /// @notice Time after a round's audit window during which a contributor's stake stays locked (to be slashed).
+    /// @notice Time after a round's audit window left for slashing; an experiment's round + submission +
+    /// audit windows plus this grace must fit in `unbondingDelay`, so a stake cannot leave before its audits.
     uint32 public immutable slashGrace;
     /// @notice Fraction of a slashed stake paid to the reporter, in basis points; the rest goes to the pool.
     uint16 public immutable reporterBps;
@@ -83,13 +83,13 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     mapping(uint256 experimentId => mapping(uint256 round => Round)) private _rounds;
     mapping(uint256 experimentId => mapping(uint256 round => mapping(uint256 stage => mapping(address => Record))))
         private _records;
-    /// @notice Stake of each peer: active, unbonding, when the unbonding can be withdrawn, lock for slashing.
+    /// @notice Stake of each peer: active, unbonding, and when the unbonding can be withdrawn.
     mapping(address peer => StakeInfo) public stakes;
 
     /// @param token_ The ERC-20 of stakes and rewards.
     /// @param minStake_ Active stake needed to contribute (> 0).
     /// @param unbondingDelay_ Seconds between requestUnbond and withdraw.
-    /// @param slashGrace_ Seconds after a round's audit window during which its contributors cannot withdraw.
+    /// @param slashGrace_ Seconds after a round's audit window left for slashing before stakes may leave.
     /// @param reporterBps_ Reporter's part of a slashed stake in basis points (< BPS, so self-reporting loses).
     constructor(IERC20 token_, uint128 minStake_, uint32 unbondingDelay_, uint32 slashGrace_, uint16 reporterBps_) {
         if (address(token_).code.length == 0) revert InvalidExperiment("token");
@@ -130,14 +130,12 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         emit UnbondingRequested(msg.sender, amount, s.unbonding, readyAt);
     }
 
-    /// @notice Withdraw the caller's whole unbonding stake once its delay and any slashing lock have passed.
+    /// @notice Withdraw the caller's whole unbonding stake once its delay has passed.
     function withdraw() external nonReentrant {
         StakeInfo storage s = stakes[msg.sender];
         uint256 amount = s.unbonding;
         if (amount == 0) revert NothingUnbonding();
-        if (block.timestamp < s.unbondingReadyAt || block.timestamp < s.lockedUntil) {
-            revert UnbondingNotReady(s.unbondingReadyAt, s.lockedUntil, block.timestamp);
-        }
+        if (block.timestamp < s.unbondingReadyAt) revert UnbondingNotReady(s.unbondingReadyAt, block.timestamp);
         s.unbonding = 0;
         emit Withdrawn(msg.sender, amount);
         token.safeTransfer(msg.sender, amount);
@@ -162,7 +160,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             numStages: uint16(p.stageParams.length),
             rewardPerRound: p.rewardPerRound,
             pool: 0,
-            normBound: p.normBound,
+            normBound: uint128(p.normBound),
             numRounds: p.numRounds
         });
         for (uint256 i = 0; i < p.stageParams.length; ++i) {
@@ -231,8 +229,6 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         Round storage r = _rounds[experimentId][round];
         r.accumulator = keccak256(abi.encode(r.accumulator, msg.sender, stage, root));
         r.contributions += 1;
-        uint64 lockedUntil = uint64(_auditEnd(e, round) + slashGrace);
-        if (stakes[msg.sender].lockedUntil < lockedUntil) stakes[msg.sender].lockedUntil = lockedUntil;
         emit Contributed(experimentId, round, stage, msg.sender, root, normSq, chunk);
     }
 
@@ -487,7 +483,9 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (p.auditsPerPeer > 0 && p.auditWindow < 2) revert InvalidExperiment("auditWindow");
         if (p.numRounds == 0) revert InvalidExperiment("numRounds");
         if (p.chunkSize == 0) revert InvalidExperiment("chunkSize");
-        if (p.normBound >= FIELD) revert InvalidExperiment("normBound");
+        if (p.normBound > type(uint128).max) revert InvalidExperiment("normBound");
+        uint256 slashable = uint256(p.roundDuration) + p.submitWindow + p.auditWindow + slashGrace;
+        if (slashable > unbondingDelay) revert InvalidExperiment("windows longer than unbondingDelay");
         if (p.stageParams.length == 0 || p.stageParams.length > type(uint16).max) revert InvalidExperiment("stages");
         for (uint256 i = 0; i < p.stageParams.length; ++i) {
             uint256 chunks = (uint256(p.stageParams[i]) + p.chunkSize - 1) / p.chunkSize;

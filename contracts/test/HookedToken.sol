@@ -10,10 +10,18 @@ interface ITransferHook {
 }
 
 /// @title HookedToken
-/// @notice Test-only ERC-20 that calls the receiver back on every transfer to a contract, so a malicious
+/// @notice Test-only ERC-20 that calls a registered receiver back on every transfer to it, so a malicious
 /// receiver can try to re-enter the escrow while it pays out (the reentrancy tests' token).
 contract HookedToken is ERC20 {
+    /// @notice Receivers that get the callback.
+    mapping(address => bool) public hooked;
+
     constructor() ERC20("Hooked Test Token", "HOOK") {}
+
+    /// @notice Turn the callback on or off for `receiver` (anyone: test token).
+    function setHook(address receiver, bool on) external {
+        hooked[receiver] = on;
+    }
 
     /// @notice Mint `amount` tokens to `to` (anyone: test token).
     function mint(address to, uint256 amount) external {
@@ -22,6 +30,6 @@ contract HookedToken is ERC20 {
 
     function _update(address from, address to, uint256 value) internal override {
         super._update(from, to, value);
-        if (from != address(0) && to.code.length > 0) ITransferHook(to).onTokenTransfer(from, value);
+        if (from != address(0) && hooked[to]) ITransferHook(to).onTokenTransfer(from, value);
     }
 }

@@ -152,8 +152,8 @@ class ChainClient:
         return self.transact("withdraw")
 
     def stake_of(self, peer: str | None = None) -> StakeState:
-        active, unbonding, ready_at, locked = self.read("stakes", Web3.to_checksum_address(peer or self.address))
-        return StakeState(active=active, unbonding=unbonding, unbonding_ready_at=ready_at, locked_until=locked)
+        active, unbonding, ready_at = self.read("stakes", Web3.to_checksum_address(peer or self.address))
+        return StakeState(active=active, unbonding=unbonding, unbonding_ready_at=ready_at)
 
     # -------------------------------------------------------------------------------------- experiments
 

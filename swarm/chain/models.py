@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarm.contribution import FIELD_MODULUS
-
 
 class ExperimentSpec(BaseModel):
     """What a researcher declares for an experiment (mirrors ISwarmEscrow.ExperimentParams)."""
@@ -21,7 +19,7 @@ class ExperimentSpec(BaseModel):
     num_rounds: int = Field(gt=0, lt=1 << 48)
     chunk_size: int = Field(gt=0, lt=1 << 32)
     reward_per_round: int = Field(ge=0, lt=1 << 128)
-    norm_bound: int = Field(ge=0, lt=FIELD_MODULUS)
+    norm_bound: int = Field(ge=0, lt=1 << 128)
     stage_params: list[int] = Field(min_length=1, max_length=(1 << 16) - 1)
 
     def abi_tuple(self) -> tuple:
@@ -85,4 +83,3 @@ class StakeState(BaseModel):
     active: int
     unbonding: int
     unbonding_ready_at: int
-    locked_until: int

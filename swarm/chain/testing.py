@@ -1,0 +1,108 @@
+"""A small deployed escrow world for tests and benchmarks: stand-in verifier, token, escrow, funded accounts.
+
+Everything goes through the real parts (anvil, solc-js artifacts, zokrates-js proofs); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from swarm.chain.client import ChainClient
+from swarm.chain.devchain import DevChain
+from swarm.chain.models import ExperimentSpec
+from swarm.chain.standin import STANDIN_VERIFIER, prove_standin
+from swarm.chain.wallet import Wallet
+from swarm.contribution import Contribution
+from zk.sampling import contribute_chunk
+
+
+class Timing(BaseModel):
+    """Round windows used by the tests (seconds)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    round_duration: int = 100
+    submit_window: int = 50
+    audit_window: int = 100
+    slash_grace: int = 100
+    unbonding_delay: int = 1_000
+
+
+class EscrowWorld:
+    """Account 0 deploys and funds; accounts 1.. are peers. Clients are fresh per world (nonces start clean)."""
+
+    def __init__(
+        self,
+        chain: DevChain,
+        *,
+        token_contract: str = "TestToken",
+        min_stake: int = 100,
+        reporter_bps: int = 2_000,
+        timing: Timing | None = None,
+        peer_tokens: int = 10_000,
+    ) -> None:
+        self.chain = chain
+        self.timing = timing or Timing()
+        self.clients = [ChainClient(chain.rpc_url, Wallet(a.private_key)) for a in chain.accounts]
+        self.funder = self.clients[0]
+        self.verifier, _ = self.funder.deploy(STANDIN_VERIFIER)
+        self.token, _ = self.funder.deploy(token_contract)
+        self.escrow = self.funder.deploy_escrow(
+            self.token, min_stake=min_stake, unbonding_delay=self.timing.unbonding_delay,
+            slash_grace=self.timing.slash_grace, reporter_bps=reporter_bps,
+        )  # fmt: skip
+        for c in self.clients[1:]:
+            c.attach(self.escrow)
+        for c in self.clients:
+            self.mint(c.address, peer_tokens)
+
+    @property
+    def peers(self) -> list[ChainClient]:
+        return self.clients[1:]
+
+    def mint(self, to: str, amount: int) -> None:
+        self.funder.transact("mint", to, amount, contract=self.funder.token)
+
+    def create_experiment(
+        self, *, stage_params: Sequence[int] = (5_000, 3_000), chunk_size: int = 1_000, audits: int = 2,
+        num_rounds: int = 10, reward_per_round: int = 1_000, norm_bound: int = 10**6, pool: int = 0,
+        start: int | None = None,
+    ) -> int:  # fmt: skip
+        t = self.timing
+        spec = ExperimentSpec(
+            verifier=self.verifier, start=self.funder.block_timestamp() if start is None else start,
+            round_duration=t.round_duration, submit_window=t.submit_window, audit_window=t.audit_window,
+            audits_per_peer=audits, num_rounds=num_rounds, chunk_size=chunk_size, reward_per_round=reward_per_round,
+            norm_bound=norm_bound, stage_params=list(stage_params),
+        )  # fmt: skip
+        exp = self.funder.create_experiment(spec)
+        if pool:
+            self.funder.fund(exp, pool)
+        return exp
+
+    def goto(self, experiment: int, round: int, phase: str = "train", offset: int = 0) -> None:
+        """Set the chain's clock to a phase of a round: train | audit (submission over) | after (audit over)."""
+        e = self.funder.experiment(experiment)
+        at = {
+            "train": e.start + round * e.round_duration,
+            "audit": e.submission_end(round),
+            "after": e.audit_end(round),
+        }[phase] + offset
+        if at > self.chain.latest_timestamp():
+            self.chain.set_next_timestamp(at)
+
+    def contribution(
+        self, peer: ChainClient, experiment: int, round: int, stage: int, root: int, norm_sq: int = 100,
+        *, chunk: int | None = None, as_peer: str | None = None,
+    ) -> Contribution:  # fmt: skip
+        """An unproven contribution of `peer` that opens c0 (or `chunk`); `as_peer` proves for another address."""
+        address = as_peer or peer.address
+        if chunk is None:
+            chunk = contribute_chunk(root, address, peer.num_chunks(experiment, stage))
+        return Contribution(experiment=experiment, round=round, stage=stage, peer=address, root=root,
+                            norm_sq=norm_sq, chunk=chunk)
+
+    def prove(self, contributions: Sequence[Contribution], experiment: int) -> list[Contribution]:
+        return prove_standin(contributions, self.funder.experiment(experiment).norm_bound)
