@@ -11,7 +11,7 @@ from eth_hash.auto import keccak
 from swarm.contribution import FIELD_MODULUS
 from zk.circuit import CircuitParams
 from zk.commit import CommitError, MerkleTree, commit_update, leaf_of, node, root_of, verify_opening
-from zk.poseidon import poseidon
+from zk.poseidon import poseidon, poseidon_reference
 from zk.quantize import quantize_update
 from zk.sampling import challenged_chunks, contribute_chunk
 
@@ -114,3 +114,11 @@ def test_circuit_source_carries_its_shape_and_id():
     assert PARAMS.circuit_id != CircuitParams(chunk=128, block=64, depth=7).circuit_id
     with pytest.raises(ValueError, match="divide"):
         CircuitParams(chunk=96, block=64)
+
+
+@pytest.mark.parametrize("n", range(1, 7))
+def test_fast_poseidon_equals_the_round_by_round_definition(n):
+    rng = np.random.default_rng(n)
+    for _ in range(10):
+        xs = [int.from_bytes(rng.bytes(32), "big") % FIELD_MODULUS for _ in range(n)]
+        assert poseidon(xs) == poseidon_reference(xs)
