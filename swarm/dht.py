@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import hivemind
 from hivemind.dht.crypto import RSASignatureValidator
@@ -17,7 +18,14 @@ from multiaddr import Multiaddr
 
 from swarm.errors import JoinError
 
-__all__ = ["JoinError", "create_dht", "owner_subkey", "parse_initial_peers", "visible_multiaddrs"]
+__all__ = [
+    "JoinError",
+    "create_dht",
+    "local_dhts",
+    "owner_subkey",
+    "parse_initial_peers",
+    "visible_multiaddrs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +67,15 @@ def create_dht(
     start: bool = True,
     port: int | None = None,
     bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT,
+    experiments: Sequence[str] = (),
     **kwargs,
 ) -> hivemind.DHT:
     """A hivemind DHT (own process + p2pd) that signs its records and rejects forged or malformed ones.
 
     `initial_peers` are multiaddrs of running peers (none: start a new swarm). Raises JoinError with the reason if
     an address is malformed, no initial peer answers, or the host/port cannot be listened on. The caller owns the
-    DHT and must `shutdown()` it.
+    DHT and must `shutdown()` it. Name the `experiments` this peer takes part in so that their record schemas
+    guard its storage from the start (otherwise they are installed when `swarm.records` first touches them).
     """
     peers = parse_initial_peers(initial_peers)
     signer = RSASignatureValidator(RSAPrivateKey())  # one key per DHT, never the process-wide one
@@ -76,6 +86,15 @@ def create_dht(
     except Exception as exc:
         raise _join_error(exc, peers, kwargs["host_maddrs"]) from exc
     _owner_keys[dht] = signer.local_public_key
+    if start and experiments:
+        from swarm.records import install_record_schemas  # records builds on this module
+
+        try:
+            for name in experiments:
+                install_record_schemas(dht, name)
+        except BaseException:
+            dht.shutdown()
+            raise
     return dht
 
 
@@ -106,3 +125,17 @@ def owner_subkey(dht: hivemind.DHT) -> bytes:
 def visible_multiaddrs(dht: hivemind.DHT) -> list[str]:
     """The addresses other peers can pass as --initial-peers to join through this DHT."""
     return [str(m) for m in dht.get_visible_maddrs()]
+
+
+@contextmanager
+def local_dhts(n: int, **kwargs) -> Iterator[list[hivemind.DHT]]:
+    """`n` DHTs on loopback, all joined through the first; every one is shut down on the way out (tests, benches)."""
+    dhts: list[hivemind.DHT] = []
+    try:
+        dhts.append(create_dht(**kwargs))
+        while len(dhts) < n:
+            dhts.append(create_dht(visible_multiaddrs(dhts[0]), **kwargs))
+        yield dhts
+    finally:
+        for dht in reversed(dhts):
+            dht.shutdown()

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import hivemind
 import pydantic.v1 as pv1
+from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.dht.schema import BytesWithPublicKey, SchemaValidator
 from hivemind.p2p import PeerID
 from hivemind.utils import get_dht_time
@@ -118,6 +119,7 @@ def experiment_key(experiment: str) -> str:
     return f"{experiment}_experiment"
 
 
+_OWNER_KEY = re.compile(RSASignatureValidator.PUBLIC_KEY_REGEX)
 _installed: weakref.WeakKeyDictionary[hivemind.DHT, set[str]] = weakref.WeakKeyDictionary()
 
 
@@ -192,6 +194,11 @@ def _fetch_entries(dht: hivemind.DHT, experiment: str, key: str, model: type[Bas
     now = get_dht_time()
     out = []
     for subkey, item in found.value.items():
+        if not (isinstance(subkey, bytes) and _OWNER_KEY.search(subkey)):
+            logger.info(
+                "dropping a %s record under %s: not a signed per-peer subkey", model.__name__, _short(subkey)
+            )
+            continue
         try:
             value, expiration = item.value, item.expiration_time
             if not math.isfinite(expiration) or expiration < now:

@@ -1,0 +1,142 @@
+"""Signed, typed DHT records through real hivemind DHTs (each with its own p2pd): forged or malformed ones lose."""
+
+from __future__ import annotations
+
+import uuid
+
+import hivemind
+import pytest
+from hivemind.dht.crypto import RSASignatureValidator
+from hivemind.utils import get_dht_time
+from hivemind.utils.crypto import RSAPrivateKey
+
+from swarm.dht import JoinError, create_dht, local_dhts, owner_subkey, visible_multiaddrs
+from swarm.records import (
+    ExperimentRecord,
+    StageAnnouncement,
+    announce_stage,
+    experiment_key,
+    fetch_experiment,
+    fetch_stage_announcements,
+    publish_experiment,
+    stages_key,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def experiment() -> str:
+    return f"rec{uuid.uuid4().hex[:8]}"
+
+
+def announcement(dht: hivemind.DHT, stage: int, throughput: float = 10.0) -> StageAnnouncement:
+    return StageAnnouncement(
+        peer_id=dht.peer_id.to_base58(), stage=stage, throughput=throughput, load=0, params_version=0
+    )
+
+
+def test_peers_read_each_others_announcements_and_experiment(experiment):
+    with local_dhts(3) as (a, b, c):
+        assert announce_stage(a, experiment, announcement(a, 0))
+        assert announce_stage(b, experiment, announcement(b, 1, throughput=4.0))
+        assert announce_stage(
+            b, experiment, announcement(b, 1, throughput=5.0)
+        )  # a refresh replaces, not adds
+        record = ExperimentRecord(
+            name=experiment, workload="digits", n_stages=2, round_duration=5.0, start_time=get_dht_time()
+        )
+        assert publish_experiment(a, record)
+        seen = fetch_stage_announcements(c, experiment)
+        assert {s: [x.peer_id for x in anns] for s, anns in seen.items()} == {
+            0: [a.peer_id.to_base58()],
+            1: [b.peer_id.to_base58()],
+        }
+        assert seen[1][0].throughput == 5.0
+        assert fetch_experiment(c, experiment) == record
+        assert fetch_experiment(c, experiment + "x") is None
+        assert fetch_stage_announcements(c, experiment + "x") == {}
+
+
+def test_expired_announcements_are_not_returned(experiment):
+    with local_dhts(2) as (a, b):
+        assert announce_stage(a, experiment, announcement(a, 0), ttl=0.5)
+        assert announce_stage(b, experiment, announcement(b, 1), ttl=60.0)
+        import time
+
+        time.sleep(1.0)
+        assert list(fetch_stage_announcements(b, experiment)) == [1]
+
+
+def test_forged_and_malformed_records_are_rejected(experiment):
+    """An attacker whose DHT runs without our validators tries to overwrite another peer's records."""
+    with local_dhts(2, experiments=[experiment]) as (honest, reader):
+        mine = announcement(honest, 0, throughput=10.0)
+        assert announce_stage(honest, experiment, mine, ttl=60.0)
+        record = ExperimentRecord(
+            name=experiment, workload="digits", n_stages=2, round_duration=5.0, start_time=1.0
+        )
+        assert publish_experiment(honest, record)
+        attacker_key = RSASignatureValidator(RSAPrivateKey())
+        attacker = hivemind.DHT(
+            initial_peers=visible_multiaddrs(honest), start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+            record_validators=[attacker_key],
+        )  # fmt: skip
+        try:
+            later = get_dht_time() + 120
+            forged = mine.model_copy(update={"throughput": 9999.0}).to_wire()
+            attacker.store(stages_key(experiment), forged, later, subkey=owner_subkey(honest))  # not its key
+            attacker.store(  # its own signed subkey, but the value breaks the schema
+                stages_key(experiment),
+                forged | {"stage": "zero"},
+                later,
+                subkey=attacker_key.local_public_key,
+            )
+            attacker.store(stages_key(experiment), forged, later, subkey=b"unsigned")  # no owner key at all
+            attacker.store(stages_key(experiment), "a plain value", later)
+            bad_record = record.model_copy(update={"n_stages": 7}).to_wire()
+            attacker.store(experiment_key(experiment), bad_record, later, subkey=owner_subkey(honest))
+            for dht in (reader, honest):
+                seen = fetch_stage_announcements(dht, experiment)
+                assert seen == {0: [mine]}
+                assert fetch_experiment(dht, experiment) == record
+        finally:
+            attacker.shutdown()
+
+
+def test_entries_under_unsigned_subkeys_are_dropped_by_readers(experiment):
+    """A node that stored junk before it knew the experiment's schema cannot pass it on to readers."""
+    with local_dhts(2) as (a, b):
+        junk = announcement(b, 0, throughput=9999.0).to_wire()
+        assert b.store(stages_key(experiment), junk, get_dht_time() + 60, subkey=b"unsigned")  # no schema yet
+        assert announce_stage(a, experiment, announcement(a, 1))
+        assert fetch_stage_announcements(b, experiment) == {1: [announcement(a, 1)]}
+
+
+def test_an_honest_peer_cannot_be_made_to_store_a_malformed_record(experiment):
+    with local_dhts(1) as (a,):
+        assert announce_stage(a, experiment, announcement(a, 0))
+        assert not a.store(
+            stages_key(experiment), {"peer_id": 1}, get_dht_time() + 30, subkey=owner_subkey(a)
+        )
+        assert fetch_stage_announcements(a, experiment)[0][0].peer_id == a.peer_id.to_base58()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not-an-address",
+        "/ip4/127.0.0.1/tcp/1",
+        "/ip4/999.0.0.1/tcp/1/p2p/12D3KooWQUUHVa3djatgXsGAaoAYiwSLPZ5zt",
+    ],
+)
+def test_malformed_initial_peer_gets_a_join_error(bad):
+    with pytest.raises(JoinError, match="not a full multiaddr"):
+        create_dht([bad])
+
+
+def test_unreachable_initial_peer_gets_a_join_error():
+    with local_dhts(1) as (live,):
+        peer_id = live.peer_id.to_base58()
+    with pytest.raises(JoinError, match="none of the initial peers answered"):
+        create_dht([f"/ip4/127.0.0.1/tcp/1/p2p/{peer_id}"], bootstrap_timeout=3.0)
