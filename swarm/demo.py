@@ -160,15 +160,17 @@ def run_demo(config: DemoConfig, console: Console) -> int:
                     swarm.drain()
                     live.update(render(swarm.view))
             seconds = time.monotonic() - trained_from
+            layout = swarm.view.peers_per_stage()
         except DemoError as exc:
             console.print(f"[red]swarm-demo: {exc}[/red]")
             return 1
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the `with` stops every peer
             console.print("interrupted: stopping every peer...")
             seconds = time.monotonic() - started
+            layout = swarm.view.peers_per_stage()
         swarm.drain()
     swarm.drain()
-    lines = summary_lines(swarm.view, seconds)
+    lines = summary_lines(swarm.view, seconds, layout)
     png = save_loss_plot(swarm.view.losses, run_dir / "loss.png")
     lines.append(f"logs and plot: {run_dir}" + ("" if png else " (no plot: no steps)"))
     console.print("\n".join(lines))

@@ -148,8 +148,8 @@ def render(view: SwarmView, title: str = "swarm demo") -> Panel:
     return Panel(Group(*parts), title=title)
 
 
-def summary_lines(view: SwarmView, seconds: float) -> list[str]:
-    """The end-of-demo summary as plain lines."""
+def summary_lines(view: SwarmView, seconds: float, layout: list[int] | None = None) -> list[str]:
+    """The end-of-demo summary as plain lines (`layout`: peers per stage when training ended)."""
     first = sum(view.losses[:20]) / len(view.losses[:20]) if view.losses else None
     last = view.recent_loss()
     lines = [
@@ -157,7 +157,7 @@ def summary_lines(view: SwarmView, seconds: float) -> list[str]:
         "loss: " + (f"{first:.4f} -> {last:.4f} (mean of the first and last 20 steps)" if first else "no steps"),
         f"samples: {view.total_samples} in {seconds:.0f} s = {view.total_samples / max(seconds, 1e-9):.1f} samples/s",
         f"rounds averaged: {len(view.rounds)}; bytes averaged: {human_bytes(view.bytes_averaged)}",
-        f"peers per stage at the end: {view.peers_per_stage()}",
+        f"peers per stage at the end of training: {layout if layout is not None else view.peers_per_stage()}",
     ]
     if view.eval_losses:
         lines.append("test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in view.eval_losses.items()))

@@ -25,6 +25,8 @@ logger = logging.getLogger("swarm.peer")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_JOIN = 0, 1, 2, 3
 EXPERIMENT_WAIT_S = 15.0  # how long a joiner looks for the experiment record before giving up
 REPUBLISH_PERIOD_S = 10.0
+TRAINER_RETRY_S = 2.0
+TRAINER_PATIENCE_S = 60.0  # a trainer gives up when some stage has had no reachable peer for this long
 
 EPILOG = """\
 examples:
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         field = fields[name]
         shown = field.default not in (None, False) and field.default_factory is None
         default = f" (default: {field.default})" if shown else ""
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"{field.description or ''}{default}", **kw)
+        p.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, help=f"{field.description or ''}{default}", **kw
+        )
 
     opt("role", choices=["bootstrap", "stage", "trainer"])
     opt("join", action="store_true")
@@ -85,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt("batch_size", type=int, metavar="B")
     opt("concurrency", type=int, metavar="K")
     opt("duration", type=float, metavar="SECONDS")
-    p.add_argument("--no-rebalance", dest="rebalance", action="store_false", help="stay on the first stage chosen")
+    p.add_argument(
+        "--no-rebalance", dest="rebalance", action="store_false", help="stay on the first stage chosen"
+    )
     opt("wallet_key_file", type=Path, metavar="PATH")
     opt("round_hooks", nargs="+", metavar="MODULE:FUNC")
     opt("events", action="store_true")
@@ -234,14 +240,38 @@ def _run_trainer(config, dht, record, workload, events: EventWriter, stop, deadl
         step_stop = threading.Event()
 
         def on_step(s) -> None:
-            events.emit(Step(step=s.step, loss=s.loss, samples=s.samples, samples_per_second=s.samples / s.seconds))
+            events.emit(
+                Step(step=s.step, loss=s.loss, samples=s.samples, samples_per_second=s.samples / s.seconds)
+            )
             if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                 step_stop.set()
 
-        trainer.run(steps=10**9, on_step=on_step, stop=step_stop)
+        _train_until_stopped(trainer, on_step, step_stop)
         eval_loss = trainer.evaluate() if not stop.is_set() else None
     events.emit(Left(reason="stopped" if stop.is_set() else "duration", eval_loss=eval_loss))
     return EXIT_OK
+
+
+def _train_until_stopped(trainer, on_step, step_stop: threading.Event) -> None:
+    """Train until `step_stop`; a stage with no reachable peer for a while (churn, a peer moving) is waited out."""
+    from swarm.routing import RoutingError
+
+    last_progress = time.monotonic()
+
+    def on_step_progress(record) -> None:
+        nonlocal last_progress
+        last_progress = time.monotonic()
+        on_step(record)
+
+    while not step_stop.is_set():
+        try:
+            trainer.run(steps=10**9, on_step=on_step_progress, stop=step_stop)
+            return
+        except RoutingError as exc:
+            if time.monotonic() - last_progress > TRAINER_PATIENCE_S:
+                raise
+            logger.warning("%s; retrying in %.0f s", exc, TRAINER_RETRY_S)
+            step_stop.wait(TRAINER_RETRY_S)
 
 
 def _run_stage(config, dht, record, workload, events: EventWriter, stop, deadline, wallet) -> int:
@@ -282,7 +312,9 @@ def _install_stop_handlers() -> threading.Event:
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        logger.info("leaving (%s): stopping cleanly; press Ctrl-C again to force", signal.Signals(signum).name)
+        logger.info(
+            "leaving (%s): stopping cleanly; press Ctrl-C again to force", signal.Signals(signum).name
+        )
         stop.set()
 
     if threading.current_thread() is threading.main_thread():

@@ -22,7 +22,7 @@ from swarm.averaging import StageAverager
 from swarm.config import PeerConfig
 from swarm.events import EventWriter, Ready, RoundDone, StageChanged, Synced
 from swarm.models import Workload
-from swarm.records import ExperimentRecord, fetch_stage_announcements
+from swarm.records import ExperimentRecord, fetch_stage_announcements, publish_experiment
 from swarm.rounds import RoundClock
 from swarm.serving import StageServer
 from swarm.stage_choice import choose_stage, rebalance_target
@@ -30,6 +30,9 @@ from swarm.stage_choice import choose_stage, rebalance_target
 logger = logging.getLogger(__name__)
 
 SYNC_TIMEOUT = 30.0
+REBALANCE_EVERY = 3  # rounds between two looks at the balance (each peer measures its throughput meanwhile)
+REBALANCE_COOLDOWN = 6  # rounds a peer that moved stays put, so that the swarm does not oscillate
+REPUBLISH_PERIOD_S = 60.0  # every peer keeps the experiment record alive, so the bootstrap peer may leave
 
 
 @dataclass
@@ -88,6 +91,8 @@ class StagePeer:
         self.server: StageServer | None = None
         self.averager: StageAverager | None = None
         self.rounds_done = 0
+        self._published_at = -REPUBLISH_PERIOD_S
+        self._moved_at_round = 0
 
     @property
     def name(self) -> str:
@@ -98,7 +103,9 @@ class StagePeer:
         n = self.experiment.n_stages
         if self.config.stage is not None:
             if self.config.stage >= n:
-                raise ValueError(f"--stage {self.config.stage} does not exist: this experiment has stages 0..{n - 1}")
+                raise ValueError(
+                    f"--stage {self.config.stage} does not exist: this experiment has stages 0..{n - 1}"
+                )
             return self.config.stage
         return choose_stage(fetch_stage_announcements(self.dht, self.name), n)
 
@@ -127,7 +134,11 @@ class StagePeer:
             if not synced:
                 logger.warning("stage %d: no peer sent its parameters; starting from the seed's", stage)
         moved = float((flat_params(module) - seed_params).norm())
-        self.events.emit(Synced(stage=stage, from_peers=synced, seconds=time.monotonic() - started, distance_from_seed=moved))
+        self.events.emit(
+            Synced(
+                stage=stage, from_peers=synced, seconds=time.monotonic() - started, distance_from_seed=moved
+            )
+        )
         if self.server is None:
             self.server = server
             server.start()
@@ -140,6 +151,10 @@ class StagePeer:
 
     def _one_round(self, stop: threading.Event, deadline: float | None) -> None:
         assert self.server is not None and self.averager is not None
+        if time.monotonic() - self._published_at >= REPUBLISH_PERIOD_S:
+            self._published_at = time.monotonic()
+            if not publish_experiment(self.dht, self.experiment):
+                logger.warning("could not re-publish the experiment record; will retry")
         r = self.clock.current_round()
         with self.server.params_lock:
             before = flat_params(self.server.module)
@@ -161,7 +176,9 @@ class StagePeer:
             )
         )  # fmt: skip
         self._call_hooks(r, delta, result)
-        if self.config.rebalance and self.config.stage is None:
+        quiet = self.rounds_done - self._moved_at_round
+        may_move = self.config.rebalance and self.config.stage is None and quiet >= REBALANCE_COOLDOWN
+        if may_move and self.rounds_done % REBALANCE_EVERY == 0:
             self._maybe_rebalance()
 
     def _call_hooks(self, r: int, delta: torch.Tensor, result: Any) -> None:
@@ -177,9 +194,15 @@ class StagePeer:
                 logger.exception("round %d: round hook %r failed", r, hook)
 
     def _maybe_rebalance(self) -> None:
-        target = rebalance_target(self.stage, fetch_stage_announcements(self.dht, self.name), self.experiment.n_stages)
+        assert self.server is not None
+        announcements = fetch_stage_announcements(self.dht, self.name)
+        target = rebalance_target(
+            self.stage, announcements, self.experiment.n_stages, my_peer_id=self.server.peer_id,
+            my_throughput=self.server.worker.throughput or None,
+        )  # fmt: skip
         if target is None or target == self.stage:
             return
+        self._moved_at_round = self.rounds_done
         old = self.stage
         logger.info("rebalancing: stage %d -> stage %d", old, target)
         assert self.averager is not None

@@ -1,0 +1,7 @@
+"""`python -m swarm`: the same as `swarm-peer` (run one peer of a swarm)."""
+
+import sys
+
+from swarm.peer import main
+
+sys.exit(main())
