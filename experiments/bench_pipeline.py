@@ -71,8 +71,13 @@ def main() -> None:
     print(f"{'stages':>6} {'in flight':>9} {'one process':>12} {'swarm':>10} {'ratio':>6}")
     summary = []
     for n_stages in stage_counts:
-        base = baseline_sps(workload, n_stages, args.batch_size, steps, warmup)
+        # the machine is shared: measure the baseline before and after the swarm and take the mean
+        before = baseline_sps(workload, n_stages, args.batch_size, steps, warmup)
         swarm, stats = swarm_sps(args.workload, options, n_stages, args.batch_size, steps, warmup, concurrencies)
+        after = baseline_sps(workload, n_stages, args.batch_size, steps, warmup)
+        base = (before + after) / 2
+        print(f"{n_stages:>6} {'-':>9} {base:>10.1f}/s {'':>10} {'':>6}  (one process: {before:.1f} before, "
+              f"{after:.1f} after the swarm)")  # fmt: skip
         for c, sps in swarm.items():
             print(f"{n_stages:>6} {c:>9} {base:>10.1f}/s {sps:>8.1f}/s {sps / base:>6.2f}")
         best = max(swarm, key=swarm.get)

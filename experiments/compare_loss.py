@@ -28,14 +28,16 @@ RESULTS = Path(__file__).parent / "results"
 TOLERANCE = 0.05
 
 
-def run_swarm(workload_name, options, *, n_stages, peers_per_stage, steps, batch_size, lr, seed) -> TrainReport:
+def run_swarm(
+    workload_name, options, *, n_stages, peers_per_stage, concurrency, steps, batch_size, lr, seed
+) -> TrainReport:
     workload = get_workload(workload_name, **options)
     with local_swarm(workload_name, n_stages, peers_per_stage=peers_per_stage, lr=lr, seed=seed,
                      options=options) as swarm:  # fmt: skip
         dht = create_dht(swarm.initial_peers)
         try:
             with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
-                         seed=seed) as trainer:  # fmt: skip
+                         seed=seed, concurrency=concurrency) as trainer:  # fmt: skip
                 report = trainer.run(steps)
                 report.eval_loss = trainer.evaluate()
         finally:
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--workload", default="tinylm", choices=["tinylm", "digits"])
     parser.add_argument("--stages", type=int, default=2)
     parser.add_argument("--peers-per-stage", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2, help="micro-batches the swarm trainer keeps in flight")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -94,11 +97,13 @@ def main() -> None:
     common = {"n_stages": args.stages, "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
               "seed": args.seed}  # fmt: skip
     base, _ = train_baseline(workload, **common)
-    swarm = run_swarm(args.workload, options, peers_per_stage=args.peers_per_stage, **common)
+    swarm = run_swarm(
+        args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency, **common
+    )
 
-    title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s), "
+    title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s), {args.concurrency} in flight, "
              f"{steps} steps x {args.batch_size} samples")  # fmt: skip
-    png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{args.peers_per_stage}.png"
+    png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{args.peers_per_stage}_c{args.concurrency}.png"
     plot(base, swarm, title, png)
     gap = swarm.final_loss / base.final_loss - 1
     eval_gap = swarm.eval_loss / base.eval_loss - 1
