@@ -80,6 +80,10 @@ class ChainClient:
     def resend(self, tx_hash: str) -> TxReceipt:
         return self._sender.resend(tx_hash)
 
+    def forget_nonce(self) -> None:
+        """Re-read this wallet's nonce from the chain before the next transaction (e.g. after evm_revert)."""
+        self._sender.forget_nonce()
+
     def with_wallet(self, wallet: Wallet) -> ChainClient:
         """A client for another wallet on the same RPC and escrow."""
         return ChainClient(self.rpc_url, wallet, escrow=self.escrow_address)

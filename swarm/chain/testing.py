@@ -58,6 +58,12 @@ class EscrowWorld:
         for c in self.clients:
             self.mint(c.address, peer_tokens)
 
+    def revert_to(self, snapshot: str) -> None:
+        """Roll the dev chain back to `snapshot` and make every client re-read its nonce."""
+        self.chain.rpc("evm_revert", [snapshot])
+        for c in self.clients:
+            c.forget_nonce()
+
     @property
     def peers(self) -> list[ChainClient]:
         return self.clients[1:]

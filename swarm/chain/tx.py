@@ -128,6 +128,11 @@ class TxSender(RpcReader):
             logger.debug("sent %s: tx %s nonce %d", what, pending.tx_hash, nonce)
             return pending
 
+    def forget_nonce(self) -> None:
+        """Re-read the nonce from the chain on the next send (after a dev chain's evm_revert, say)."""
+        with self._lock:
+            self._nonce = None
+
     def _next_nonce(self) -> int:
         on_chain = self.rpc("reading the nonce", self.w3.eth.get_transaction_count, self.wallet.address, "pending")
         self._nonce = on_chain if self._nonce is None else max(self._nonce, on_chain)
