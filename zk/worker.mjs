@@ -28,6 +28,11 @@ function writeAtomic(path, data) {
   renameSync(path + ".tmp", path);
 }
 
+// The Groth16 prover: zokrates-js's default (arkworks) unless a request names `backend` ("ark" | "bellman").
+function provider(req) {
+  return req.backend ? zokrates.withOptions({ backend: req.backend, curve: "bn128", scheme: "g16" }) : zokrates;
+}
+
 function requireDir(req) {
   if (typeof req.dir !== "string" || !req.dir) throw new Error("request needs `dir`, the circuit's key folder");
   return req.dir;
@@ -73,7 +78,7 @@ const ops = {
   setup: (req) => {
     const dir = requireDir(req);
     const c = loadArtifacts(dir, false);
-    const keys = req.entropy ? zokrates.setup(c.program, req.entropy) : zokrates.setup(c.program);
+    const keys = req.entropy ? provider(req).setup(c.program, req.entropy) : provider(req).setup(c.program);
     writeAtomic(join(dir, "proving.key"), keys.pk);
     writeAtomic(join(dir, "verification.key.json"), JSON.stringify(keys.vk));
     Object.assign(c, { pk: keys.pk, vk: keys.vk });
@@ -92,11 +97,11 @@ const ops = {
       const why = String(e?.message ?? e).split("\n")[0].replace("Sum check failed", "a range check failed");
       throw new Error(`the statement does not hold for these inputs: ${why}`);
     }
-    return zokrates.generateProof(c.program, witness.witness, c.pk);
+    return provider(req).generateProof(c.program, witness.witness, c.pk);
   },
   verify: (req) => {
     const vk = req.vk ?? loadArtifacts(requireDir(req), true).vk;
-    return { valid: zokrates.verify(vk, { scheme: "g16", curve: "bn128", proof: req.proof, inputs: req.inputs }) };
+    return { valid: provider(req).verify(vk, { scheme: "g16", curve: "bn128", proof: req.proof, inputs: req.inputs }) };
   },
   export_verifier: (req) => {
     const c = loadArtifacts(requireDir(req), true);
