@@ -47,7 +47,7 @@ class Wallet:
     @classmethod
     def from_file(cls, path: str | Path) -> Wallet:
         """Load a key file; refuse one that group or others can read (create it with `create_key_file`)."""
-        path = Path(path)
+        path = Path(path).expanduser()
         try:
             mode = path.stat().st_mode
         except FileNotFoundError as exc:
@@ -71,7 +71,7 @@ class Wallet:
 
 def create_key_file(path: str | Path, private_key: SecretStr | str | None = None) -> Wallet:
     """Write a key (a new random one by default) to `path`, created 0600 and never overwritten."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if private_key is None:
         private_key = SecretStr(Account.create().key.hex())
     wallet = Wallet(private_key)
