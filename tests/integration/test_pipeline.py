@@ -106,3 +106,22 @@ def test_a_malformed_call_gets_a_clear_error_and_the_server_keeps_serving(experi
         y, peer = router.forward(0, x)
         assert y.shape == (4, 128) and peer == server.peer_id
         assert server.errors == 1 and router.retries == 0  # a bad input is not the peer's fault: no ban
+
+
+def test_a_peer_that_switches_stage_is_found_on_its_new_stage(experiment):
+    w = get_workload("digits")
+    s0, s1 = w.build_stages(2, seed=0)
+    with (
+        swarm_of(3) as (d0, d1, dt),
+        StageServer(d0, experiment, w, 0, s0, lr=3e-3) as server0,
+        StageServer(d1, experiment, w, 1, s1, lr=3e-3) as mover,
+        StageRouter(dt, experiment, 2, refresh_period=0.0, wait_for_peers=0.0) as router,
+    ):
+        x, _ = next(w.batches(4, seed=0))
+        mover.switch_stage(0, w.build_stage(2, 0, seed=0))
+        assert {a.peer_id for a in router.peers(0)} == {server0.peer_id, mover.peer_id}
+        assert router.peers(1) == []  # one record per peer: the new stage's record replaced the old one
+        with pytest.raises(RoutingError, match="no peer could serve stage 1 forward .*no peer announced it"):
+            router.forward(1, torch.zeros(4, 128))
+        served_by = {router.forward(0, x)[1] for _ in range(12)}
+        assert served_by == {server0.peer_id, mover.peer_id}
