@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import torch
@@ -167,6 +169,8 @@ def test_background_prover_reports_a_failed_job_and_shutdown_cancels_the_queue(c
         bad = bg.submit(commitment, chunks=[0], norm_bound=commitment.norm_sq - 1, **CLAIM)
         with pytest.raises(ProofError, match="over the bound"):
             bad.result(timeout=60)
+        with pytest.raises(ProofError, match="over the bound"):  # the same through asyncio
+            asyncio.run(bg.prove_async(commitment, chunks=[1], norm_bound=commitment.norm_sq - 1, **CLAIM))
         queued = [bg.submit(commitment, chunks=[i], norm_bound=commitment.norm_sq, **CLAIM) for i in range(3)]
     assert all(f.cancelled() or f.done() for f in queued)
     with pytest.raises(ProofError, match="not running"):
