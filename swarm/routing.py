@@ -188,6 +188,8 @@ class StageRouter:
             return prefer
         with self._lock:
             chosen = choose_peer(candidates, self.rng, exclude=tried, in_flight=dict(self._in_flight))
+            if chosen is None:  # only banned peers left: a ban is a preference, give them another chance
+                chosen = choose_peer(self._announcements.get(stage, []), self.rng, exclude=tried)
         return None if chosen is None else chosen.peer_id
 
     def _send_counted(self, peer: str, name: str, request: runtime_pb2.ExpertRequest) -> runtime_pb2.ExpertResponse:

@@ -55,6 +55,7 @@ class FakeSwarm(StageRouter):
     def __init__(self, announcements: list[StageAnnouncement], workers: dict[str, StageWorker], **kw):
         super().__init__(None, "exp", 1 + max(a.stage for a in announcements), seed=0, wait_for_peers=0.0, **kw)
         self.table, self.workers, self.dead, self.sent = announcements, workers, set(), []
+        self.fail_once: set[str] = set()
 
     def _fetch(self):
         out: dict[int, list[StageAnnouncement]] = {}
@@ -66,6 +67,9 @@ class FakeSwarm(StageRouter):
         self.sent.append(peer)
         if peer in self.dead:
             raise TimeoutError
+        if peer in self.fail_once:
+            self.fail_once.discard(peer)
+            raise ConnectionResetError
         tensors = unpack_tensors(request, len(request.tensors), name)
         worker = self.workers[peer]
         if name.endswith(".forward"):
@@ -148,3 +152,13 @@ def test_garbage_tensors_are_a_serving_error():
         unpack_tensors(msg, 1, "a forward request")
     with pytest.raises(ServingError, match="must carry 2"):
         unpack_tensors(msg, 2, "a backward request")
+
+
+def test_a_stage_whose_only_peer_failed_once_is_not_abandoned(two_stage_swarm):
+    w, router = two_stage_swarm
+    router.fail_once.add(PEER_IDS[0])
+    x, _ = next(w.batches(8, seed=0))
+    with pytest.raises(RoutingError, match="ConnectionResetError"):
+        router.forward(0, x)
+    _, peer = router.forward(0, x)  # banned, but the only one: tried again at once instead of waiting out the ban
+    assert peer == PEER_IDS[0]
