@@ -45,6 +45,7 @@ class PeerConfig(BaseSettings):
     compression: Literal["int8", "none"] = Field("int8", description="what averaging puts on the wire")
     batch_size: int = Field(32, ge=1, le=65536, description="trainer: samples per micro-batch")
     concurrency: int = Field(1, ge=1, le=64, description="trainer: micro-batches in flight at once")
+    steps: int | None = Field(None, ge=1, description="trainer: leave after this many micro-batches")
     duration: float | None = Field(None, gt=0, description="leave after this many seconds (default: run until "
                                    "Ctrl-C)")
     rebalance: bool = Field(True, description="stage: move to a slower stage when the balance shifts")

@@ -97,8 +97,11 @@ class DemoSwarm:
     def child(self, name: str) -> ChildProcess:
         return next(c for c in self.children if c.name == name)
 
-    def wait_for(self, name: str, predicate, timeout: float = START_TIMEOUT_S) -> PeerEvent:
-        """Wait for an event of peer `name` matching `predicate` (other events still reach the view)."""
+    def wait_for(self, name: str, predicate, timeout: float = START_TIMEOUT_S, since: int = 0) -> PeerEvent:
+        """The first event of peer `name` matching `predicate`, from `history[since:]` on, waiting for it if needed."""
+        for event in self.history[since:]:
+            if event.peer == name and predicate(event):
+                return event
         child = self.child(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

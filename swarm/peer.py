@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("compression", choices=["int8", "none"])
     opt("batch_size", type=int, metavar="B")
     opt("concurrency", type=int, metavar="K")
+    opt("steps", type=int, metavar="N")
     opt("duration", type=float, metavar="SECONDS")
     p.add_argument(
         "--no-rebalance", dest="rebalance", action="store_false", help="stay on the first stage chosen"
@@ -238,17 +239,22 @@ def _run_trainer(config, dht, record, workload, events: EventWriter, stop, deadl
     ) as trainer:  # fmt: skip
         events.emit(Ready(role="trainer", peer_id=dht.peer_id.to_base58()))
         step_stop = threading.Event()
+        started, done, samples = time.monotonic(), 0, 0  # across retries (each run() counts from 0)
+        count_lock = threading.Lock()  # on_step runs in the micro-batch threads
 
         def on_step(s) -> None:
-            events.emit(
-                Step(step=s.step, loss=s.loss, samples=s.samples, samples_per_second=s.samples / s.seconds)
-            )
-            if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            nonlocal done, samples
+            with count_lock:
+                done, samples = done + 1, samples + config.batch_size
+            rate = samples / max(time.monotonic() - started, 1e-9)
+            events.emit(Step(step=done - 1, loss=s.loss, samples=samples, samples_per_second=rate))
+            enough = config.steps is not None and done >= config.steps
+            if enough or stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                 step_stop.set()
 
         _train_until_stopped(trainer, on_step, step_stop)
         eval_loss = trainer.evaluate() if not stop.is_set() else None
-    events.emit(Left(reason="stopped" if stop.is_set() else "duration", eval_loss=eval_loss))
+    events.emit(Left(reason="stopped" if stop.is_set() else "done", eval_loss=eval_loss))
     return EXIT_OK
 
 
@@ -320,7 +326,14 @@ def _install_stop_handlers() -> threading.Event:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _on_signal)
+        os.register_at_fork(after_in_child=_default_termination_signals)
     return stop
+
+
+def _default_termination_signals() -> None:
+    """In forked children (hivemind's DHT and averager processes) SIGTERM/SIGHUP kill again, as they should."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _setup_logging(level: str) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,19 @@ def load_hook(spec: str) -> RoundHook:
     if not callable(hook):
         raise ValueError(f"round hook {spec!r} is not callable")  # noqa: TRY004 - a setting's value is wrong
     return hook
+
+
+@contextmanager
+def _sigint_kept() -> Iterator[None]:
+    """Restore this process's SIGINT handler after the block (only the main thread can)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def flat_params(module: torch.nn.Module) -> torch.Tensor:
@@ -123,9 +137,10 @@ class StagePeer:
         server = self.server or StageServer(
             self.dht, self.name, self.workload, stage, module, lr=self.config.lr, wallet=self.wallet
         )
-        averager = StageAverager(
-            self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
-        )
+        with _sigint_kept():  # hivemind's averager start sets SIGINT to SIG_IGN in *our* process too
+            averager = StageAverager(
+                self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
+            )
         started = time.monotonic()
         seed_params = flat_params(module)
         synced = False
