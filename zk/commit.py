@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from zk.circuit import DEFAULT_PARAMS, NORM_BITS, RATE, SCALES_PER_FIELD, VALUES_PER_FIELD, CircuitParams
+from zk.circuit import DEFAULT_PARAMS, NORM_BITS, CircuitParams
+from zk.fixed_point import QMAX
+from zk.leaves import Node, leaf_nodes
+from zk.leaves import leaf_of as _leaf_of
 from zk.poseidon import poseidon
-from zk.quantize import QMAX, QuantizedUpdate
+from zk.quantize import QuantizedUpdate
 
-Node = tuple[int, int]  # (hash, squared norm)
 EMPTY: Node = (0, 0)
 
 
@@ -33,31 +35,6 @@ class ChunkOpening(BaseModel):
     scales: list[int]  # one fixed-point scale per block of the chunk
     sibling_hashes: list[int]  # from the leaf's sibling up to the root's children
     sibling_norms: list[int]
-
-
-def pack_chunk(values: np.ndarray, scales: list[int]) -> list[int]:
-    """Field elements the leaf hash absorbs: bytes v+127 in groups of 31, then scales in groups of 7 (LE)."""
-    raw = (values.astype(np.int16) + QMAX).astype(np.uint8).tobytes()
-    packed = [int.from_bytes(raw[i : i + VALUES_PER_FIELD], "little") for i in range(0, len(raw), VALUES_PER_FIELD)]
-    for i in range(0, len(scales), SCALES_PER_FIELD):
-        group = scales[i : i + SCALES_PER_FIELD]
-        packed.append(sum(int(s) << (32 * k) for k, s in enumerate(group)))
-    return packed
-
-
-def leaf_hash(packed: list[int]) -> int:
-    """Poseidon sponge over the packed elements, RATE at a time, zero-padded: as `leaf_hash` in the circuit."""
-    h = 0
-    for a in range(0, len(packed), RATE):
-        block = packed[a : a + RATE]
-        h = poseidon([h, *block, *([0] * (RATE - len(block)))])
-    return h
-
-
-def chunk_norm_sq(values: np.ndarray, scales: list[int], block: int) -> int:
-    """sum_b S_b**2 * sum(v**2) over the chunk's blocks (exact integer)."""
-    sq = (values.astype(np.int64) ** 2).reshape(-1, block).sum(axis=1).tolist()
-    return sum(int(s) * int(s) * int(b) for s, b in zip(scales, sq))
 
 
 def node(left: Node, right: Node) -> Node:
@@ -142,16 +119,23 @@ def chunk_data(q: QuantizedUpdate, params: CircuitParams, chunk: int) -> tuple[n
 
 
 def leaf_of(values: np.ndarray, scales: list[int], params: CircuitParams) -> Node:
-    return leaf_hash(pack_chunk(values, scales)), chunk_norm_sq(values, scales, params.block)
+    """(Poseidon hash, squared norm) of one chunk's values and scales."""
+    return _leaf_of(values, scales, params.block)
 
 
-def commit_update(q: QuantizedUpdate, params: CircuitParams = DEFAULT_PARAMS) -> Commitment:
-    """Chunk the update, hash each leaf, build the tree: the commitment a peer publishes for its round."""
+def commit_update(q: QuantizedUpdate, params: CircuitParams = DEFAULT_PARAMS, processes: int = 1) -> Commitment:
+    """Chunk the update, hash each leaf, build the tree: the commitment a peer publishes for its round.
+
+    `processes > 1` hashes the chunks of a large update in a pool of that many processes."""
     if q.block_size != params.block:
         raise CommitError(f"the update was quantized with block size {q.block_size} but the circuit expects "
                           f"{params.block}; quantize with block_size={params.block}")
     n = params.num_chunks(q.numel)
-    leaves = [leaf_of(*chunk_data(q, params, i), params) for i in range(n)]
+    values = np.zeros(n * params.chunk, dtype=np.int8)
+    values[: q.numel] = q.values.numpy()
+    scales = [int(s) for s in q.scales.tolist()]
+    scales += [0] * (n * params.scales_per_chunk - len(scales))
+    leaves = leaf_nodes(values, scales, params.chunk, params.block, processes)
     tree = MerkleTree.build(leaves, params.depth)
     top = tree.top
     return Commitment(root=root_of(top), norm_sq=top[1], tree=tree, update=q, params=params)

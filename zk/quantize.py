@@ -14,17 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from zk.fixed_point import BLOCK_SIZE, QMAX, SCALE_BITS, SCALE_FRAC_BITS, SCALE_MAX, VALID_BLOCK_SIZES
+
 logger = logging.getLogger(__name__)
 
-BLOCK_SIZE = 256
-"""Values per block (one scale each); bitsandbytes takes 64, 128, ..., 4096."""
-SCALE_FRAC_BITS = 32
-"""A scale S means a step of S / 2**SCALE_FRAC_BITS: the value of code v is v * S / 2**SCALE_FRAC_BITS."""
-SCALE_BITS = 32
-SCALE_MAX = (1 << SCALE_BITS) - 1
-"""Largest scale the circuit accepts (a u32): elements up to ~127 in magnitude."""
-QMAX = 127
-VALID_BLOCK_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+__all__ = ["BLOCK_SIZE", "QMAX", "SCALE_BITS", "SCALE_FRAC_BITS", "SCALE_MAX", "VALID_BLOCK_SIZES", "QuantizationError",
+           "QuantizedUpdate", "dequantize_update", "fixed_point_norm_sq", "fixed_point_scales", "quantize_update"]
 
 _MAGIC = b"SWQ1"
 _HEADER = struct.Struct("<4sQIB")  # magic, numel, block_size, ndim

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from multiprocessing import resource_tracker
 
 import numpy as np
 import pytest
@@ -175,3 +176,13 @@ def test_background_prover_reports_a_failed_job_and_shutdown_cancels_the_queue(c
     assert all(f.cancelled() or f.done() for f in queued)
     with pytest.raises(ProofError, match="not running"):
         bg.submit(commitment, chunks=[0], norm_bound=commitment.norm_sq, **CLAIM)
+
+
+def test_commit_hashed_in_a_process_pool_equals_the_serial_commit():
+    torch.manual_seed(8)
+    q = quantize_update(torch.randn(PARAMS.chunk * 70) * 0.01, PARAMS.block)  # 70 chunks: over the pool minimum
+    try:
+        serial, pooled = commit_update(q, PARAMS), commit_update(q, PARAMS, processes=2)
+    finally:  # a spawn pool leaves multiprocessing's resource tracker running until we exit: stop it now
+        resource_tracker._resource_tracker._stop()
+    assert (pooled.root, pooled.norm_sq, pooled.tree.levels[0]) == (serial.root, serial.norm_sq, serial.tree.levels[0])
