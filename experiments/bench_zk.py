@@ -157,14 +157,14 @@ def main() -> None:
         print(f"== load average at start {load:.1f} on {os.cpu_count()} cores; times are the best of repeats")
         print(f"== per chunk (depth {args.depth}, fresh compile + setup, Groth16 bn128, zokrates-js 1.1.9 WASM)")
         print(f"{'chunk':>6} {'constraints':>11} {'compile s':>9} {'setup s':>7} {'prove s':>7} {'vs 256':>6} "
-              f"{'values/s':>8} {'verify ms':>9} {'prove RSS MB':>12} {'proof B':>7}")
+              f"{'values/s':>8} {'verify ms':>9} {'prove RSS MB':>12} {'proof B':>7} {'record B':>8}")
         for chunk in chunk_sizes:
             params = CircuitParams(chunk=chunk, block=min(256, chunk), depth=args.depth)
             r = shapes[chunk] = measure_shape(params, root, n_prove, second_prover=chunk == compared)
             base = shapes[chunk_sizes[0]]["prove_s"]
             print(f"{chunk:>6} {r['constraints']:>11,} {r['compile_s']:>9.1f} {r['setup_s']:>7.1f} "
                   f"{r['prove_s']:>7.2f} {r['prove_s'] / base:>5.2f}x {r['values_per_s']:>8.0f} "
-                  f"{r['verify_ms']:>9.1f} {r['prove_rss_mb']:>12.0f} {r['proof_bytes']:>7}")
+                  f"{r['verify_ms']:>9.1f} {r['prove_rss_mb']:>12.0f} {r['proof_bytes']:>7} {r['record_bytes']:>8}")
         best = max(shapes.values(), key=lambda r: r["values_per_s"])
         cmp_ = next((r for r in shapes.values() if "bellman_prove_s" in r), None)
         bellman = "bellman not run (--quick)"
