@@ -52,6 +52,12 @@ class PeerConfig(BaseSettings):
     wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
     wallet_key: SecretStr | None = Field(None, description="the L2 wallet's private key: env SWARM_WALLET_KEY "
                                          "only, never a flag or a profile")
+    chain_rpc: str | None = Field(None, pattern=r"^(https?|wss?)://", description="L2 RPC URL; with a wallet and "
+                                  "an escrow, a stage peer proves and contributes every round and claims rewards")
+    escrow: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$", description="address of the SwarmEscrow "
+                               "contract on that L2")
+    chain_experiment: int | None = Field(None, ge=0, description="bootstrap: the escrow's experiment id; the round "
+                                         "clock is then read from the chain so peers and contract agree")
     round_hooks: Annotated[list[str], NoDecode] = Field(default_factory=list, description="'module:function' called after each "
                                    "averaging round of a stage peer with its RoundReport")
     events: bool = Field(False, description="write one JSON line per event on stdout (for swarm-demo)")
@@ -106,6 +112,8 @@ class PeerConfig(BaseSettings):
             raise ValueError("--join needs --initial-peers <multiaddr> of a peer already in the swarm")
         if self.stage is not None and self.stage >= self.n_stages and self.role == "bootstrap":
             raise ValueError(f"stage {self.stage} does not exist with n_stages={self.n_stages}")
+        if (self.chain_rpc is None) != (self.escrow is None):
+            raise ValueError("--chain-rpc and --escrow go together: the RPC URL of the L2 and the escrow's address")
         if self.wallet_key_file is not None and self.wallet_key is not None:
             raise ValueError("give the wallet key either as --wallet-key-file or as SWARM_WALLET_KEY, not both")
         return self

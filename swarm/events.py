@@ -65,6 +65,16 @@ class StageChanged(_Event):
     new: int
 
 
+class Settled(_Event):
+    """The stage peer's round settlement did something on-chain (swarm/settlement.py)."""
+
+    kind: Literal["settled"] = "settled"
+    action: str  # contributed | audit_answered | claimed | failed
+    round: int
+    stage: int
+    detail: dict = {}
+
+
 class Left(_Event):
     kind: Literal["left"] = "left"
     reason: str = "done"
@@ -76,7 +86,9 @@ class Failed(_Event):
     message: str
 
 
-PeerEvent = Annotated[Ready | Synced | Step | RoundDone | StageChanged | Left | Failed, Field(discriminator="kind")]
+PeerEvent = Annotated[
+    Ready | Synced | Step | RoundDone | StageChanged | Settled | Left | Failed, Field(discriminator="kind")
+]
 _ADAPTER: TypeAdapter[PeerEvent] = TypeAdapter(PeerEvent)
 
 

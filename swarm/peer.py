@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-rebalance", dest="rebalance", action="store_false", help="stay on the first stage chosen"
     )
     opt("wallet_key_file", type=Path, metavar="PATH")
+    opt("chain_rpc", metavar="URL")
+    opt("escrow", metavar="ADDRESS")
+    opt("chain_experiment", type=int, metavar="ID")
     opt("round_hooks", nargs="+", metavar="MODULE:FUNC")
     opt("events", action="store_true")
     opt("log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -211,9 +214,12 @@ def _run_bootstrap(config: PeerConfig, dht, events: EventWriter, stop: threading
 
     record = fetch_experiment(dht, config.experiment) if config.initial_peers else None
     if record is None:
+        start, duration, chain_id = get_dht_time(), config.round_duration, None
+        if config.chain_experiment is not None:
+            start, duration, chain_id = _chain_clock(config)
         record = ExperimentRecord(
             name=config.experiment, workload=config.workload, n_stages=config.n_stages,
-            round_duration=config.round_duration, start_time=get_dht_time(), chain_experiment_id=None,
+            round_duration=duration, start_time=start, chain_experiment_id=chain_id,
         )  # fmt: skip
     maddrs = [str(m) for m in visible_multiaddrs(dht)]
     events.emit(Ready(role="bootstrap", peer_id=dht.peer_id.to_base58(), maddrs=maddrs))
@@ -227,6 +233,41 @@ def _run_bootstrap(config: PeerConfig, dht, events: EventWriter, stop: threading
         stop.wait(_until(deadline, REPUBLISH_PERIOD_S))
     events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
     return EXIT_OK
+
+
+def _chain_clock(config: PeerConfig) -> tuple[float, float, int]:
+    """(start, round duration, id) of the escrow's experiment: the DHT's round clock must be the contract's."""
+    from swarm.chain.client import ChainClient
+    from swarm.chain.errors import ChainError
+
+    if config.chain_rpc is None:
+        raise ConfigError("--chain-experiment needs --chain-rpc and --escrow to read the experiment from")
+    try:
+        state = ChainClient(config.chain_rpc, escrow=config.escrow).experiment(config.chain_experiment)
+    except ChainError as exc:
+        raise ConfigError(f"cannot read experiment {config.chain_experiment} from the escrow: {exc}") from None
+    return float(state.start), float(state.round_duration), config.chain_experiment
+
+
+def _round_settler(config: PeerConfig, record, events: EventWriter):
+    """The round hook that proves and contributes each round on-chain, or None when the peer is not paid."""
+    if config.chain_rpc is None or record.chain_experiment_id is None:
+        return None
+    if config.wallet_key_file is None and config.wallet_key is None:
+        logger.warning("no wallet: this peer trains but is not paid (give --wallet-key-file to be paid)")
+        return None
+    from swarm.chain.client import ChainClient
+    from swarm.chain.wallet import Wallet
+    from swarm.events import Settled
+    from swarm.settlement import RoundSettler
+
+    wallet = Wallet.from_file(config.wallet_key_file) if config.wallet_key_file else Wallet(config.wallet_key)
+    client = ChainClient(config.chain_rpc, wallet, escrow=config.escrow)
+
+    def on_event(e) -> None:
+        events.emit(Settled(action=e.kind, round=e.round, stage=e.stage, detail=e.detail))
+
+    return RoundSettler(client, record.chain_experiment_id, on_event=on_event).start()
 
 
 def _run_trainer(config, dht, record, workload, events: EventWriter, stop, deadline) -> int:
@@ -287,8 +328,15 @@ def _run_stage(config, dht, record, workload, events: EventWriter, stop, deadlin
         hooks = [load_hook(spec) for spec in config.round_hooks]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    peer = StagePeer(config, dht, record, workload, events, wallet=wallet, hooks=hooks)
-    peer.run(stop, deadline)
+    settler = _round_settler(config, record, events)
+    if settler is not None:
+        hooks.append(settler)
+    try:
+        peer = StagePeer(config, dht, record, workload, events, wallet=wallet, hooks=hooks)
+        peer.run(stop, deadline)
+    finally:
+        if settler is not None:
+            settler.shutdown()
     events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
     return EXIT_OK
 
