@@ -1,7 +1,8 @@
 """Background proving: a peer hands the last round's commitment over and keeps training while it is proved.
 
-One thread owns the ZoKrates worker (started from that thread, so PR_SET_PDEATHSIG follows it) and works
-through a queue of jobs; each job's result is a `concurrent.futures.Future` (awaitable with `prove_async`).
+Each of `workers` threads owns one ZoKrates worker (started from that thread, so PR_SET_PDEATHSIG follows
+it; one WASM prover uses one core) and takes chunk proofs from a shared queue; a job's result is a
+`concurrent.futures.Future` (awaitable with `prove_async`) that resolves when all its chunks are proved.
 """
 
 from __future__ import annotations
@@ -39,34 +40,52 @@ class ProofJob:
     chunks: list[int]
     norm_bound: int
     future: Future[list[Contribution]] = field(default_factory=Future)
+    _results: dict[int, Contribution] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, chunk: int, proof: Contribution) -> None:
+        with self._lock:
+            self._results[chunk] = proof
+            if len(self._results) == len(self.chunks) and not self.future.done():
+                self.future.set_result([self._results[c] for c in self.chunks])
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self.future.done():
+                self.future.set_exception(exc)
+
+
+Task = tuple[ProofJob, int]  # one chunk of one job
 
 
 class BackgroundProver:
-    """Proves jobs one after another in a thread of its own; `shutdown()` stops it on every path."""
+    """Proves queued jobs in `workers` threads, one ZoKrates worker each; `shutdown()` stops all on every path."""
 
     def __init__(self, params: CircuitParams = DEFAULT_PARAMS, keys_root: Path = KEYS_ROOT,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.params, self.keys_root, self.timeout = params, keys_root, timeout
-        self._jobs: queue.Queue[ProofJob | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._worker: ZkWorker | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
+                 timeout: float = DEFAULT_TIMEOUT, workers: int = 1) -> None:
+        if workers < 1:
+            raise ProofError(f"a background prover needs at least one worker, got {workers}")
+        self.params, self.keys_root, self.timeout, self.workers = params, keys_root, timeout, workers
+        self._tasks: queue.Queue[Task | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._zk_workers: list[ZkWorker] = []
+        self._lock = threading.Lock()
         self._stopping = False
 
     def start(self) -> Self:
-        """Start the thread and wait until the worker runs and the keys are loaded (or raise ProofError)."""
-        if self._thread is not None:
+        """Start the threads, the first one alone (it may set the circuit up); raises ProofError if one fails."""
+        if self._threads:
             return self
-        self._thread = threading.Thread(target=self._run, name="zk-background-prover", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(READY_TIMEOUT):
-            self.shutdown()
-            raise ProofError(f"the background prover was not ready within {READY_TIMEOUT:.0f} s")
-        if self._startup_error is not None:
-            err = self._startup_error
-            self.shutdown()
-            raise ProofError(f"the background prover could not start: {err}") from err
+        for i in range(self.workers):
+            ready, failure = threading.Event(), []
+            thread = threading.Thread(target=self._run, args=(ready, failure), daemon=True,
+                                      name=f"zk-background-prover-{i}")
+            self._threads.append(thread)
+            thread.start()
+            if not ready.wait(READY_TIMEOUT) or failure:
+                self.shutdown()
+                why = failure[0] if failure else f"not ready within {READY_TIMEOUT:.0f} s"
+                raise ProofError(f"the background prover could not start: {why}")
         return self
 
     def __enter__(self) -> Self:
@@ -77,11 +96,15 @@ class BackgroundProver:
 
     def submit(self, commitment: Commitment, *, experiment: int, round: int, stage: int, peer: str,
                chunks: list[int], norm_bound: int) -> Future[list[Contribution]]:
-        """Queue a job and return at once; the future holds one Contribution per distinct chunk."""
-        if self._thread is None or self._stopping:
+        """Queue a job and return at once; the future holds one Contribution per distinct chunk, in order."""
+        if not self._threads or self._stopping:
             raise ProofError("the background prover is not running; start() it first")
-        job = ProofJob(commitment, experiment, round, stage, peer, list(chunks), norm_bound)
-        self._jobs.put(job)
+        job = ProofJob(commitment, experiment, round, stage, peer, list(dict.fromkeys(chunks)), norm_bound)
+        job.future.set_running_or_notify_cancel()  # a queued proof cannot be cancelled, only shut down
+        if not job.chunks:
+            job.future.set_result([])
+        for chunk in job.chunks:
+            self._tasks.put((job, chunk))
         return job.future
 
     async def prove_async(self, commitment: Commitment, **job: object) -> list[Contribution]:
@@ -90,51 +113,55 @@ class BackgroundProver:
 
     @property
     def pending(self) -> int:
-        return self._jobs.qsize()
+        """Chunk proofs queued and not started yet."""
+        return self._tasks.qsize()
 
     def shutdown(self) -> None:
-        """Cancel queued jobs, stop the worker (a proof in progress fails with ProofError), join the thread."""
+        """Fail queued jobs, stop the workers (a proof in progress fails with ProofError), join the threads."""
         self._stopping = True
+        stopped = ProofError("the background prover was shut down before this proof was made")
         while True:
             try:
-                job = self._jobs.get_nowait()
+                task = self._tasks.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                job.future.cancel()
-        self._jobs.put(None)
-        if self._worker is not None:
-            self._worker.shutdown()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+            if task is not None:
+                task[0].fail(stopped)
+        for _ in self._threads:
+            self._tasks.put(None)
+        with self._lock:
+            workers = list(self._zk_workers)
+        for w in workers:
+            w.shutdown()
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
-    def _run(self) -> None:
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         worker = ZkWorker(timeout=self.timeout)
         try:
-            self._worker = worker.start()
-            prover = ChunkProver(worker, self.params, self.keys_root)
+            with self._lock:
+                self._zk_workers.append(worker)
+            prover = ChunkProver(worker.start(), self.params, self.keys_root)
         except Exception as exc:  # noqa: BLE001 (reported to start())
-            self._startup_error = exc
+            failure.append(exc)
             worker.shutdown()
-            self._ready.set()
+            ready.set()
             return
-        self._ready.set()
+        ready.set()
         try:
-            while (job := self._jobs.get()) is not None:
-                if self._stopping:
-                    job.future.cancel()
-                    continue
-                if not job.future.set_running_or_notify_cancel():
+            while (task := self._tasks.get()) is not None:
+                job, chunk = task
+                if self._stopping or job.future.done():
+                    job.fail(ProofError("the background prover was shut down before this proof was made"))
                     continue
                 try:
-                    result = prover.prove_chunks(job.commitment, job.chunks, experiment=job.experiment,
-                                                 round=job.round, stage=job.stage, peer=job.peer,
-                                                 norm_bound=job.norm_bound)
+                    proof = prover.prove(job.commitment, experiment=job.experiment, round=job.round,
+                                         stage=job.stage, peer=job.peer, chunk=chunk, norm_bound=job.norm_bound)
                 except Exception as exc:  # noqa: BLE001 (the future carries any failure)
-                    logger.warning("proof of round %d stage %d failed: %s", job.round, job.stage, exc)
-                    job.future.set_exception(exc)
+                    logger.warning("proof of round %d stage %d chunk %d failed: %s", job.round, job.stage, chunk, exc)
+                    job.fail(exc)
                 else:
-                    job.future.set_result(result)
+                    job.record(chunk, proof)
         finally:
             worker.shutdown()
