@@ -146,6 +146,15 @@ def test_chunk_index_beyond_the_tree_cannot_be_proven(prover, honest, commitment
         prover.prove_opening(beyond, commitment.opening(honest.chunk), bound)
 
 
+def test_worker_still_proves_after_refusing_false_statements(prover, commitment, bound):
+    """Runs after the refusals above, on the same worker process."""
+    pid = prover.worker.pid
+    with pytest.raises(ProofError):
+        prover.prove_opening(Contribution(**CLAIM, root=1, norm_sq=1), commitment.opening(1), bound)
+    proof = prover.prove(commitment, chunk=1, norm_bound=bound, **CLAIM)
+    assert prover.verify(proof, bound) and prover.worker.pid == pid
+
+
 def test_background_prover_proves_while_the_caller_keeps_training(prover, commitment, bound):
     model = torch.nn.Linear(64, 64)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
