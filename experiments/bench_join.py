@@ -1,4 +1,4 @@
-"""Time from `swarm-peer --join` to serving and to the first averaging round it contributes to; peak RSS per peer.
+"""Time from `swarm-peer --join` to serving and to the first averaging round it contributes to; peak memory per peer.
 
 Baseline, measured in the same run: a process that only imports swarm and joins the DHT (`create_dht`), i.e. the
 part of joining that no protocol of ours can remove. Usage: python experiments/bench_join.py [--quick]
@@ -27,8 +27,12 @@ BARE_JOIN = (
 )
 
 
-def tree_rss(pid: int) -> int:
-    """RSS of a process and all its descendants (peer + DHT process + p2pd + watchdog), in bytes."""
+def tree_pss(pid: int) -> int:
+    """Memory of a process and all its descendants (peer + DHT/averager processes + p2pd + watchdog), in bytes.
+
+    PSS, not RSS: hivemind's DHT and averager processes are forks that share the peer's torch pages, and summing
+    their RSS would count those pages several times.
+    """
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -37,7 +41,7 @@ def tree_rss(pid: int) -> int:
     total = 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            total += p.memory_full_info().pss
         except psutil.Error:
             pass
     return total
@@ -63,7 +67,7 @@ class RssSampler:
         while not self._stop.wait(self.period):
             for child in self.swarm.children:
                 if child.alive:
-                    self.peak[child.name] = max(self.peak.get(child.name, 0), tree_rss(child.pid))
+                    self.peak[child.name] = max(self.peak.get(child.name, 0), tree_pss(child.pid))
 
 
 def bare_join_seconds(maddrs: list[str]) -> float:
@@ -113,11 +117,12 @@ def main() -> None:
     print(f"--join to first averaging round with its stage's peers: median {contrib:.2f} s "
           f"= {contrib / bare:.2f}x baseline (rounds are {round_s:.0f} s windows)")
     for name, peak in sorted(peaks.items()):
-        print(f"peak RSS {name:10s} (peer + DHT process + p2pd + watchdog): {peak / 2**20:.0f} MiB")
+        print(f"peak memory (PSS) {name:10s} (peer + its DHT/averager processes + p2pd + watchdog): "
+              f"{peak / 2**20:.0f} MiB")
     stage_peak = max(v for k, v in peaks.items() if k.startswith(("stage", "joiner")))
     print(
         f"summary: join->serving {serving:.1f} s ({serving / bare:.1f}x bare DHT join {bare:.1f} s), "
-        f"join->first round {contrib:.1f} s, peak RSS stage peer {stage_peak / 2**20:.0f} MiB, "
+        f"join->first round {contrib:.1f} s, peak PSS stage peer {stage_peak / 2**20:.0f} MiB, "
         f"trainer {peaks.get('trainer', 0) / 2**20:.0f} MiB"
     )
 

@@ -158,15 +158,18 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
         watchdog = start_watchdog()  # kills our DHT process and p2pd if we are killed without cleaning up
         cleanup.callback(watchdog.stop)
         wallet = _wallet_address(config)
+        t0 = time.monotonic()
         dht = _start_dht(config)
         cleanup.callback(dht.shutdown)
         peer_id = dht.peer_id.to_base58()
+        logger.info("on the DHT as %s (%.1f s)", peer_id, time.monotonic() - t0)
         events.peer = events.peer or peer_id[-8:]
         if config.role == "bootstrap":
             return _run_bootstrap(config, dht, events, stop, deadline)
         record = _find_experiment(config, dht, stop)
         if record is None:
             return EXIT_OK  # stopped while waiting
+        logger.info("found experiment %r (%.1f s)", record.name, time.monotonic() - t0)
         from swarm.models import get_workload
 
         workload = get_workload(record.workload)

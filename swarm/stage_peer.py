@@ -126,7 +126,9 @@ class StagePeer:
     def run(self, stop: threading.Event, deadline: float | None = None) -> None:
         with ExitStack() as cleanup:
             cleanup.callback(self._shutdown)
-            self._join(self.pick_stage())
+            stage = self.pick_stage()
+            logger.info("picked stage %d of %d", stage, self.experiment.n_stages)
+            self._join(stage)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 self._one_round(stop, deadline)
 
@@ -141,6 +143,7 @@ class StagePeer:
             averager = StageAverager(
                 self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
             )
+        logger.info("stage %d: averager started", stage)
         started = time.monotonic()
         seed_params = flat_params(module)
         synced = False
