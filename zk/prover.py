@@ -6,6 +6,7 @@ exits on its own when its stdin closes or its parent changes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import json
@@ -145,14 +146,16 @@ class ZkWorker:
             return msg.get("result")
 
     def _read_answers(self, proc: subprocess.Popen[bytes]) -> None:
-        for raw in proc.stdout:
-            try:
-                self._answers.put(json.loads(raw))
-            except json.JSONDecodeError:
-                logger.warning("zk worker wrote a non-JSON line: %r", raw[:200])
+        with contextlib.suppress(ValueError, OSError):  # shutdown() closed the pipe under us
+            for raw in proc.stdout:
+                try:
+                    self._answers.put(json.loads(raw))
+                except json.JSONDecodeError:
+                    logger.warning("zk worker wrote a non-JSON line: %r", raw[:200])
         self._answers.put(None)
 
     @staticmethod
     def _log_stderr(proc: subprocess.Popen[bytes]) -> None:
-        for raw in proc.stderr:
-            logger.debug("zk worker: %s", raw.decode(errors="replace").rstrip())
+        with contextlib.suppress(ValueError, OSError):
+            for raw in proc.stderr:
+                logger.debug("zk worker: %s", raw.decode(errors="replace").rstrip())
