@@ -9,7 +9,7 @@ from pathlib import Path
 from swarm.contribution import Contribution, ContributionError, Groth16Proof
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import ChunkOpening, Commitment
-from zk.keys import DEV_ENTROPY, KEYS_ROOT, ensure_keys, keys_dir
+from zk.keys import DEV_ENTROPY, KEYS_ROOT, ensure_keys, has_keys, keys_dir
 from zk.prover import ProofError, ZkWorker
 from zk.quantize import QMAX
 
@@ -33,6 +33,8 @@ class ChunkProver:
     def __init__(self, worker: ZkWorker, params: CircuitParams = DEFAULT_PARAMS, keys_root: Path = KEYS_ROOT,
                  setup: bool = True, entropy: str | None = DEV_ENTROPY) -> None:
         self.worker, self.params = worker, params
+        if not setup and not has_keys(params, keys_root, entropy):
+            raise ProofError(f"no keys for circuit {params.circuit_id} under {keys_root}; run `python -m zk setup`")
         self.dir = (ensure_keys(worker, params, keys_root, entropy=entropy) if setup
                     else keys_dir(params, keys_root, entropy))
         self.verification_key = worker.request("load", dir=str(self.dir))["vk"]

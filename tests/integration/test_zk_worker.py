@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 
+from zk.chunk_prover import ChunkProver
 from zk.circuit import CircuitParams
 from zk.keys import has_keys, keys_dir
 from zk.prover import ProofError, ZkWorker
@@ -104,3 +105,8 @@ def test_setup_cli_writes_keys_and_a_renamed_verifier(tmp_path):
     assert "development" in done.stderr
     bad = subprocess.run([*argv[:4], "--chunk", "100"], capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 1 and "divide" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_prover_without_keys_says_to_run_setup(tmp_path):
+    with ZkWorker() as w, pytest.raises(ProofError, match="python -m zk setup"):
+        ChunkProver(w, CircuitParams(chunk=64, block=64, depth=2), tmp_path, setup=False)
