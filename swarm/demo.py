@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Self
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.live import Live
 
+from swarm.demo_chain import DemoEconomy
 from swarm.display import SwarmView, render, summary_lines
 from swarm.events import PeerEvent, Ready, parse_event
 from swarm.procs import ChildProcess, ChildSet, ShutdownRequested, raise_on_termination_signals
@@ -39,18 +41,19 @@ class DemoConfig(BaseModel):
     n_stages: int = Field(2, ge=1)
     stage_peers: int = Field(3, ge=1)
     trainers: int = Field(1, ge=1)
-    round_duration: float = Field(5.0, gt=0)
+    round_duration: float = Field(10.0, gt=0)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     out: Path | None = None
     round_hooks: list[str] = []
+    chain: bool = True  # embedded anvil + escrow: stage peers prove every round and are paid
 
 
 class DemoSwarm:
     """Starts and owns the demo's peers; events from all of them arrive on one queue."""
 
-    def __init__(self, config: DemoConfig, run_dir: Path) -> None:
-        self.config, self.run_dir = config, run_dir
+    def __init__(self, config: DemoConfig, run_dir: Path, economy: DemoEconomy | None = None) -> None:
+        self.config, self.run_dir, self.economy = config, run_dir, economy
         self.experiment = f"demo{uuid.uuid4().hex[:6]}"
         self.children = ChildSet()
         self.events: queue.Queue[PeerEvent] = queue.Queue()
@@ -124,15 +127,17 @@ class DemoSwarm:
     def start(self) -> None:
         """Bootstrap, then stage peers one by one (each sees the others' records when it picks a stage), trainers."""
         c = self.config
+        chain = self.economy.bootstrap_args() if self.economy else []
         self.start_peer("bootstrap", ["--role", "bootstrap", "--workload", c.workload, "--n-stages", str(c.n_stages),
-                                      "--round-duration", str(c.round_duration)])  # fmt: skip
+                                      "--round-duration", str(c.round_duration), *chain])  # fmt: skip
         ready = self.wait_for("bootstrap", lambda e: isinstance(e, Ready))
         self.bootstrap_maddrs = ready.maddrs
         join = self.join_args
         hooks = ["--round-hooks", *c.round_hooks] if c.round_hooks else []
         for i in range(c.stage_peers):
             name = f"stage-peer-{i}"
-            self.start_peer(name, [*join, "--role", "stage", "--lr", str(c.lr), *hooks])
+            paid = self.economy.peer_args(i) if self.economy else []
+            self.start_peer(name, [*join, "--role", "stage", "--lr", str(c.lr), *hooks, *paid])
             self.wait_for(name, lambda e: isinstance(e, Ready) and e.role == "stage")
         for i in range(c.trainers):
             name = f"trainer-{i}"
@@ -146,12 +151,30 @@ class DemoSwarm:
     def trainers_done(self) -> bool:
         return all(not c.alive for c in self.children if c.name.startswith("trainer"))
 
+    def all_paid(self) -> bool:
+        """Every live stage peer has claimed at least one round's reward."""
+        stage = [p for p in self.view.peers.values() if p.role == "stage" and self.child(p.name).alive]
+        return bool(stage) and all(p.claimed > 0 for p in stage)
+
 
 def run_demo(config: DemoConfig, console: Console) -> int:
     run_dir = config.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with DemoSwarm(config, run_dir) as swarm:
+    with ExitStack() as stack:
+        economy = None
+        if config.chain:
+            with console.status("starting the dev chain, deploying the escrow, preparing circuit keys..."):
+                economy = stack.enter_context(DemoEconomy(
+                    run_dir, workload=config.workload, n_stages=config.n_stages, stage_peers=config.stage_peers,
+                    round_duration=max(1, round(config.round_duration)),
+                ))  # fmt: skip
+        return _run_swarm(config, console, run_dir, economy, started)
+
+
+def _run_swarm(config: DemoConfig, console: Console, run_dir: Path, economy: DemoEconomy | None,
+               started: float) -> int:
+    with DemoSwarm(config, run_dir, economy) as swarm:
         try:
             with console.status("starting the swarm (bootstrap, stage peers, trainers)..."):
                 swarm.start()
@@ -162,7 +185,13 @@ def run_demo(config: DemoConfig, console: Console) -> int:
                     time.sleep(0.25)
                     swarm.drain()
                     live.update(render(swarm.view))
-            seconds = time.monotonic() - trained_from
+                seconds = time.monotonic() - trained_from
+                if economy is not None:  # rewards come after a round's submission and audit windows
+                    limit = time.monotonic() + economy.window_s + 3 * config.round_duration + 60
+                    while not swarm.all_paid() and time.monotonic() < limit:
+                        time.sleep(0.25)
+                        swarm.drain()
+                        live.update(render(swarm.view, title="swarm demo: settling the last rounds on-chain"))
             layout = swarm.view.peers_per_stage()
         except DemoError as exc:
             console.print(f"[red]swarm-demo: {exc}[/red]")
@@ -174,6 +203,8 @@ def run_demo(config: DemoConfig, console: Console) -> int:
         swarm.drain()
     swarm.drain()
     lines = summary_lines(swarm.view, seconds, layout)
+    if economy is not None:
+        lines += economy.summary_lines()
     png = save_loss_plot(swarm.view.losses, run_dir / "loss.png")
     lines.append(f"logs and plot: {run_dir}" + ("" if png else " (no plot: no steps)"))
     console.print("\n".join(lines))
@@ -216,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--out", type=Path, help="folder for logs and the loss plot (default: runs/demo-<time>)")
+    p.add_argument("--no-chain", dest="chain", action="store_false",
+                   help="train only: no dev chain, no proofs, no rewards")
     p.add_argument("--round-hooks", nargs="+", default=[], metavar="MODULE:FUNC",
                    help="passed to every stage peer: called after each averaging round")  # fmt: skip
     return p

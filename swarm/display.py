@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from swarm.events import Failed, Left, PeerEvent, Ready, RoundDone, StageChanged, Step, Synced
+from swarm.events import Failed, Left, PeerEvent, Ready, RoundDone, Settled, StageChanged, Step, Synced
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -45,6 +45,8 @@ class PeerView:
     bytes_averaged: int = 0
     last_round: int | None = None
     group_size: int = 0
+    contributions: int = 0
+    claimed: float = 0.0  # reward tokens claimed
 
 
 @dataclass
@@ -85,6 +87,13 @@ class SwarmView:
                 p.bytes_averaged += event.bytes_sent + event.bytes_received
                 self.rounds.add(event.round)
                 p.status = "averaging" if event.group_size > 1 else "alone in its stage"
+            case Settled():
+                if event.action == "contributed":
+                    p.contributions += 1
+                elif event.action == "claimed":
+                    p.claimed += int(event.detail.get("amount", 0)) / 1e18
+                elif event.action == "failed":
+                    p.status = f"settlement failed (round {event.round})"
             case StageChanged():
                 p.stage, p.status = event.new, f"moved from stage {event.old}"
             case Left():
@@ -136,12 +145,13 @@ def render(view: SwarmView, title: str = "swarm demo") -> Panel:
         (f"{elapsed:.0f} s", "dim"),
     )  # fmt: skip
     table = Table(expand=True, box=None, header_style="bold")
-    for col in ("peer", "role", "stage", "rounds", "group", "averaged", "status"):
+    for col in ("peer", "role", "stage", "rounds", "group", "averaged", "proofs", "earned", "status"):
         table.add_column(col)
     for p in view.peers.values():
         table.add_row(
             p.name, p.role, "-" if p.stage is None else str(p.stage), str(p.rounds), str(p.group_size or "-"),
-            human_bytes(p.bytes_averaged), p.status,
+            human_bytes(p.bytes_averaged), str(p.contributions or "-"), f"{p.claimed:.1f}" if p.claimed else "-",
+            p.status,
         )  # fmt: skip
     parts = [head, Text(sparkline(view.losses), style="cyan"), table]
     parts += [Text(f) for f in view.failures[-3:]]

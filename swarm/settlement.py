@@ -103,6 +103,12 @@ class RoundSettler:
                 report = self._reports.get(timeout=POLL_S)
             except queue.Empty:
                 report = None
+            while report is not None and not self._reports.empty():  # behind: prove only the newest round
+                newer = self._reports.get_nowait()
+                if newer is None:
+                    break
+                logger.info("round %d: skipped, the prover is behind (round %d is waiting)", report.round, newer.round)
+                report = newer
             if report is not None:
                 self._guarded(self._contribute, report)
             self._guarded(self._answer_audits)

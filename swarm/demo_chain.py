@@ -1,0 +1,114 @@
+"""The demo's economy: an embedded dev chain (anvil --network optimism), the escrow deployed and funded for the
+demo's experiment, circuit keys ready, and one 0600 wallet key file per stage peer. Stopped on every path.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Self
+
+from swarm.chain.demo import TOKEN, DemoConfig, DemoDeployment, deploy_demo
+from swarm.chain.devchain import DevChain
+from swarm.chain.wallet import create_key_file
+
+logger = logging.getLogger("swarm.demo")
+
+SUBMIT_WINDOW_S = 60  # a round's proof may take this long on a busy laptop before the contract stops taking it
+AUDIT_WINDOW_S = 10
+
+
+def stage_sizes(workload_name: str, n_stages: int) -> tuple[int, ...]:
+    """Parameters per stage, as every peer cuts the model: the contract needs them to know each stage's chunks."""
+    from swarm.models import get_workload
+
+    stages = get_workload(workload_name).build_stages(n_stages, seed=0)
+    return tuple(sum(p.numel() for p in s.parameters()) for s in stages)
+
+
+def ensure_circuit_keys() -> None:
+    """Compile and set up the default chunk circuit once, before any peer's prover needs it (reproducible keys)."""
+    from zk.circuit import DEFAULT_PARAMS
+    from zk.keys import ensure_keys, has_keys
+    from zk.prover import ZkWorker
+
+    if has_keys(DEFAULT_PARAMS):
+        return
+    with ZkWorker() as worker:
+        ensure_keys(worker, DEFAULT_PARAMS)
+
+
+class DemoEconomy:
+    """Owns the dev chain; `peer_args(i)` are the flags that make stage peer i a paid, proving peer."""
+
+    def __init__(self, run_dir: Path, *, workload: str, n_stages: int, stage_peers: int, round_duration: int) -> None:
+        self.run_dir, self.stage_peers = run_dir, stage_peers
+        self.config = DemoConfig(
+            stage_params=stage_sizes(workload, n_stages), round_duration=round_duration,
+            submit_window=SUBMIT_WINDOW_S, audit_window=AUDIT_WINDOW_S, audits_per_peer=2,
+        )  # fmt: skip
+        self._stack = ExitStack()
+        self.chain: DevChain | None = None
+        self.deployment: DemoDeployment | None = None
+        self.key_files: list[Path] = []
+
+    def __enter__(self) -> Self:
+        try:
+            ensure_circuit_keys()
+            # a block every second, as an L2 makes them: contracts read the time from the latest block
+            self.chain = self._stack.enter_context(DevChain(accounts=self.stage_peers + 1, extra_args=["--block-time", "1"]))
+            self.deployment = deploy_demo(self.chain, self.config)
+            keys = self.run_dir / "keys"
+            keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for i in range(self.stage_peers):
+                path = keys / f"stage-peer-{i}.key"
+                path.unlink(missing_ok=True)
+                create_key_file(path, self.chain.accounts[i + 1].private_key)
+                self.key_files.append(path)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def window_s(self) -> int:
+        """Seconds from a round's end until its rewards can be claimed."""
+        return self.config.submit_window + self.config.audit_window
+
+    def chain_args(self) -> list[str]:
+        assert self.deployment is not None
+        return ["--chain-rpc", self.deployment.rpc_url, "--escrow", self.deployment.escrow]
+
+    def bootstrap_args(self) -> list[str]:
+        assert self.deployment is not None
+        return [*self.chain_args(), "--chain-experiment", str(self.deployment.experiment_id)]
+
+    def peer_args(self, i: int) -> list[str]:
+        return [*self.chain_args(), "--wallet-key-file", str(self.key_files[i])]
+
+    def summary_lines(self) -> list[str]:
+        """On-chain outcome, read from the chain itself (not from what peers said)."""
+        from swarm.chain.client import ChainClient
+
+        dep = self.deployment
+        if dep is None:
+            return []
+        client = ChainClient(dep.rpc_url, escrow=dep.escrow)
+        contributed = client.events("Contributed")
+        claimed = client.events("Claimed")
+        finalized = client.events("RoundFinalized")
+        audits = client.events("AuditAnswered")
+        slashed = client.events("Slashed")
+        paid = sum(e["amount"] for e in claimed)
+        pool = client.experiment(dep.experiment_id).pool
+        return [
+            (f"chain: {len(contributed)} proven contributions verified on-chain over "
+            f"{len({e['round'] for e in contributed})} rounds; {len(finalized)} rounds finalized; "
+            f"{len(audits)} audits answered; {len(slashed)} peers slashed"),
+            (f"rewards claimed: {paid / TOKEN:.2f} SWT by {len({e['peer'] for e in claimed})} peers; "
+            f"pool left {pool / TOKEN:.2f} SWT (escrow {dep.escrow}, verifier {dep.verifier_name})"),
+        ]
