@@ -172,6 +172,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
+def declared(dht, group_key: str) -> int:
+    found = dht.get(group_key, latest=True)
+    return len(found.value) if found is not None and isinstance(found.value, dict) else 0
+
+
 def test_a_peer_killed_mid_round_does_not_stop_the_others(experiment, children):
     modules = [make_module(60 + i) for i in range(2)]
     lines: list[str] = []
@@ -185,8 +190,13 @@ def test_a_peer_killed_mid_round_does_not_stop_the_others(experiment, children):
         try:
             assert wait_for(lambda: "ready" in lines, 60.0), f"the victim peer did not start: {lines}"
             with ThreadPoolExecutor(2) as pool:
+                group_key = f"{avs[0].prefix}.0b{5:b}"
+                assert wait_for(
+                    lambda: declared(dhts[0], group_key) == 1, STEP_TIMEOUT
+                )  # the victim looks first
                 futures = [pool.submit(a.step, 5, STEP_TIMEOUT) for a in avs]
-                time.sleep(MATCHMAKING / 2)  # all three are matchmaking for round 5 now
+                # kill it once all three have declared themselves for round 5's group (matchmaking is under way)
+                assert wait_for(lambda: declared(dhts[0], group_key) == 3, STEP_TIMEOUT)
                 victim.send_signal(signal.SIGKILL)
                 victim.stop()  # its DHT process and p2pd go too: the whole peer vanishes
                 first = [f.result() for f in futures]
