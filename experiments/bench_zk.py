@@ -1,6 +1,6 @@
 """Benchmark of the zk/ proof system: per-chunk costs by chunk size, and the per-round overhead of a stage.
 
-Usage: python experiments/bench_zk.py [--quick]
+Usage: python experiments/bench_zk.py [--quick] | --gas
 Per chunk size (fresh compile + setup): constraints, compile/setup/prove/verify times, prover peak RSS, proven
 int8 values per second, proof size; a second Groth16 prover (bellman) on the same circuit against the default
 (arkworks). Per stage of 1e5 / 1e6 parameters: quantize + commit and proving c0 + k audited chunks, against
@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zk.chunk_prover import ChunkProver, witness_args
-from zk.circuit import CircuitParams
+from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import Commitment, commit_update
 from zk.keys import DEV_ENTROPY, keys_dir
 from zk.prover import ZkWorker
@@ -140,12 +140,41 @@ def round_overhead(params_count: int, params: CircuitParams, prove_s: float, k: 
     return r
 
 
+def onchain_gas() -> None:
+    """Deploy the committed ChunkVerifier on anvil and estimate verifyTx of a default-shape proof (dev keys)."""
+    from web3 import Web3
+
+    from swarm.chain.build import load_artifact
+    from swarm.chain.devchain import DevChain
+
+    commitment = sample_commitment(DEFAULT_PARAMS, 2)
+    with ZkWorker(timeout=3600) as w:
+        proof = ChunkProver(w, DEFAULT_PARAMS).prove(commitment, chunk=1, norm_bound=commitment.norm_sq, **CLAIM)
+    artifact = load_artifact("ChunkVerifier")
+    with DevChain(accounts=1) as chain:
+        w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+        factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        tx = factory.constructor().transact({"from": w3.eth.accounts[0]})
+        receipt = w3.eth.wait_for_transaction_receipt(tx, timeout=60)
+        verifier = w3.eth.contract(address=receipt.contractAddress, abi=artifact.abi)
+        call = verifier.functions.verifyTx(proof.proof.abi_tuple(), proof.public_inputs(commitment.norm_sq))
+        assert call.call() is True
+        gas = call.estimate_gas()
+    print(f"== on-chain (anvil --network optimism, committed ChunkVerifier {DEFAULT_PARAMS.circuit_id})")
+    print(f"summary: ChunkVerifier deploys for {receipt.gasUsed:,} gas; verifyTx of one chunk proof (4 public "
+          f"inputs) {gas:,} gas")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one small chunk size, fewer repeats (< 1 minute)")
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--k", type=int, default=4, help="audited chunks per peer and round")
+    ap.add_argument("--gas", action="store_true", help="only: deploy the committed verifier, gas of verifyTx")
     args = ap.parse_args()
+    if args.gas:
+        onchain_gas()
+        return
     chunk_sizes = [256] if args.quick else [256, 1024, 4096]
     n_prove = 1 if args.quick else 3
     stage_sizes = [100_000, 1_000_000]
