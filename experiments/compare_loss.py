@@ -29,11 +29,11 @@ TOLERANCE = 0.05
 
 
 def run_swarm(
-    workload_name, options, *, n_stages, peers_per_stage, concurrency, steps, batch_size, lr, seed
-) -> TrainReport:
+    workload_name, options, *, n_stages, peers_per_stage, concurrency, round_duration, steps, batch_size, lr, seed
+) -> tuple[TrainReport, list[dict]]:
     workload = get_workload(workload_name, **options)
     with local_swarm(workload_name, n_stages, peers_per_stage=peers_per_stage, lr=lr, seed=seed,
-                     options=options) as swarm:  # fmt: skip
+                     options=options, round_duration=round_duration) as swarm:  # fmt: skip
         dht = create_dht(swarm.initial_peers)
         try:
             with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
@@ -42,7 +42,7 @@ def run_swarm(
                 report.eval_loss = trainer.evaluate()
         finally:
             dht.shutdown()
-    return report
+    return report, swarm.stats
 
 
 def smooth(values: list[float], window: int) -> list[float]:
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=2)
     parser.add_argument("--peers-per-stage", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2, help="micro-batches the swarm trainer keeps in flight")
+    parser.add_argument("--round-duration", type=float, default=2.0, help="seconds per averaging round")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -97,9 +98,10 @@ def main() -> None:
     common = {"n_stages": args.stages, "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
               "seed": args.seed}  # fmt: skip
     base, _ = train_baseline(workload, **common)
-    swarm = run_swarm(
-        args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency, **common
-    )
+    swarm, stats = run_swarm(
+        args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency,
+        round_duration=args.round_duration if args.peers_per_stage > 1 else None, **common,
+    )  # fmt: skip
 
     title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s), {args.concurrency} in flight, "
              f"{steps} steps x {args.batch_size} samples")  # fmt: skip
@@ -112,6 +114,10 @@ def main() -> None:
     for name, r in (("single process", base), ("swarm", swarm)):
         print(f"{name:16} {r.steps[0].loss:>10.4f} {r.final_loss:>10.4f} {r.eval_loss:>10.4f} {r.samples:>8} "
               f"{r.samples_per_second:>9.1f}")  # fmt: skip
+    if args.peers_per_stage > 1:
+        for st in sorted(stats, key=lambda st: st["stage"]):
+            print(f"  stage {st['stage']} peer: {st['steps']} optimizer steps, averaged in {st['rounds_averaged']} of "
+                  f"{st['rounds']} rounds, {st['bytes_averaged'] / 2**20:.2f} MiB averaged")  # fmt: skip
     print(f"plot: {png.relative_to(Path.cwd()) if png.is_relative_to(Path.cwd()) else png}")
     ok = abs(gap) <= TOLERANCE and abs(eval_gap) <= TOLERANCE
     print(f"learning: swarm final loss {swarm.final_loss:.4f} vs baseline {base.final_loss:.4f} ({gap:+.1%}), "

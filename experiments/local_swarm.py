@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hivemind.utils import get_dht_time
+
 from swarm.dht import create_dht, visible_multiaddrs
 from swarm.procs import ChildSet
 
@@ -39,8 +41,10 @@ def local_swarm(
     lr: float,
     seed: int = 0,
     options: dict | None = None,
+    round_duration: float | None = None,
     ready_timeout: float = 60.0,
 ) -> Iterator[LocalSwarm]:
+    """Stage peers for `workload` cut into `n_stages`; with `round_duration`, each stage's peers average per round."""
     experiment = f"exp{uuid.uuid4().hex[:8]}"
     boot = create_dht()
     ready = threading.Semaphore(0)
@@ -54,6 +58,7 @@ def local_swarm(
             with lock:
                 swarm.stats.append(json.loads(line[6:]))
 
+    start_time = get_dht_time()  # round 0 starts now, the same for every peer
     try:
         with ChildSet() as children:
             for stage in range(n_stages):
@@ -63,6 +68,8 @@ def local_swarm(
                         "--experiment", experiment, "--workload", workload, "--options", json.dumps(options or {}),
                         "--n-stages", str(n_stages), "--stage", str(stage), "--lr", str(lr), "--seed", str(seed),
                     ]  # fmt: skip
+                    if round_duration:
+                        argv += ["--round-duration", str(round_duration), "--start-time", str(start_time)]
                     children.start(argv, name=f"stage{stage}-peer{i}", on_line=on_line)
             deadline = time.monotonic() + ready_timeout
             for _ in range(n_stages * peers_per_stage):

@@ -1,7 +1,8 @@
 """One stage peer for the experiments: joins the DHT, serves one stage, reports its peak memory when stopped.
 
 Run by `local_swarm.py` as a child process (one per peer, so each peer's memory is its own); prints
-`READY <peer id>` once serving and, after SIGINT, `STATS <json>`.
+`READY <peer id>` once serving and, after SIGINT, `STATS <json>`. With `--round-duration`, peers of the same
+stage average their parameters once per round (swarm.averaging, int8 on the wire).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ import argparse
 import json
 import logging
 import resource
+import signal
 import threading
-import time
 
 import psutil
 
+from swarm.averaging import StageAverager
 from swarm.dht import create_dht
 from swarm.models import get_workload
+from swarm.rounds import RoundClock
 from swarm.serving import StageServer
 
 
@@ -57,6 +60,8 @@ def main() -> None:
     parser.add_argument("--stage", type=int, required=True)
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round-duration", type=float, default=None, help="average with the stage's peers")
+    parser.add_argument("--start-time", type=float, default=None, help="DHT time of round 0")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -65,15 +70,29 @@ def main() -> None:
     module = workload.build_stage(args.n_stages, args.stage, seed=args.seed)
     dht = create_dht(args.initial_peers)
     server = StageServer(dht, args.experiment, workload, args.stage, module, lr=args.lr, announce_period=2.0)
+    averager, rounds = None, []
+    stop = threading.Event()
     try:
         server.start()
+        if args.round_duration:
+            averager = StageAverager(dht, args.experiment, args.stage, module, lock=server.params_lock)
+        # after the averager: hivemind's DecentralizedAverager.run_in_background sets SIGINT to SIG_IGN in its caller
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         print(f"READY {server.peer_id}", flush=True)
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
+        clock = RoundClock(args.start_time or 0.0, args.round_duration or 1.0)
+        while not stop.is_set():
+            r = clock.current_round()
+            if stop.wait(clock.seconds_to_next_round()) or averager is None:
+                continue
+            rounds.append(averager.step(r, timeout=0.8 * args.round_duration))
+            server.params_version = r + 1
     finally:
+        if averager is not None:
+            averager.shutdown()
         stats = {
+            "rounds": len(rounds),
+            "rounds_averaged": sum(r.group_size > 1 for r in rounds),
+            "bytes_averaged": sum(r.bytes_sent + r.bytes_received for r in rounds),
             "stage": args.stage,
             "steps": server.worker.steps,
             "bytes_received": server.bytes_received,
