@@ -88,6 +88,7 @@ class StageServer:
         self.announce_period = announce_period
         self.params_version = 0  # set by the averager: the round whose parameters this peer serves
         self.bytes_received = self.bytes_sent = self.requests = self.errors = 0
+        self.in_flight = 0  # requests received and not yet answered (queued or computing): the announced load
         self._client: P2PClient | None = None
         self._compute = ThreadPoolExecutor(1, thread_name_prefix=f"stage{stage}-compute")
         self._announcer = None
@@ -136,7 +137,7 @@ class StageServer:
             peer_id=self.peer_id,
             stage=self.stage,
             throughput=self.worker.throughput,
-            load=self.worker.in_flight,
+            load=self.in_flight,
             params_version=self.params_version,
             wallet=self.wallet,
         )
@@ -184,29 +185,37 @@ class StageServer:
                 logger.warning("stage %d: announcing failed: %r", self.stage, exc)
 
     async def _forward(self, request: runtime_pb2.ExpertRequest, context: P2PContext) -> runtime_pb2.ExpertResponse:
-        (x,) = self._accept(request, 1, "forward")
-        y = await self._run(self.worker.forward, x)
-        return self._reply(request.uid, [y])
+        self.in_flight += 1
+        try:
+            (x,) = self._accept(request, 1, "forward")
+            y = await self._run(self.worker.forward, x)
+            return self._reply(request.uid, [y])
+        finally:
+            self.in_flight -= 1
 
     async def _backward(
         self, request: runtime_pb2.ExpertRequest, context: P2PContext
     ) -> runtime_pb2.ExpertResponse:
-        x, grad_output = self._accept(request, 2, "backward")
-        grad_input = await self._run(self.worker.backward, x, grad_output)
-        return self._reply(request.uid, [] if grad_input is None else [grad_input])
+        self.in_flight += 1
+        try:
+            x, grad_output = self._accept(request, 2, "backward")
+            grad_input = await self._run(self.worker.backward, x, grad_output)
+            return self._reply(request.uid, [] if grad_input is None else [grad_input])
+        finally:
+            self.in_flight -= 1
 
     def _accept(self, request: runtime_pb2.ExpertRequest, n: int, kind: str) -> list[torch.Tensor]:
         self.requests += 1
         self.bytes_received += request.ByteSize()
         expected = handler_name(self.experiment, self.stage, kind)
-        if request.uid != expected:
+        if request.uid != expected:  # e.g. this peer switched stages: the caller should try another peer
             self.errors += 1
             raise ServingError(f"request for {request.uid!r} reached the handler of {expected!r}")
         try:
             return unpack_tensors(request, n, f"a {kind} request")
-        except ServingError:
+        except ServingError as exc:
             self.errors += 1
-            raise
+            raise RequestRejected(str(exc)) from exc
 
     async def _run(self, fn, *args):
         try:

@@ -8,11 +8,13 @@ import uuid
 import psutil
 import pytest
 import torch
+from hivemind.p2p.p2p_daemon_bindings.control import P2PHandlerError
+from hivemind.proto import runtime_pb2
 
 from swarm.dht import create_dht, visible_multiaddrs
 from swarm.models import get_workload
 from swarm.routing import RoutingError, StageRouter
-from swarm.serving import StageServer
+from swarm.serving import StageServer, handler_name
 from swarm.trainer import Trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -125,3 +127,21 @@ def test_a_peer_that_switches_stage_is_found_on_its_new_stage(experiment):
             router.forward(1, torch.zeros(4, 128))
         served_by = {router.forward(0, x)[1] for _ in range(12)}
         assert served_by == {server0.peer_id, mover.peer_id}
+
+
+def test_undecodable_tensors_are_rejected_without_banning_the_peer(experiment):
+    w = get_workload("digits")
+    with (
+        swarm_of(2) as (d0, dt),
+        StageServer(d0, experiment, w, 0, w.build_stage(2, 0), lr=3e-3) as server,
+        StageRouter(dt, experiment, 2) as router,
+    ):
+        garbage = runtime_pb2.ExpertRequest(
+            uid=handler_name(experiment, 0, "forward"),
+            tensors=[runtime_pb2.Tensor(buffer=b"abc", size=[4, 64], dtype="float32")],
+        )
+        with pytest.raises(P2PHandlerError, match="RequestRejected.*cannot be decoded"):
+            router._send(server.peer_id, garbage.uid, garbage)
+        assert server.errors == 1 and server.in_flight == 0
+        x, _ = next(w.batches(4, seed=0))
+        assert router.forward(0, x)[1] == server.peer_id
