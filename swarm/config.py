@@ -46,8 +46,8 @@ class PeerConfig(BaseSettings):
     batch_size: int = Field(32, ge=1, le=65536, description="trainer: samples per micro-batch")
     concurrency: int = Field(1, ge=1, le=64, description="trainer: micro-batches in flight at once")
     steps: int | None = Field(None, ge=1, description="trainer: leave after this many micro-batches")
-    duration: float | None = Field(None, gt=0, description="leave after this many seconds (default: run until "
-                                   "Ctrl-C)")
+    duration: float | None = Field(None, gt=0, description="leave after this many seconds (a trainer: of "
+                                   "training; default: run until Ctrl-C)")
     rebalance: bool = Field(True, description="stage: move to a slower stage when the balance shifts")
     wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
     wallet_key: SecretStr | None = Field(None, description="the L2 wallet's private key: env SWARM_WALLET_KEY "

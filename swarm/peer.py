@@ -282,6 +282,8 @@ def _run_trainer(config, dht, record, workload, events: EventWriter, stop, deadl
         concurrency=config.concurrency,
     ) as trainer:  # fmt: skip
         events.emit(Ready(role="trainer", peer_id=dht.peer_id.to_base58()))
+        if config.duration is not None:  # a trainer's duration is of training, not of starting up
+            deadline = time.monotonic() + config.duration
         step_stop = threading.Event()
         started, done, samples = time.monotonic(), 0, 0  # across retries (each run() counts from 0)
         count_lock = threading.Lock()  # on_step runs in the micro-batch threads

@@ -26,7 +26,7 @@ from swarm.models import Workload
 from swarm.records import ExperimentRecord, fetch_stage_announcements, publish_experiment
 from swarm.rounds import RoundClock
 from swarm.serving import StageServer
-from swarm.stage_choice import choose_stage, rebalance_target
+from swarm.stage_choice import Announcements, choose_stage, rebalance_target
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class StagePeer:
     def name(self) -> str:
         return self.experiment.name
 
-    def pick_stage(self) -> int:
+    def pick_stage(self, announcements: Announcements) -> int:
         """The configured stage, else the one that limits the pipeline most (SWARM-style, from DHT records)."""
         n = self.experiment.n_stages
         if self.config.stage is not None:
@@ -121,21 +121,23 @@ class StagePeer:
                     f"--stage {self.config.stage} does not exist: this experiment has stages 0..{n - 1}"
                 )
             return self.config.stage
-        return choose_stage(fetch_stage_announcements(self.dht, self.name), n)
+        return choose_stage(announcements, n)
 
     def run(self, stop: threading.Event, deadline: float | None = None) -> None:
         with ExitStack() as cleanup:
             cleanup.callback(self._shutdown)
-            stage = self.pick_stage()
+            announcements = fetch_stage_announcements(self.dht, self.name)
+            stage = self.pick_stage(announcements)
             logger.info("picked stage %d of %d", stage, self.experiment.n_stages)
-            self._join(stage)
+            self._join(stage, announcements)
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 self._one_round(stop, deadline)
 
-    def _join(self, stage: int) -> None:
+    def _join(self, stage: int, announcements: Announcements) -> None:
         """Build, resync and serve `stage` (the server is started after the resync, so it serves fresh parameters)."""
         module = self.workload.build_stage(self.experiment.n_stages, stage, seed=self.config.seed)
-        serving_now = len(fetch_stage_announcements(self.dht, self.name).get(stage, []))
+        me = self.dht.peer_id.to_base58()
+        serving_now = sum(1 for a in announcements.get(stage, ()) if a.peer_id != me)
         server = self.server or StageServer(
             self.dht, self.name, self.workload, stage, module, lr=self.config.lr, wallet=self.wallet
         )
@@ -226,7 +228,7 @@ class StagePeer:
         assert self.averager is not None
         self.averager.shutdown()
         self.averager = None
-        self._join(target)
+        self._join(target, announcements)
         self.events.emit(StageChanged(old=old, new=target))
 
     def _shutdown(self) -> None:

@@ -106,3 +106,20 @@ def test_unreachable_initial_peer_is_one_line_and_exit_3():
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("swarm-peer:")]
     assert len(lines) == 1 and "cannot join the swarm" in lines[0]
+
+
+def test_demo_runs_a_swarm_and_summarises_it(tmp_path: Path):
+    """`python -m swarm.demo` (no chain): bootstrap, stage peers, a trainer; live view, summary and plot."""
+    result = subprocess.run(
+        [sys.executable, "-m", "swarm.demo", "--no-chain", "--stage-peers", "2", "--duration", "10", "--round-duration", str(ROUND_S),
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=200, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "loss curve (" in out and "rounds averaged: " in out and "test loss: trainer-0" in out
+    assert "peers per stage at the end of training: [" in out
+    first, last = (float(x) for x in out.split("loss: ", 1)[1].split(" (mean", 1)[0].split(" -> "))
+    assert last < first
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert {p.name for p in tmp_path.glob("*.log")} >= {"bootstrap.log", "trainer-0.log", "stage-peer-1.log"}
