@@ -15,7 +15,7 @@ from swarm.chain.wallet import create_key_file
 
 logger = logging.getLogger("swarm.demo")
 
-SUBMIT_WINDOW_S = 60  # a round's proof may take this long on a busy laptop before the contract stops taking it
+SUBMIT_WINDOW_S = 120  # a round's proof may take this long on a busy 2-core laptop (3 provers + training)
 AUDIT_WINDOW_S = 10
 
 
