@@ -32,14 +32,14 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def test_worker_answers_bad_requests_with_errors_and_keeps_serving():
+def test_worker_answers_bad_requests_with_errors_and_keeps_serving(tmp_path):
     with ZkWorker(timeout=60) as w:
         with pytest.raises(ProofError, match="unknown op"):
             w.request("fly")
         with pytest.raises(ProofError, match="needs `dir`"):
             w.request("prove", args=[])
         with pytest.raises(ProofError, match="compile"):
-            w.request("compile", source="def main( {", dir="/tmp/zk-bad-circuit-test")
+            w.request("compile", source="def main( {", dir=str(tmp_path / "bad"))
         with pytest.raises(ProofError, match="no such file|ENOENT"):
             w.request("prove", dir="/nonexistent/keys", args=[])
         w._proc.stdin.write(b"this is not json\n")  # a raw malformed line: answered, not fatal
