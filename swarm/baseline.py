@@ -12,9 +12,14 @@ from swarm.trainer import TrainReport, run_training
 class LocalStages:
     """Every stage in this process, each with its own optimizer (as each stage peer has)."""
 
-    def __init__(self, workload: Workload, n_stages: int, *, lr: float, seed: int = 0, optimizer: str = "adam"):
+    def __init__(
+        self, workload: Workload, n_stages: int, *, lr: float, seed: int = 0, optimizer: str = "adam",
+        device: str = "cpu",
+    ) -> None:  # fmt: skip
         self.n_stages = n_stages
-        self.workers = [StageWorker(m, lr=lr, optimizer=optimizer) for m in workload.build_stages(n_stages, seed)]
+        self.workers = [
+            StageWorker(m, lr=lr, optimizer=optimizer, device=device) for m in workload.build_stages(n_stages, seed)
+        ]
 
     def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str | None]:
         return self.workers[stage].forward(x), None

@@ -81,10 +81,11 @@ class StageServer:
         wallet: str | None = None,
         optimizer: str = "adam",
         announce_period: float = 5.0,
+        device: str = "cpu",
     ) -> None:
         self.dht, self.experiment, self.workload, self.stage = dht, experiment, workload, stage
         self.wallet = wallet
-        self.worker = StageWorker(module, lr=lr, optimizer=optimizer)
+        self.worker = StageWorker(module, lr=lr, optimizer=optimizer, device=device)
         self.announce_period = announce_period
         self.params_version = 0  # set by the averager: the round whose parameters this peer serves
         self.bytes_received = self.bytes_sent = self.requests = self.errors = 0

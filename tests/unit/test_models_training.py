@@ -7,7 +7,7 @@ import torch
 
 from swarm.baseline import LocalStages, train_baseline
 from swarm.models import get_workload, run_stages
-from swarm.stage_worker import StageWorker
+from swarm.stage_worker import StageWorker, resolve_device
 from swarm.trainer import run_training, train_step
 
 
@@ -69,3 +69,24 @@ def test_bad_optimizer_and_learning_rate_are_clear_errors():
         StageWorker(torch.nn.Linear(2, 2), lr=0.1, optimizer="lion")
     with pytest.raises(ValueError, match="learning rate must be positive"):
         StageWorker(torch.nn.Linear(2, 2), lr=0.0)
+
+
+def test_device_auto_is_the_gpu_if_there_is_one():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_asking_for_a_missing_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="torch sees no GPU"):
+        StageWorker(torch.nn.Linear(2, 2), lr=0.1, device="cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu:x")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_stage_on_the_gpu_trains_like_one_on_the_cpu():
+    w = get_workload("digits")
+    cpu, gpu = (LocalStages(w, 2, lr=0.05, optimizer="sgd", device=d) for d in ("cpu", "cuda"))
+    for x, y in [next(w.batches(16, seed=s)) for s in range(3)]:
+        assert train_step(gpu, w, x, y) == pytest.approx(train_step(cpu, w, x, y), rel=1e-4)
