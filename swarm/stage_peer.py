@@ -20,7 +20,7 @@ import hivemind
 import torch
 
 from swarm.averaging import StageAverager
-from swarm.config import PeerConfig
+from swarm.config import ConfigError, PeerConfig
 from swarm.events import EventWriter, Ready, RoundDone, StageChanged, Synced
 from swarm.models import Workload
 from swarm.records import ExperimentRecord, fetch_stage_announcements, publish_experiment
@@ -117,7 +117,7 @@ class StagePeer:
         n = self.experiment.n_stages
         if self.config.stage is not None:
             if self.config.stage >= n:
-                raise ValueError(
+                raise ConfigError(
                     f"--stage {self.config.stage} does not exist: this experiment has stages 0..{n - 1}"
                 )
             return self.config.stage
