@@ -133,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(events, f"swarm-peer: cannot join the swarm: {exc}", EXIT_JOIN)
     except KeyboardInterrupt:  # the second Ctrl-C: clean-up already ran through the ExitStack
         return EXIT_OK
+    except Exception as exc:  # a bug or an unforeseen failure: the traceback goes to the log, once
+        logger.exception("the peer stopped on an unexpected error")
+        return _fail(events, f"swarm-peer: stopped on an unexpected error: {type(exc).__name__}: {exc}", EXIT_ERROR)
 
 
 def _fail(events: EventWriter, message: str, code: int) -> int:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from swarm.events import parse_event
 from swarm.peer import EXIT_CONFIG, main, parse_config
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
@@ -88,3 +89,17 @@ def test_help_tells_a_volunteer_how_to_join():
     )
     for needed in ("--join --initial-peers", "--role", "SWARM_WALLET_KEY", "Ctrl-C", "exit codes", "peers/"):
         assert needed in result.stdout
+
+
+def test_an_unexpected_error_is_reported_as_an_event_and_exit_1(monkeypatch, capsys: pytest.CaptureFixture):
+    import swarm.peer
+
+    def crash(config, events):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(swarm.peer, "run_peer", crash)
+    assert main(["--role", "bootstrap", "--events"]) == 1
+    captured = capsys.readouterr()
+    assert "swarm-peer: stopped on an unexpected error: RuntimeError: boom" in captured.err
+    (event,) = [parse_event(line) for line in captured.out.splitlines()]
+    assert event.kind == "failed" and "boom" in event.message
