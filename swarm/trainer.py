@@ -10,17 +10,19 @@ import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Protocol, Self
 
-import hivemind
 import torch
 from pydantic import BaseModel
 
 from swarm.models import Batch, Workload
 
 if TYPE_CHECKING:  # the baseline imports this module without the network stack
+    import hivemind
+
     from swarm.routing import StageRouter
 
 logger = logging.getLogger(__name__)
@@ -107,19 +109,24 @@ def run_training(
     concurrency: int = 1,
     on_step: Callable[[StepRecord], None] | None = None,
     stop: threading.Event | None = None,
+    history: int | None = None,
 ) -> TrainReport:
-    """Train for `steps` micro-batches (`concurrency` of them in flight at once); stops early if `stop` is set."""
-    records: list[StepRecord] = []
+    """Train for `steps` micro-batches (`concurrency` of them in flight at once); stops early if `stop` is set.
+
+    The report keeps the last `history` step records (all if None), so a trainer that runs for days stays small.
+    """
+    records: deque[StepRecord] = deque(maxlen=history)
     lock = threading.Lock()
-    samples = 0
+    samples = n_steps = 0
     start = time.perf_counter()
 
     def one(batch: Batch) -> None:
-        nonlocal samples
+        nonlocal samples, n_steps
         loss = train_step(pipeline, workload, *batch)
         with lock:
             samples += len(batch[0])
-            record = StepRecord(step=len(records), loss=loss, samples=samples, seconds=time.perf_counter() - start)
+            record = StepRecord(step=n_steps, loss=loss, samples=samples, seconds=time.perf_counter() - start)
+            n_steps += 1
             records.append(record)
         if on_step is not None:
             on_step(record)
@@ -145,7 +152,7 @@ def run_training(
                 future.result()
     seconds = time.perf_counter() - start
     return TrainReport(
-        steps=records, samples=samples, seconds=seconds, samples_per_second=samples / max(seconds, 1e-9)
+        steps=list(records), samples=samples, seconds=seconds, samples_per_second=samples / max(seconds, 1e-9)
     )
 
 
@@ -194,12 +201,14 @@ class Trainer:
         *,
         on_step: Callable[[StepRecord], None] | None = None,
         stop: threading.Event | None = None,
+        history: int | None = 10_000,
     ) -> TrainReport:
-        """Train on `steps` micro-batches; `on_step` sees each step's record (for progress displays)."""
+        """Train on `steps` micro-batches; `on_step` sees each step's record (for progress displays); the report
+        keeps the last `history` records."""
         self.router.start()
         report = run_training(
             self.pipeline, self.workload, self.batches, steps=steps, concurrency=self.concurrency,
-            on_step=on_step, stop=stop,
+            on_step=on_step, stop=stop, history=history,
         )
         self.samples += report.samples
         return report

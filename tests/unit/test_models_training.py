@@ -90,3 +90,9 @@ def test_a_stage_on_the_gpu_trains_like_one_on_the_cpu():
     cpu, gpu = (LocalStages(w, 2, lr=0.05, optimizer="sgd", device=d) for d in ("cpu", "cuda"))
     for x, y in [next(w.batches(16, seed=s)) for s in range(3)]:
         assert train_step(gpu, w, x, y) == pytest.approx(train_step(cpu, w, x, y), rel=1e-4)
+
+
+def test_a_long_run_keeps_only_the_last_steps_it_is_asked_to():
+    w = get_workload("digits")
+    report = run_training(LocalStages(w, 2, lr=1e-3), w, w.batches(8, seed=0), steps=30, history=5)
+    assert [r.step for r in report.steps] == [25, 26, 27, 28, 29] and report.samples == 240
