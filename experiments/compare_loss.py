@@ -29,11 +29,13 @@ TOLERANCE = 0.05
 
 
 def run_swarm(
-    workload_name, options, *, n_stages, peers_per_stage, concurrency, round_duration, steps, batch_size, lr, seed
+    workload_name, options, *, n_stages, peers_per_stage, concurrency, round_duration, matchmaking_time, steps,
+    batch_size, lr, seed,
 ) -> tuple[TrainReport, list[dict]]:
     workload = get_workload(workload_name, **options)
     with local_swarm(workload_name, n_stages, peers_per_stage=peers_per_stage, lr=lr, seed=seed,
-                     options=options, round_duration=round_duration) as swarm:  # fmt: skip
+                     options=options, round_duration=round_duration,
+                     matchmaking_time=matchmaking_time) as swarm:  # fmt: skip
         dht = create_dht(swarm.initial_peers)
         try:
             with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
@@ -55,19 +57,20 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot(base: TrainReport, swarm: TrainReport, title: str, path: Path) -> None:
+def plot(runs: list[tuple[TrainReport, str]], title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    window = max(1, len(base.steps) // 20)
+    window = max(1, len(runs[0][0].steps) // 20)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for report, label in ((base, "single process"), (swarm, "swarm")):
-        ax.plot([s.samples for s in report.steps], smooth([s.loss for s in report.steps], window), label=label)
+    for report, label in runs:
+        w = max(1, window * len(report.steps) // len(runs[0][0].steps))
+        ax.plot([s.samples for s in report.steps], smooth([s.loss for s in report.steps], w), label=label)
     ax.set_xlabel("samples")
-    ax.set_ylabel(f"training loss (moving mean of {window} steps)")
-    ax.set_title(title)
+    ax.set_ylabel(f"training loss (moving mean over {window * runs[0][0].samples // len(runs[0][0].steps)} samples)")
+    ax.set_title(title, fontsize=10)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +86,8 @@ def main() -> None:
     parser.add_argument("--peers-per-stage", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2, help="micro-batches the swarm trainer keeps in flight")
     parser.add_argument("--round-duration", type=float, default=2.0, help="seconds per averaging round")
+    parser.add_argument("--matchmaking-time", type=float, default=None,
+                        help="seconds the stage peers wait for each other per round (StageAverager's default if unset)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -98,21 +103,29 @@ def main() -> None:
     common = {"n_stages": args.stages, "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
               "seed": args.seed}  # fmt: skip
     base, _ = train_baseline(workload, **common)
+    runs = [(base, "single process")]
+    p = args.peers_per_stage
+    if p > 1:  # what data parallelism over p replicas would do: p times the batch, 1/p of the steps, same samples
+        wide, _ = train_baseline(workload, **{**common, "steps": steps // p, "batch_size": args.batch_size * p})
+        runs.append((wide, f"single process, batch x{p}"))
     swarm, stats = run_swarm(
         args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency,
-        round_duration=args.round_duration if args.peers_per_stage > 1 else None, **common,
+        round_duration=args.round_duration if args.peers_per_stage > 1 else None,
+        matchmaking_time=args.matchmaking_time, **common,
     )  # fmt: skip
 
-    title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s), {args.concurrency} in flight, "
+    rounds = f", rounds of {args.round_duration:g} s" if args.peers_per_stage > 1 else ""
+    title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s){rounds}, {args.concurrency} in flight, "
              f"{steps} steps x {args.batch_size} samples")  # fmt: skip
     png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{args.peers_per_stage}_c{args.concurrency}.png"
-    plot(base, swarm, title, png)
+    runs.append((swarm, "swarm"))
+    plot(runs, title, png)
     gap = swarm.final_loss / base.final_loss - 1
     eval_gap = swarm.eval_loss / base.eval_loss - 1
     print(title)
-    print(f"{'':16} {'first loss':>10} {'final loss':>10} {'test loss':>10} {'samples':>8} {'samples/s':>9}")
-    for name, r in (("single process", base), ("swarm", swarm)):
-        print(f"{name:16} {r.steps[0].loss:>10.4f} {r.final_loss:>10.4f} {r.eval_loss:>10.4f} {r.samples:>8} "
+    print(f"{'':24} {'first loss':>10} {'final loss':>10} {'test loss':>10} {'samples':>8} {'samples/s':>9}")
+    for r, name in runs:
+        print(f"{name:24} {r.steps[0].loss:>10.4f} {r.final_loss:>10.4f} {r.eval_loss:>10.4f} {r.samples:>8} "
               f"{r.samples_per_second:>9.1f}")  # fmt: skip
     if args.peers_per_stage > 1:
         for st in sorted(stats, key=lambda st: st["stage"]):
@@ -122,7 +135,8 @@ def main() -> None:
     ok = abs(gap) <= TOLERANCE and abs(eval_gap) <= TOLERANCE
     print(f"learning: swarm final loss {swarm.final_loss:.4f} vs baseline {base.final_loss:.4f} ({gap:+.1%}), "
           f"test {swarm.eval_loss:.4f} vs {base.eval_loss:.4f} ({eval_gap:+.1%}): "
-          f"{'within' if ok else 'NOT within'} {TOLERANCE:.0%}")  # fmt: skip
+          f"{'within' if ok else 'NOT within'} {TOLERANCE:.0%}"
+          + (f"; vs batch x{p}: {swarm.final_loss / runs[1][0].final_loss - 1:+.1%}" if p > 1 else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

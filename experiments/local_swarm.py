@@ -42,6 +42,7 @@ def local_swarm(
     seed: int = 0,
     options: dict | None = None,
     round_duration: float | None = None,
+    matchmaking_time: float | None = None,
     ready_timeout: float = 60.0,
 ) -> Iterator[LocalSwarm]:
     """Stage peers for `workload` cut into `n_stages`; with `round_duration`, each stage's peers average per round."""
@@ -70,6 +71,8 @@ def local_swarm(
                     ]  # fmt: skip
                     if round_duration:
                         argv += ["--round-duration", str(round_duration), "--start-time", str(start_time)]
+                        if matchmaking_time is not None:
+                            argv += ["--matchmaking-time", str(matchmaking_time)]
                     children.start(argv, name=f"stage{stage}-peer{i}", on_line=on_line)
             deadline = time.monotonic() + ready_timeout
             for _ in range(n_stages * peers_per_stage):

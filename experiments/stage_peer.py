@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--round-duration", type=float, default=None, help="average with the stage's peers")
     parser.add_argument("--start-time", type=float, default=None, help="DHT time of round 0")
+    parser.add_argument("--matchmaking-time", type=float, default=None, help="seconds to wait for a group")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -75,7 +76,8 @@ def main() -> None:
     try:
         server.start()
         if args.round_duration:
-            averager = StageAverager(dht, args.experiment, args.stage, module, lock=server.params_lock)
+            extra = {} if args.matchmaking_time is None else {"matchmaking_time": args.matchmaking_time}
+            averager = StageAverager(dht, args.experiment, args.stage, module, lock=server.params_lock, **extra)
         # after the averager: hivemind's DecentralizedAverager.run_in_background sets SIGINT to SIG_IGN in its caller
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         print(f"READY {server.peer_id}", flush=True)
