@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -175,6 +176,7 @@ def main() -> None:
     if args.gas:
         onchain_gas()
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the key folder and workers
     chunk_sizes = [256] if args.quick else [256, 1024, 4096]
     n_prove = 1 if args.quick else 3
     stage_sizes = [100_000, 1_000_000]
