@@ -25,6 +25,7 @@ logger = logging.getLogger("swarm.peer")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_JOIN = 0, 1, 2, 3
 EXPERIMENT_WAIT_S = 15.0  # how long a joiner looks for the experiment record before giving up
 REPUBLISH_PERIOD_S = 10.0
+MIN_SENSIBLE_ROUND_S = 5.0
 TRAINER_RETRY_S = 2.0
 TRAINER_PATIENCE_S = 60.0  # a trainer gives up when some stage has had no reachable peer for this long
 
@@ -227,6 +228,11 @@ def _run_bootstrap(config: PeerConfig, dht, events: EventWriter, stop: threading
             name=config.experiment, workload=config.workload, n_stages=config.n_stages,
             round_duration=duration, start_time=start, chain_experiment_id=chain_id,
         )  # fmt: skip
+    if record.round_duration < MIN_SENSIBLE_ROUND_S:
+        logger.warning(
+            "%.1f s rounds leave little time for averaging (matchmaking alone takes ~3 s); rounds will be skipped",
+            record.round_duration,
+        )
     maddrs = [str(m) for m in visible_multiaddrs(dht)]
     events.emit(Ready(role="bootstrap", peer_id=dht.peer_id.to_base58(), maddrs=maddrs))
     logger.info(
