@@ -55,14 +55,21 @@ def test_two_stage_swarm_trains_and_loss_decreases(experiment):
             Trainer(dt, experiment, w, n_stages=2, batch_size=32) as trainer,
         ):
             before = trainer.evaluate()
+            assert {a.throughput for anns in trainer.router.refresh().values() for a in anns} == {0.0}
             report = trainer.run(80)
             after = trainer.evaluate()
+            server0.announce()
+            server1.announce()
+            records = trainer.router.refresh(force=True)  # what a stage chooser or another trainer would see
         assert len(report.steps) == 80 and report.samples == 80 * 32
         assert report.final_loss < 0.5 * report.steps[0].loss
         assert after < 0.5 * before
         assert server0.worker.steps == server1.worker.steps == 80
         assert server0.bytes_received > 0 and server1.bytes_sent > 0
         assert trainer.router.retries == 0
+        assert [a.peer_id for a in records[0]] == [server0.peer_id]
+        assert [a.peer_id for a in records[1]] == [server1.peer_id]
+        assert records[0][0].throughput > 0 and records[1][0].throughput > 0  # measured from real traffic
     assert _no_p2pd_children()
 
 
