@@ -5,6 +5,7 @@ The autouse leak check (tests/conftest.py) asserts that no peer, DHT process or 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -130,3 +131,18 @@ def test_demo_runs_a_swarm_and_summarises_it(tmp_path: Path):
     assert last < first
     assert (tmp_path / "loss.png").stat().st_size > 0
     assert {p.name for p in tmp_path.glob("*.log")} >= {"bootstrap.log", "trainer-0.log", "stage-peer-1.log"}
+
+
+def test_ctrl_c_stops_the_demo_and_every_peer_it_started(tmp_path: Path, children):
+    demo = children.start(
+        [sys.executable, "-m", "swarm.demo", "--no-chain", "--stage-peers", "2", "--duration", "60", "--out",
+         str(tmp_path)],
+        name="demo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "stage-peer-0.log").exists():  # the bootstrap is up and stage peers are starting
+        assert demo.alive and time.monotonic() < deadline, "the demo did not start its peers"
+        time.sleep(0.2)
+    os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground process group
+    assert demo.wait(60) is not None, "the demo did not stop after Ctrl-C"
+    # the autouse leak check then asserts that no peer, DHT process or p2pd of the demo is left
