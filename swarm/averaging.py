@@ -103,8 +103,10 @@ class StageAverager:
             raise AveragingError(f"stage {stage}'s module has no parameters to average")
         self._anchor = [p.detach().clone() for p in params]  # parameters at the end of the previous round
         self.last_round: int | None = None
+        # one flat buffer, not a tensor per parameter: hivemind re-declares the averager on the DHT after every
+        # averaged tensor, and a burst of such stores backs up the DHT process's request pipe
         self._averager = _StageAveragerProcess(
-            [p.detach().clone() for p in params],
+            [torch.zeros(sum(p.numel() for p in params), dtype=torch.float32)],
             dht,
             start=False,
             prefix=self.prefix,
@@ -173,26 +175,26 @@ class StageAverager:
         self.last_round = round
         if group_size > 1:
             self._averager.state_sharing_priority = float(round)
-        sent1, received1 = self._wire_counts()
+        seconds = time.monotonic() - started
+        sent1, received1 = self._settled_wire_counts() if group_size > 1 else (sent0, received0)
         return RoundResult(
             round=round,
             group_size=group_size,
             averaged=group_size > 1,
             bytes_sent=sent1 - sent0,
             bytes_received=received1 - received0,
-            seconds=time.monotonic() - started,
+            seconds=seconds,
             update_norm=update_norm,
             shift_norm=shift_norm,
         )
 
     def _all_reduce(self, r: int, snapshot: list[torch.Tensor], timeout: float) -> tuple[int, float]:
         self._averager.set_group_bits(round_group_bits(r))
-        with self._averager.get_tensors() as tensors:
-            for t, s in zip(tensors, snapshot):
-                t.copy_(s)
+        with self._averager.get_tensors() as (buffer,):
+            buffer.copy_(_flatten(snapshot))
         timeout = max(timeout, self.matchmaking_time + 1.0)
         try:
-            gathered = self._averager.step(gather={"round": r}, timeout=timeout, allow_retries=False)
+            gathered = self._averager.step(gather={"round": r}, timeout=timeout, allow_retries=True)
         except Exception as exc:  # noqa: BLE001 - hivemind raises many types; a failed round only skips it
             logger.warning(
                 "stage %d round %d: averaging failed (%s); keeping local parameters", self.stage, r, exc
@@ -208,8 +210,9 @@ class StageAverager:
             logger.warning(
                 "stage %d round %d: group reported rounds %s", self.stage, r, sorted(map(str, rounds))
             )
-        with self._averager.get_tensors() as tensors:
-            shift = [t.detach().clone() - s for t, s in zip(tensors, snapshot)]
+        with self._averager.get_tensors() as (buffer,):
+            averaged = _unflatten(buffer.clone(), snapshot)
+        shift = [a - s for a, s in zip(averaged, snapshot)]
         with self.lock, torch.no_grad():
             for p, d in zip(self._params(), shift):
                 p.add_(d.to(p.dtype))
@@ -238,6 +241,18 @@ class StageAverager:
         logger.info("stage %d: downloaded parameters (round %s) from a peer", self.stage, self.last_round)
         return True
 
+    def _settled_wire_counts(self, settle: float = 0.05, limit: float = 1.0) -> tuple[int, int]:
+        """Counts once they stop moving: as a reducer this peer may still be sending others their averaged parts."""
+        deadline = time.monotonic() + limit
+        counts = self._wire_counts()
+        while time.monotonic() < deadline:
+            time.sleep(settle)
+            latest = self._wire_counts()
+            if latest == counts:
+                break
+            counts = latest
+        return counts
+
     def _wire_counts(self) -> tuple[int, int]:
         try:
             return self._averager.wire_counts()
@@ -259,3 +274,15 @@ class StageAverager:
 
 def _norm(tensors: list[torch.Tensor]) -> float:
     return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors))) if tensors else 0.0
+
+
+def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1).float() for t in tensors])
+
+
+def _unflatten(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, offset = [], 0
+    for t in like:
+        out.append(flat[offset : offset + t.numel()].reshape(t.shape).to(t.dtype))
+        offset += t.numel()
+    return out
