@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
+from zk.fast_verifier import FAST_VERIFIER_NAME, write_fast_verifier
 from zk.keys import DEV_ENTROPY, KEYS_ROOT, VERIFIER_PATH, ensure_keys, export_verifier
 from zk.poseidon import CONSTANTS_PATH, FULL_ROUNDS
 from zk.prover import ProofError, ZkWorker
@@ -32,7 +33,8 @@ def setup(args: argparse.Namespace, console: Console) -> None:
                       f"{params.depth}): keys in {d} ({time.perf_counter() - t0:.1f} s)")
         if args.verifier is not None:
             out = export_verifier(worker, params, args.keys, args.verifier, entropy=entropy)
-            console.print(f"Solidity verifier written to {out}")
+            fast = write_fast_verifier(d / "verification.key.json", out.with_name(f"{FAST_VERIFIER_NAME}.sol"))
+            console.print(f"Solidity verifiers written to {out} and {fast} (gas-lean, same keys)")
     console.print("[yellow]single-party setup: for development only (zk/README.md, 'Trusted setup')"
                   + ("" if args.private else "; its entropy is public, anyone can forge proofs") + "[/yellow]")
 
