@@ -184,14 +184,11 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
 
 
 def _start_dht(config: PeerConfig):
-    """Start our DHT with SIGINT ignored in its process and p2pd: Ctrl-C is ours to handle, then we stop them."""
+    """Start our DHT. Its process ignores SIGINT (hivemind sets that first thing, before p2pd starts), so a
+    terminal's Ctrl-C reaches only us, and we stop the DHT ourselves."""
     from swarm.dht import create_dht
 
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        return create_dht(config.initial_peers, host=config.host, port=config.port)
-    finally:
-        signal.signal(signal.SIGINT, old)
+    return create_dht(config.initial_peers, host=config.host, port=config.port)
 
 
 def _find_experiment(config: PeerConfig, dht, stop: threading.Event):
@@ -374,11 +371,11 @@ def _until(deadline: float | None, period: float) -> float:
 
 
 def _install_stop_handlers() -> threading.Event:
-    """First Ctrl-C (or SIGTERM) asks to leave cleanly; a second Ctrl-C forces out with KeyboardInterrupt."""
+    """First Ctrl-C (or SIGTERM) asks to leave cleanly; a second one forces out with KeyboardInterrupt."""
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
+        if stop.is_set():
             raise KeyboardInterrupt
         logger.info(
             "leaving (%s): stopping cleanly; press Ctrl-C again to force", signal.Signals(signum).name

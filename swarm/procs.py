@@ -184,25 +184,17 @@ class ChildProcess:
 
     def stop(self, interrupt_grace: float = INTERRUPT_GRACE_S, terminate_grace: float = TERMINATE_GRACE_S) -> None:
         """SIGINT the child, then SIGTERM and SIGKILL its whole group; returns when the group is gone (idempotent)."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self.interrupt()
-            self.wait(interrupt_grace)
-        self._finish(terminate_grace)
+        stop_children([self], interrupt_grace, terminate_grace)
 
-    def _finish(self, terminate_grace: float) -> None:
+    def _gone(self) -> bool:
+        """The child has exited (and is reaped) and nothing is left in its process group."""
         assert self._proc is not None
-        pgid = self._proc.pid
-        for sig, grace in ((signal.SIGTERM, terminate_grace), (signal.SIGKILL, terminate_grace)):
-            if self._proc.poll() is not None and not group_alive(pgid):
-                break
-            logger.debug("%s: sending %s to its process group", self.name, signal.Signals(sig).name)
-            _signal_group(pgid, sig)
-            self.wait(grace)
-            _wait_group_gone(pgid, grace)
-        if self._proc.poll() is None or group_alive(pgid):
-            logger.error("%s (pgid %d) did not stop even after SIGKILL", self.name, pgid)
+        return self._proc.poll() is not None and not group_alive(self._proc.pid)
+
+    def _release(self) -> None:
+        assert self._proc is not None
+        if not self._gone():
+            logger.error("%s (pgid %d) did not stop even after SIGKILL", self.name, self._proc.pid)
         for stream in (self._proc.stdout, self._proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -245,15 +237,32 @@ def stop_children(
     interrupt_grace: float = INTERRUPT_GRACE_S,
     terminate_grace: float = TERMINATE_GRACE_S,
 ) -> None:
-    """Stop `children` together: SIGINT to each, one shared wait, then SIGTERM/SIGKILL to each group left."""
+    """Stop `children` together, each phase for all at once: SIGINT to each child (a clean leave), then SIGTERM
+    and SIGKILL to the process groups still alive, with one shared wait per phase."""
     started = [c for c in children if c._proc is not None]
     for child in started:
-        child.interrupt()
-    deadline = time.monotonic() + interrupt_grace
+        if child.alive:
+            child.interrupt()
+    _wait_all(started, interrupt_grace, groups=False)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pending = [c for c in started if not c._gone()]
+        if not pending:
+            break
+        for child in pending:
+            logger.debug("%s: sending %s to its process group", child.name, signal.Signals(sig).name)
+            _signal_group(child.pid, sig)
+        _wait_all(pending, terminate_grace, groups=True)
     for child in started:
+        child._release()
+
+
+def _wait_all(children: Sequence[ChildProcess], timeout: float, *, groups: bool) -> None:
+    """Wait until every child has exited (with `groups`: and its whole group), or `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    for child in children:
         child.wait(max(0.0, deadline - time.monotonic()))
-    for child in started:
-        child._finish(terminate_grace)
+        if groups:
+            _wait_group_gone(child.pid, max(0.0, deadline - time.monotonic()))
 
 
 class _Registry:

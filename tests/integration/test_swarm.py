@@ -133,7 +133,9 @@ def test_demo_runs_a_swarm_and_summarises_it(tmp_path: Path):
     assert {p.name for p in tmp_path.glob("*.log")} >= {"bootstrap.log", "trainer-0.log", "stage-peer-1.log"}
 
 
-def test_ctrl_c_stops_the_demo_and_every_peer_it_started(tmp_path: Path, children):
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_stopping_the_demo_stops_every_peer_it_started(tmp_path: Path, children, how: str):
+    """Ctrl-C: the demo stops its peers. kill -9: its peers die with it and their watchdogs take DHT and p2pd."""
     demo = children.start(
         [sys.executable, "-m", "swarm.demo", "--no-chain", "--stage-peers", "2", "--duration", "60", "--out",
          str(tmp_path)],
@@ -143,6 +145,9 @@ def test_ctrl_c_stops_the_demo_and_every_peer_it_started(tmp_path: Path, childre
     while not (tmp_path / "stage-peer-0.log").exists():  # the bootstrap is up and stage peers are starting
         assert demo.alive and time.monotonic() < deadline, "the demo did not start its peers"
         time.sleep(0.2)
-    os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground process group
-    assert demo.wait(60) is not None, "the demo did not stop after Ctrl-C"
+    if how == "ctrl-c":
+        os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground process group
+    else:
+        demo.send_signal(signal.SIGKILL)
+    assert demo.wait(60) is not None, "the demo did not stop"
     # the autouse leak check then asserts that no peer, DHT process or p2pd of the demo is left
