@@ -1,8 +1,8 @@
 """What crosses the wire when a stage averages: our int8 quantizer (zk.quantize) as a hivemind compression.
 
 hivemind picks a receiver's decoder from a fixed protobuf enum, so the int8 codec takes the BLOCKWISE_8BIT tag in
-this process (hivemind's own blockwise payloads are still decoded). Both codecs count the bytes they put on and take
-off the wire, per process: each averager runs in its own process, so its counts are its own.
+this process (hivemind 1.1.12's own blockwise decoder fails under numpy 2 anyway). Both codecs count the bytes they
+put on and take off the wire, per process: each averager runs in its own process, so its counts are its own.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import threading
 import torch
 from hivemind.compression import serialization
 from hivemind.compression.base import CompressionBase, CompressionInfo, NoCompression
-from hivemind.compression.quantization import BlockwiseQuantization
 from hivemind.proto import runtime_pb2
 
-from zk.quantize import BLOCK_SIZE, QuantizedUpdate, dequantize_update, quantize_update
+from zk.quantize import BLOCK_SIZE, QuantizationError, QuantizedUpdate, dequantize_update, quantize_update
 
 WIRE_MAGIC = b"SWQ1"  # the first bytes of QuantizedUpdate.to_bytes()
 
@@ -46,9 +45,6 @@ class Int8Compression(CompressionBase):
 
     compression_type = runtime_pb2.BLOCKWISE_8BIT
 
-    def __init__(self) -> None:
-        self._hivemind_blockwise = BlockwiseQuantization()
-
     def compress(
         self, tensor: torch.Tensor, info: CompressionInfo, allow_inplace: bool = False
     ) -> runtime_pb2.Tensor:
@@ -67,7 +63,10 @@ class Int8Compression(CompressionBase):
         buffer = serialized_tensor.buffer
         WIRE.add(received=len(buffer))
         if not buffer.startswith(WIRE_MAGIC):
-            return self._hivemind_blockwise.extract(serialized_tensor)  # a plain hivemind peer's payload
+            raise QuantizationError(
+                "received a BLOCKWISE_8BIT payload that is not swarm's int8 format: the sender runs a plain hivemind "
+                "or another version; every peer of a stage must run the same swarm version"
+            )
         tensor = dequantize_update(QuantizedUpdate.from_bytes(buffer))
         return tensor.reshape(tuple(serialized_tensor.size)).to(getattr(torch, serialized_tensor.dtype))
 
