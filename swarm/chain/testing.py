@@ -42,12 +42,13 @@ class EscrowWorld:
         reporter_bps: int = 2_000,
         timing: Timing | None = None,
         peer_tokens: int = 10_000,
+        verifier_contract: str = STANDIN_VERIFIER,
     ) -> None:
         self.chain = chain
         self.timing = timing or Timing()
         self.clients = [ChainClient(chain.rpc_url, Wallet(a.private_key)) for a in chain.accounts]
         self.funder = self.clients[0]
-        self.verifier, _ = self.funder.deploy(STANDIN_VERIFIER)
+        self.verifier, _ = self.funder.deploy(verifier_contract)  # must verify stand-in proofs
         self.token, _ = self.funder.deploy(token_contract)
         self.escrow = self.funder.deploy_escrow(
             self.token, min_stake=min_stake, unbonding_delay=self.timing.unbonding_delay,
