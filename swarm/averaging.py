@@ -123,10 +123,16 @@ class StageAverager:
         if start:
             self.start()
 
-    def start(self) -> None:
-        if not self._started:
-            self._averager.run_in_background(await_ready=True)
-            self._started = True
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the averager's process (it joins the DHT's p2pd); raises AveragingError if it does not come up."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._averager.run_in_background(await_ready=True, timeout=timeout)
+        except Exception as exc:
+            self.shutdown()
+            raise AveragingError(f"stage {self.stage}'s averager did not start: {exc}") from exc
 
     @property
     def peer_id(self) -> str:
@@ -158,6 +164,9 @@ class StageAverager:
         Returns after the all-reduce (or once `timeout` seconds pass without a group: the round is skipped and the
         local parameters are kept).
         """
+        if not self._started:
+            raise AveragingError("this StageAverager is shut down (or was never started); make a new one")
+        round_group_bits(round)  # a negative round is the caller's error: raise before touching anything
         started = time.monotonic()
         sent0, received0 = self._wire_counts()
         with self.lock, torch.no_grad():
@@ -260,9 +269,14 @@ class StageAverager:
             return 0, 0
 
     def shutdown(self) -> None:
+        """Stop the averager's process (idempotent); the module keeps its current parameters."""
         if self._started and self._averager.is_alive():
             self._averager.shutdown()
             self._averager.join(timeout=10.0)
+            if self._averager.is_alive():
+                logger.warning("stage %d: averager process did not stop; killing it", self.stage)
+                self._averager.kill()
+                self._averager.join(timeout=5.0)
         self._started = False
 
     def __enter__(self) -> Self:

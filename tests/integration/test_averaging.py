@@ -15,6 +15,7 @@ import torch
 
 from swarm.averaging import RoundResult, StageAverager
 from swarm.dht import create_dht, local_dhts, visible_multiaddrs
+from swarm.errors import AveragingError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -113,8 +114,15 @@ def test_a_peer_alone_in_its_stage_skips_the_round_and_keeps_its_parameters(expe
             assert not av.load_state_from_peers(timeout=3.0)  # nobody to download from
         finally:
             av.shutdown()
+        with pytest.raises(AveragingError, match="shut down"):
+            av.step(1, timeout=STEP_TIMEOUT)
     assert result.group_size == 1 and not result.averaged
     assert torch.equal(flat(module), before)
+
+
+def test_a_module_without_parameters_is_refused():
+    with pytest.raises(AveragingError, match="no parameters"):
+        StageAverager(None, "x", 0, torch.nn.ReLU())  # type: ignore[arg-type] - refused before the DHT is used
 
 
 def test_local_steps_taken_during_a_round_are_kept(experiment):
