@@ -64,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     options = {"n_layer": 4, "n_embd": 128, "block_size": 64} if args.workload == "tinylm" else {}
-    stage_counts, steps, warmup, concurrencies = ([2], 20, 3, [1, 2]) if args.quick else ([2, 3], 80, 5, [1, 2, 4])
+    stage_counts, steps, warmup, concurrencies = ([2], 20, 3, [1, 2]) if args.quick else ([2, 3], 60, 5, [1, 2, 4])
     workload = get_workload(args.workload, **options)
     print(f"workload {args.workload} {options}, batch {args.batch_size}, {steps} steps per figure, "
           f"{args.threads} torch thread(s) per process, {os.cpu_count()} cores")
