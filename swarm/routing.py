@@ -173,7 +173,8 @@ class StageRouter:
                 if RequestRejected.__name__ in str(exc):
                     raise RoutingError(f"stage {stage} {kind} rejected the input: {_describe(exc)}") from exc
                 self.ban(peer)
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 errors.append(f"{peer[:12]}…: {_describe(exc)}")
                 logger.info("stage %d %s failed on %s (%s); retrying elsewhere", stage, kind, peer, _describe(exc))
         detail = "; ".join(errors) if errors else "no peer announced it"
@@ -200,9 +201,10 @@ class StageRouter:
         finally:
             with self._lock:
                 self._in_flight[peer] -= 1
-        self.calls += 1
-        self.bytes_sent += request.ByteSize()
-        self.bytes_received += response.ByteSize()
+        with self._lock:  # counters are shared by the trainer's micro-batch threads
+            self.calls += 1
+            self.bytes_sent += request.ByteSize()
+            self.bytes_received += response.ByteSize()
         return response
 
     # --- the two points that touch the network (tests may override them) -------------------------------------
