@@ -11,14 +11,13 @@ import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Self
 
 import hivemind
 import torch
 from hivemind.p2p import PeerID
 from hivemind.proto import runtime_pb2
 
-from swarm.loop_thread import P2PClient
+from swarm.loop_thread import P2PClient, StartStop
 from swarm.records import StageAnnouncement, fetch_stage_announcements
 from swarm.serving import (
     CALL_TIMEOUT,
@@ -62,7 +61,7 @@ def choose_peer(
     return rng.choices(pool, weights=weights, k=1)[0]
 
 
-class StageRouter:
+class StageRouter(StartStop):
     """Calls forward/backward of stage `s` on some peer serving it; thread-safe, one p2pd client of its own."""
 
     def __init__(
@@ -90,13 +89,6 @@ class StageRouter:
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._client: P2PClient | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def start(self) -> None:
         if self._client is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, Self
+from typing import Literal
 
 import hivemind
 import torch
@@ -20,7 +20,7 @@ from hivemind.p2p.p2p_daemon_bindings.control import DEFAULT_MAX_MSG_SIZE
 from hivemind.proto import runtime_pb2
 from torch import nn
 
-from swarm.loop_thread import P2PClient
+from swarm.loop_thread import P2PClient, StartStop
 from swarm.models import Workload
 from swarm.records import StageAnnouncement, announce_stage
 from swarm.stage_worker import StageWorker
@@ -66,7 +66,7 @@ def unpack_tensors(msg, expected: int, what: str) -> list[torch.Tensor]:
         raise ServingError(f"{what} carries a tensor that cannot be decoded: {exc}") from exc
 
 
-class StageServer:
+class StageServer(StartStop):
     """Serves `module` as stage `stage` of `experiment` to any trainer; use as a context manager or start/shutdown."""
 
     def __init__(
@@ -110,13 +110,6 @@ class StageServer:
     @property
     def ttl(self) -> float:
         return 3 * self.announce_period
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def start(self) -> None:
         """Register the RPC handlers on the DHT's p2pd and announce this stage (returns once announced)."""

@@ -13,11 +13,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from pydantic import BaseModel
 
+from swarm.loop_thread import StartStop
 from swarm.models import Batch, Workload
 
 if TYPE_CHECKING:  # the baseline imports this module without the network stack
@@ -156,7 +157,7 @@ def run_training(
     )
 
 
-class Trainer:
+class Trainer(StartStop):
     """A trainer peer: draws batches of `workload` and pushes them through the swarm's stages."""
 
     def __init__(
@@ -180,12 +181,8 @@ class Trainer:
         self.batches = workload.batches(batch_size, seed)
         self.samples = 0
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self.router.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def step(self) -> float:
         """Train on one micro-batch; returns its loss."""
