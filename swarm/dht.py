@@ -6,7 +6,9 @@ the typed schemas of an experiment are installed on first use by `swarm.records`
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -78,6 +80,8 @@ def create_dht(
     guard its storage from the start (otherwise they are installed when `swarm.records` first touches them).
     """
     peers = parse_initial_peers(initial_peers)
+    if port:
+        _check_port_free(host, port)
     signer = RSASignatureValidator(RSAPrivateKey())  # one key per DHT, never the process-wide one
     kwargs.setdefault("host_maddrs", _host_maddrs(host, port))
     kwargs.setdefault("bootstrap_timeout", bootstrap_timeout)
@@ -98,6 +102,23 @@ def create_dht(
     return dht
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """p2pd listens with SO_REUSEPORT, so a second peer on a taken port would start and share its connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # a restarted peer's TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise JoinError(
+                    f"port {port} on {host} is in use (another peer?); pick another --port"
+                ) from exc
+            # anything else (e.g. a host that is not ours) is reported by p2pd itself below
+
+
 def _join_error(exc: Exception, peers: list[str], host_maddrs: Sequence[str]) -> JoinError:
     text = str(exc)
     if peers and ("bootstrap" in text or "initial_peers" in text or "connect" in text.lower()):
@@ -105,9 +126,14 @@ def _join_error(exc: Exception, peers: list[str], host_maddrs: Sequence[str]) ->
             f"none of the initial peers answered ({', '.join(peers)}): check that the address is current and "
             f"the bootstrap peer is running and reachable from here ({text})"
         )
-    if "address already in use" in text.lower() or "bind" in text.lower():
+    if "address already in use" in text.lower():
         return JoinError(
             f"cannot listen on {', '.join(host_maddrs)}: the port is in use; pick another --port"
+        )
+    if "cannot assign requested address" in text.lower():
+        return JoinError(
+            f"cannot listen on {', '.join(host_maddrs)}: that host is not an address of this machine; "
+            "use --host 0.0.0.0 (all interfaces) or one of this machine's own addresses"
         )
     return JoinError(f"could not start the DHT node: {text}")
 

@@ -140,3 +140,12 @@ def test_unreachable_initial_peer_gets_a_join_error():
         peer_id = live.peer_id.to_base58()
     with pytest.raises(JoinError, match="none of the initial peers answered"):
         create_dht([f"/ip4/127.0.0.1/tcp/1/p2p/{peer_id}"], bootstrap_timeout=3.0)
+
+
+def test_a_port_in_use_or_a_foreign_host_gets_a_join_error():
+    with local_dhts(1) as (live,):
+        port = int(visible_multiaddrs(live)[0].split("/tcp/")[1].split("/")[0])
+        with pytest.raises(JoinError, match="in use"):
+            create_dht(port=port)
+    with pytest.raises(JoinError, match="not an address of this machine"):
+        create_dht(host="192.0.2.1")  # TEST-NET-1: never assigned to a machine
