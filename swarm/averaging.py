@@ -182,8 +182,7 @@ class StageAverager:
         with self.lock, torch.no_grad():
             self._anchor = [p.detach().clone() for p in self._params()]
         self.last_round = round
-        if group_size > 1:
-            self._averager.state_sharing_priority = float(round)
+        self._set_sharing_priority()
         seconds = time.monotonic() - started
         sent1, received1 = self._settled_wire_counts() if group_size > 1 else (sent0, received0)
         return RoundResult(
@@ -247,8 +246,15 @@ class StageAverager:
             self._anchor = [p.detach().clone() for p in params]
         if isinstance(metadata, dict) and isinstance(metadata.get("round"), int):
             self.last_round = metadata["round"]
+        self._set_sharing_priority()
         logger.info("stage %d: downloaded parameters (round %s) from a peer", self.stage, self.last_round)
         return True
+
+    def _set_sharing_priority(self) -> None:
+        """Joiners download from the peer whose parameters saw the latest round; a fresh averager (0) comes last."""
+        self._averager.state_sharing_priority = (
+            float(self.last_round + 1) if self.last_round is not None else 0.5
+        )
 
     def _settled_wire_counts(self, settle: float = 0.05, limit: float = 1.0) -> tuple[int, int]:
         """Counts once they stop moving: as a reducer this peer may still be sending others their averaged parts."""

@@ -171,6 +171,26 @@ def test_a_late_joiner_downloads_the_stages_current_parameters(experiment):
     assert torch.equal(downloaded, current) or torch.equal(downloaded, flat(modules[1]))
 
 
+def test_joiners_download_from_a_peer_that_has_run_rounds_not_from_another_joiner(experiment):
+    veteran_module, fresh_module, joiner_module = make_module(70), make_module(71), make_module(72)
+    with local_dhts(3) as dhts:
+        (veteran,) = averagers(dhts[:1], experiment, [veteran_module])
+        avs = [veteran]
+        try:
+            veteran.step(
+                2, timeout=STEP_TIMEOUT
+            )  # alone: skipped, but its parameters are now those of round 2
+            avs += averagers(
+                dhts[1:], experiment, [fresh_module, joiner_module]
+            )  # two joiners, neither synced
+            time.sleep(1.0)  # let both declare themselves as sources
+            assert avs[2].load_state_from_peers(timeout=20.0)
+        finally:
+            shutdown_all(avs)
+    assert torch.equal(flat(joiner_module), flat(veteran_module))
+    assert avs[2].last_round == 2
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
