@@ -31,6 +31,8 @@ from swarm.serving import (
 logger = logging.getLogger(__name__)
 
 UNMEASURED_THROUGHPUT = 1.0  # weight of a peer that has not measured its throughput yet (relative to its stage)
+LATENCY_EMA = 0.8  # weight of the past in the per-(stage, kind) latency estimate
+TIMEOUT_FACTOR = 10.0  # a call may take this many times the usual latency before the peer counts as gone
 
 
 class RoutingError(RuntimeError):
@@ -71,6 +73,7 @@ class StageRouter(StartStop):
         n_stages: int,
         *,
         timeout: float = CALL_TIMEOUT,
+        min_timeout: float = 5.0,
         max_attempts: int = 4,
         refresh_period: float = 3.0,
         ban_seconds: float = 20.0,
@@ -78,7 +81,8 @@ class StageRouter(StartStop):
         seed: int | None = None,
     ) -> None:
         self.dht, self.experiment, self.n_stages = dht, experiment, n_stages
-        self.timeout, self.max_attempts = timeout, max_attempts
+        self.timeout, self.min_timeout, self.max_attempts = timeout, min_timeout, max_attempts
+        self._latency: dict[tuple[int, str], float] = {}
         self.refresh_period, self.ban_seconds, self.wait_for_peers = refresh_period, ban_seconds, wait_for_peers
         self.rng = random.Random(seed)
         self.retries = self.calls = self.bytes_sent = self.bytes_received = 0
@@ -158,7 +162,7 @@ class StageRouter(StartStop):
                 continue
             tried.add(peer)
             try:
-                response = self._send_counted(peer, name, request)
+                response = self._send_counted(peer, name, request, self.call_timeout(stage, kind), (stage, kind))
                 outputs = unpack_tensors(response, n_out if n_out is not None else len(response.tensors), name)
                 return outputs, peer
             except Exception as exc:
@@ -185,15 +189,29 @@ class StageRouter(StartStop):
                 chosen = choose_peer(self._announcements.get(stage, []), self.rng, exclude=tried)
         return None if chosen is None else chosen.peer_id
 
-    def _send_counted(self, peer: str, name: str, request: runtime_pb2.ExpertRequest) -> runtime_pb2.ExpertResponse:
+    def call_timeout(self, stage: int, kind: str) -> float:
+        """`TIMEOUT_FACTOR` x the usual latency of such calls, within [min_timeout, timeout]; `timeout` until
+        measured. So a peer that stops answering (frozen, partitioned) costs seconds, not the full timeout."""
+        usual = self._latency.get((stage, kind))
+        if usual is None:
+            return self.timeout
+        return min(self.timeout, max(self.min_timeout, TIMEOUT_FACTOR * usual))
+
+    def _send_counted(
+        self, peer: str, name: str, request: runtime_pb2.ExpertRequest, timeout: float, key: tuple[int, str]
+    ) -> runtime_pb2.ExpertResponse:
         with self._lock:
             self._in_flight[peer] = self._in_flight.get(peer, 0) + 1
+        started = time.monotonic()
         try:
-            response = self._send(peer, name, request)
+            response = self._send(peer, name, request, timeout)
         finally:
             with self._lock:
                 self._in_flight[peer] -= 1
+        seconds = time.monotonic() - started
         with self._lock:  # counters are shared by the trainer's micro-batch threads
+            old = self._latency.get(key)
+            self._latency[key] = seconds if old is None else LATENCY_EMA * old + (1 - LATENCY_EMA) * seconds
             self.calls += 1
             self.bytes_sent += request.ByteSize()
             self.bytes_received += response.ByteSize()
@@ -204,12 +222,14 @@ class StageRouter(StartStop):
     def _fetch(self) -> dict[int, list[StageAnnouncement]]:
         return fetch_stage_announcements(self.dht, self.experiment)
 
-    def _send(self, peer: str, name: str, request: runtime_pb2.ExpertRequest) -> runtime_pb2.ExpertResponse:
+    def _send(
+        self, peer: str, name: str, request: runtime_pb2.ExpertRequest, timeout: float
+    ) -> runtime_pb2.ExpertResponse:
         client = self._client
         if client is None:
             raise RoutingError("the router is not started: call start() or use it as a context manager")
         coro = client.p2p.call_protobuf_handler(PeerID.from_base58(peer), name, request, runtime_pb2.ExpertResponse)
-        return client.run(coro, self.timeout)
+        return client.run(coro, timeout)
 
     def _check_stage(self, stage: int) -> None:
         if not 0 <= stage < self.n_stages:

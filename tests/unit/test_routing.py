@@ -56,6 +56,8 @@ class FakeSwarm(StageRouter):
         super().__init__(None, "exp", 1 + max(a.stage for a in announcements), seed=0, wait_for_peers=0.0, **kw)
         self.table, self.workers, self.dead, self.sent = announcements, workers, set(), []
         self.fail_once: set[str] = set()
+        self.hung: set[str] = set()
+        self.timeouts: list[float] = []
 
     def _fetch(self):
         out: dict[int, list[StageAnnouncement]] = {}
@@ -63,9 +65,10 @@ class FakeSwarm(StageRouter):
             out.setdefault(a.stage, []).append(a)
         return out
 
-    def _send(self, peer, name, request):
+    def _send(self, peer, name, request, timeout):
         self.sent.append(peer)
-        if peer in self.dead:
+        self.timeouts.append(timeout)
+        if peer in self.dead or peer in self.hung:
             raise TimeoutError
         if peer in self.fail_once:
             self.fail_once.discard(peer)
@@ -162,3 +165,20 @@ def test_a_stage_whose_only_peer_failed_once_is_not_abandoned(two_stage_swarm):
         router.forward(0, x)
     _, peer = router.forward(0, x)  # banned, but the only one: tried again at once instead of waiting out the ban
     assert peer == PEER_IDS[0]
+
+
+def test_a_peer_that_stops_answering_costs_a_short_timeout_once_latency_is_known(two_stage_swarm):
+    w, router = two_stage_swarm
+    router.timeout, router.min_timeout = 30.0, 2.0
+    x, _ = next(w.batches(8, seed=0))
+    router.forward(0, x)
+    assert router.timeouts[0] == 30.0  # nothing measured yet: the full timeout
+    for _ in range(5):
+        h, _ = router.forward(0, x)
+        router.forward(1, h)
+    router.hung.add(PEER_IDS[1])
+    router.timeouts.clear()
+    for _ in range(6):
+        router.forward(1, h)
+    assert router.timeouts and max(router.timeouts) == 2.0  # local calls take ms: the floor applies
+    assert router.call_timeout(1, "backward") == 30.0  # backward of stage 1 never measured
