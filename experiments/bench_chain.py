@@ -1,8 +1,11 @@
 """Gas of the escrow on a real anvil (optimism mode) with real Groth16 proofs (stand-in circuit, same verifier
-shape as zk's): deploy gas, gas per peer-round (contribute + finalize/N + claim) for N contributors, and the
-cost of one round at a stated L2 gas price. Baseline: a bare verifyTx transaction of the same proof.
+shape as zk's): deploy gas, gas per peer-round (contribute + finalize/N + claim) for N contributors with the
+ZoKrates-exported verifier and with zk/fast_verifier.py's, claimMany amortized over R rounds, and the cost of
+one round at a stated L2 gas price. Baselines: a bare verifyTx transaction of the same proof on each verifier.
 
-    python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01]
+    python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--breakdown]
+
+--breakdown: where a steady contribute's and a claim's gas goes, by opcode class (anvil --steps-tracing).
 """
 
 from __future__ import annotations
@@ -11,16 +14,23 @@ import argparse
 import logging
 import statistics
 import time
+from collections import Counter
 
 from swarm.chain import DevChain
 from swarm.chain.standin import STANDIN_VERIFIER
 from swarm.chain.testing import EscrowWorld, Timing
 
 TARGET_PER_PEER_ROUND = 300_000
+FAST_STANDIN_VERIFIER = "FastStandInChunkVerifier"  # zk/fast_verifier.py's verifier of the stand-in's key
+VERIFIERS = {"zokrates": STANDIN_VERIFIER, "fast": FAST_STANDIN_VERIFIER}
+CLAIM_ROUNDS = (1, 10)
 
 
-def measure(world: EscrowWorld, n: int, proofs: list) -> dict[str, float]:
-    exp = world.create_experiment(stage_params=(100_000,), pool=10**9, reward_per_round=10**6)
+def measure(world: EscrowWorld, n: int, proofs: list, verifier: str) -> dict[str, float]:
+    """One round with n contributors; per peer-round = (all contributions + finalize) / n + one claim."""
+    exp = world.create_experiment(
+        stage_params=(100_000,), pool=10**9, reward_per_round=10**6, verifier=verifier
+    )
     peers = world.peers[:n]
     contribute = [
         p.contribute(c.model_copy(update={"experiment": exp}))["gasUsed"] for p, c in zip(peers, proofs)
@@ -28,24 +38,105 @@ def measure(world: EscrowWorld, n: int, proofs: list) -> dict[str, float]:
     world.goto(exp, 0, "after")
     finalize = world.funder.finalize(exp, 0)["gasUsed"]
     claim = [p.claim(exp, 0, 0)["gasUsed"] for p in peers]
-    steady = contribute[1:] or contribute
-    per_peer = statistics.mean(steady) + finalize / n + statistics.mean(claim)
     return {
         "n": n,
         "first_contribute": contribute[0],
-        "contribute": statistics.mean(steady),
+        "contribute": statistics.mean(contribute[1:] or contribute),
         "finalize": finalize,
         "claim": statistics.mean(claim),
-        "per_peer_round": per_peer,
+        "per_peer_round": (sum(contribute) + finalize) / n + statistics.mean(claim),
     }
+
+
+def claim_many(world: EscrowWorld, rounds: int, verifier: str) -> float:
+    """Gas of one claimMany paying one peer's share of `rounds` finalized rounds (stage 0)."""
+    exp = world.create_experiment(
+        stage_params=(100_000,), pool=10**9, reward_per_round=10**6, verifier=verifier, num_rounds=rounds
+    )
+    peer = world.peers[0]
+    proofs = world.prove([world.contribution(peer, exp, r, 0, 9_000 + r) for r in range(rounds)], exp)
+    for r, c in enumerate(proofs):
+        world.goto(exp, r, "train")
+        peer.contribute(c)
+    world.goto(exp, rounds - 1, "after")
+    for r in range(rounds):
+        world.funder.finalize(exp, r)
+    return peer.claim_many(exp, list(range(rounds)), [0] * rounds)["gasUsed"]
+
+
+def _opcode_gas(chain: DevChain, tx_hash: str) -> tuple[Counter, list[tuple[str, int]]]:
+    """Gas of the outer frame's own opcodes by class, and (callee, gasUsed) of its direct calls."""
+    steps = chain.rpc("debug_traceTransaction", [tx_hash, {"disableStack": True, "disableMemory": True}])
+    by_class: Counter = Counter()
+    for step in steps["structLogs"]:
+        op = step["op"]
+        if step["depth"] == 1 and op not in ("CALL", "STATICCALL"):
+            by_class[
+                op if op in ("SSTORE", "SLOAD", "KECCAK256") else "LOG" if op.startswith("LOG") else "other"
+            ] += step["gasCost"]
+    calls = chain.rpc("debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}]).get("calls", [])
+    return by_class, [(c["to"], int(c["gasUsed"], 16)) for c in calls]
+
+
+def breakdown() -> None:
+    """Print where one steady contribute (fast verifier) and one claim spend their gas."""
+    with DevChain(accounts=3, balance_eth=1_000, extra_args=["--steps-tracing"]) as chain:
+        world = EscrowWorld(chain, peer_tokens=10**12, verifier_contract=FAST_STANDIN_VERIFIER)
+        a, b = world.peers[:2]
+        for p in (a, b):
+            p.stake(100)
+        exp = world.create_experiment(stage_params=(100_000,), pool=10**9, reward_per_round=10**6)
+        first, steady = world.prove(
+            [world.contribution(a, exp, 0, 0, 1), world.contribution(b, exp, 0, 0, 2)], exp
+        )
+        a.contribute(first)
+        receipts = {"contribute": b.contribute(steady)}
+        world.goto(exp, 0, "after")
+        world.funder.finalize(exp, 0)
+        receipts["claim"] = b.claim(exp, 0, 0)
+        for name, receipt in receipts.items():
+            tx = receipt["transactionHash"]
+            tx = tx if isinstance(tx, str) else f"0x{tx.hex()}"
+            data = bytes.fromhex(chain.rpc("eth_getTransactionByHash", [tx])["input"][2:])
+            calldata = sum(4 if x == 0 else 16 for x in data)
+            by_class, calls = _opcode_gas(chain, tx)
+            call_overhead = (
+                receipt["gasUsed"] - 21_000 - calldata - sum(by_class.values()) - sum(g for _, g in calls)
+            )
+            parts = [
+                ("intrinsic", 21_000),
+                ("calldata", calldata),
+                *[(f"call {to[:10]}", g) for to, g in calls],
+                ("call overhead (cold account, memory)", call_overhead),
+                *by_class.most_common(),
+            ]
+            print(
+                f"breakdown {name} {receipt['gasUsed']:,} gas: " + ", ".join(f"{k} {v:,}" for k, v in parts)
+            )
+
+
+def print_rows(title: str, rows: list[dict], baseline: int) -> None:
+    print(title)
+    print(
+        f"{'N':>4} {'1st contribute':>15} {'contribute':>11} {'finalize':>9} {'claim':>7} {'per peer-round':>15}"
+        f" {'/ baseline':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r['n']:>4} {r['first_contribute']:>15,.0f} {r['contribute']:>11,.0f} {r['finalize']:>9,.0f} "
+            f"{r['claim']:>7,.0f} {r['per_peer_round']:>15,.0f} {r['per_peer_round'] / baseline:>10.2f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N in (1, 10, 30) instead of (1, 10, 100)")
     parser.add_argument("--gas-price-gwei", type=float, default=0.01, help="L2 execution gas price")
+    parser.add_argument("--breakdown", action="store_true", help="also trace where contribute/claim gas goes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.breakdown:
+        breakdown()
     sizes = (1, 10, 30) if args.quick else (1, 10, 100)
     t0 = time.monotonic()
     with DevChain(accounts=max(sizes) + 1, balance_eth=1_000) as chain:
@@ -61,7 +152,8 @@ def main() -> None:
             ),
         )
         f = world.funder
-        deploy = {name: f.deploy(name)[1]["gasUsed"] for name in (STANDIN_VERIFIER, "TestToken")}
+        deployed = {name: f.deploy(name) for name in (*VERIFIERS.values(), "TestToken")}
+        deploy = {name: receipt["gasUsed"] for name, (_, receipt) in deployed.items()}
         deploy["SwarmEscrow"] = f.deploy("SwarmEscrow", world.token, 100, 10_000, 600, 2_000)[1]["gasUsed"]
         for p in world.peers:
             p.stake(100)
@@ -69,35 +161,51 @@ def main() -> None:
         proofs = world.prove(
             [world.contribution(p, exp0, 0, 0, 7_000 + i) for i, p in enumerate(world.peers)], exp0
         )
-        verifier = f.contract(STANDIN_VERIFIER, world.verifier)
         c = proofs[0]
-        baseline = verifier.functions.verifyTx(c.proof.abi_tuple(), c.public_inputs(10**6)).estimate_gas(
-            {"from": f.address}
-        )
-        rows = [measure(world, n, proofs) for n in sizes]
+        baseline = {}
+        for key, name in VERIFIERS.items():
+            verifier = f.contract(name, deployed[name][0])
+            call = verifier.functions.verifyTx(c.proof.abi_tuple(), c.public_inputs(10**6))
+            baseline[key] = call.estimate_gas({"from": f.address})
+        rows = {
+            key: [measure(world, n, proofs, deployed[name][0]) for n in sizes]
+            for key, name in VERIFIERS.items()
+        }
+        many = {r: claim_many(world, r, deployed[FAST_STANDIN_VERIFIER][0]) for r in CLAIM_ROUNDS}
     print("deploy gas: " + ", ".join(f"{k} {v:,}" for k, v in deploy.items()))
-    print(f"baseline: bare verifyTx transaction (Groth16, 4 public inputs) {baseline:,} gas")
     print(
-        f"{'N':>4} {'1st contribute':>15} {'contribute':>11} {'finalize':>9} {'claim':>7} {'per peer-round':>15}"
-        f" {'/ baseline':>10}"
+        f"baseline: bare verifyTx transaction (Groth16, 4 public inputs): "
+        f"ZoKrates' {baseline['zokrates']:,} gas, fast {baseline['fast']:,} gas ({baseline['fast'] / baseline['zokrates']:.3f}x)"
     )
-    for r in rows:
+    for key, name in VERIFIERS.items():
+        print_rows(f"{key} verifier ({name}):", rows[key], baseline["zokrates"])
+    fast = rows["fast"][-1]
+    contribute_share = fast["per_peer_round"] - fast["claim"]  # (contributions + finalize) / N
+    print(
+        f"claimMany, fast verifier, N={fast['n']} "
+        "(per peer-round = (contributions + finalize)/N + claimMany/R):"
+    )
+    for r, gas in many.items():
         print(
-            f"{r['n']:>4} {r['first_contribute']:>15,.0f} {r['contribute']:>11,.0f} {r['finalize']:>9,.0f} "
-            f"{r['claim']:>7,.0f} {r['per_peer_round']:>15,.0f} {r['per_peer_round'] / baseline:>10.2f}"
+            f"  R={r:>3}: claimMany {gas:>9,} gas, {gas / r:>8,.0f} per round, per peer-round "
+            f"{contribute_share + gas / r:,.0f}"
         )
-    big = rows[-1]
-    eth = big["n"] * big["per_peer_round"] * args.gas_price_gwei * 1e-9
-    flat = rows[-1]["finalize"] / rows[0]["finalize"]
+    best = contribute_share + many[max(many)] / max(many)
+    zk = rows["zokrates"][-1]
+    eth = fast["n"] * fast["per_peer_round"] * args.gas_price_gwei * 1e-9
+    flat = fast["finalize"] / rows["fast"][0]["finalize"]
     print(
-        f"one round, {big['n']} peers: {big['n'] * big['per_peer_round']:,.0f} gas = {eth:.6f} ETH at "
-        f"{args.gas_price_gwei} gwei (L2 execution only; the L1 data fee comes on top)"
+        f"one round, {fast['n']} peers (fast verifier, claim per round): "
+        f"{fast['n'] * fast['per_peer_round']:,.0f} gas "
+        f"= {eth:.6f} ETH at {args.gas_price_gwei} gwei (L2 execution only; the L1 data fee comes on top)"
     )
     print(
-        f"chain: {big['per_peer_round']:,.0f} gas/peer-round at N={big['n']} "
-        f"({big['per_peer_round'] / TARGET_PER_PEER_ROUND:.2f}x the 300k target, "
-        f"{big['per_peer_round'] / baseline:.2f}x bare verifyTx), finalize N={big['n']}/N=1 = {flat:.2f}x, "
-        f"escrow deploy {deploy['SwarmEscrow']:,} gas, {time.monotonic() - t0:.0f} s"
+        f"chain: {best:,.0f} gas/peer-round at N={fast['n']} with the fast verifier and claimMany over "
+        f"R={max(many)} ({best / TARGET_PER_PEER_ROUND:.3f}x the 300k target); one claim per round "
+        f"{fast['per_peer_round']:,.0f} (ZoKrates' verifier {zk['per_peer_round']:,.0f}); "
+        "verifyTx fast/ZoKrates "
+        f"{baseline['fast'] / baseline['zokrates']:.3f}x; finalize N={fast['n']}/N=1 {flat:.2f}x; "
+        f"{time.monotonic() - t0:.0f} s"
     )
 
 

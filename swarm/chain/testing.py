@@ -75,11 +75,11 @@ class EscrowWorld:
     def create_experiment(
         self, *, stage_params: Sequence[int] = (5_000, 3_000), chunk_size: int = 1_000, audits: int = 2,
         num_rounds: int = 10, reward_per_round: int = 1_000, norm_bound: int = 10**6, pool: int = 0,
-        start: int | None = None,
+        start: int | None = None, verifier: str | None = None,
     ) -> int:  # fmt: skip
         t = self.timing
         spec = ExperimentSpec(
-            verifier=self.verifier, start=self.funder.block_timestamp() if start is None else start,
+            verifier=verifier or self.verifier, start=self.funder.block_timestamp() if start is None else start,
             round_duration=t.round_duration, submit_window=t.submit_window, audit_window=t.audit_window,
             audits_per_peer=audits, num_rounds=num_rounds, chunk_size=chunk_size, reward_per_round=reward_per_round,
             norm_bound=norm_bound, stage_params=list(stage_params),
