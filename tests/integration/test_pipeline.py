@@ -148,7 +148,7 @@ def test_undecodable_tensors_are_rejected_without_banning_the_peer(experiment):
             tensors=[runtime_pb2.Tensor(buffer=b"abc", size=[4, 64], dtype="float32")],
         )
         with pytest.raises(P2PHandlerError, match="RequestRejected.*cannot be decoded"):
-            router._send(server.peer_id, garbage.uid, garbage)
+            router._send(server.peer_id, garbage.uid, garbage, timeout=30.0)
         assert server.errors == 1 and server.in_flight == 0
         x, _ = next(w.batches(4, seed=0))
         assert router.forward(0, x)[1] == server.peer_id
