@@ -91,6 +91,7 @@ class StageAverager:
         matchmaking_time: float = DEFAULT_MATCHMAKING_TIME,
         request_timeout: float | None = None,
         next_chunk_timeout: float = 5.0,
+        allreduce_timeout: float = 60.0,
     ) -> None:
         self.dht, self.experiment, self.stage, self.module = dht, experiment, stage, module
         self.prefix = averaging_prefix(experiment, stage)
@@ -114,7 +115,8 @@ class StageAverager:
             min_group_size=2,
             min_matchmaking_time=matchmaking_time,
             request_timeout=request_timeout,
-            next_chunk_timeout=next_chunk_timeout,
+            next_chunk_timeout=next_chunk_timeout,  # a peer silent this long is dropped from the all-reduce
+            allreduce_timeout=allreduce_timeout,
             compression=compression_for(compression),
             declare_state_period=DECLARE_STATE_PERIOD,
         )
