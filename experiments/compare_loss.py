@@ -117,7 +117,8 @@ def main() -> None:
     rounds = f", rounds of {args.round_duration:g} s" if args.peers_per_stage > 1 else ""
     title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s){rounds}, {args.concurrency} in flight, "
              f"{steps} steps x {args.batch_size} samples")  # fmt: skip
-    png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{args.peers_per_stage}_c{args.concurrency}.png"
+    quick = "_quick" if args.quick else ""  # a quick run does not overwrite the recorded plot
+    png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{args.peers_per_stage}_c{args.concurrency}{quick}.png"
     runs.append((swarm, "swarm"))
     plot(runs, title, png)
     gap = swarm.final_loss / base.final_loss - 1
