@@ -7,14 +7,23 @@ the typed schemas of an experiment are installed on first use by `swarm.records`
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
+import os
+import re
+import shutil
 import socket
+import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import hivemind
+import multihash
+from cryptography.hazmat.primitives import serialization
 from hivemind.dht.crypto import RSASignatureValidator
+from hivemind.p2p import PeerID
+from hivemind.proto import crypto_pb2
 from hivemind.utils.crypto import RSAPrivateKey
 from multiaddr import Multiaddr
 
@@ -35,6 +44,8 @@ DEFAULT_BOOTSTRAP_TIMEOUT = 15.0  # seconds to wait for the initial peers to ans
 MULTIADDR_HINT = "expected e.g. /ip4/203.0.113.7/tcp/31337/p2p/QmPeerID... (printed by the bootstrap peer)"
 
 _owner_keys: weakref.WeakKeyDictionary[hivemind.DHT, bytes] = weakref.WeakKeyDictionary()
+_initial_peer_ids: weakref.WeakKeyDictionary[hivemind.DHT, set[str]] = weakref.WeakKeyDictionary()
+_OWNER_KEY = re.compile(RSASignatureValidator.PUBLIC_KEY_REGEX)
 
 
 def parse_initial_peers(initial_peers: Sequence[str]) -> list[str]:
@@ -82,14 +93,25 @@ def create_dht(
     peers = parse_initial_peers(initial_peers)
     if port:
         _check_port_free(host, port)
-    signer = RSASignatureValidator(RSAPrivateKey())  # one key per DHT, never the process-wide one
+    key = RSAPrivateKey()  # one key per DHT, never the process-wide one: it signs records and is the peer id
+    signer = RSASignatureValidator(key)
     kwargs.setdefault("host_maddrs", _host_maddrs(host, port))
     kwargs.setdefault("bootstrap_timeout", bootstrap_timeout)
+    folder = tempfile.mkdtemp(prefix="swarm-id-")  # 0700; p2pd reads the identity when it starts
     try:
-        dht = hivemind.DHT(initial_peers=peers, start=start, record_validators=[signer], **kwargs)
+        dht = hivemind.DHT(
+            initial_peers=peers, start=start, record_validators=[signer], identity_path=_write_identity(key, folder),
+            check_if_identity_free=False, **kwargs,
+        )  # fmt: skip
     except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
         raise _join_error(exc, peers, kwargs["host_maddrs"]) from exc
+    if start:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        weakref.finalize(dht, shutil.rmtree, folder, True)
     _owner_keys[dht] = signer.local_public_key
+    _initial_peer_ids[dht] = {p.rsplit("/p2p/", 1)[1] for p in peers}
     if start and experiments:
         from swarm.records import install_record_schemas  # records builds on this module
 
@@ -100,6 +122,40 @@ def create_dht(
             dht.shutdown()
             raise
     return dht
+
+
+def _write_identity(key: RSAPrivateKey, folder: str) -> str:
+    """Write `key` as a libp2p identity file (readable by us only) and return its path."""
+    path = os.path.join(folder, "identity.key")
+    data = crypto_pb2.PrivateKey(key_type=crypto_pb2.KeyType.RSA, data=key.to_bytes()).SerializeToString()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def peer_id_of_owner(subkey: bytes) -> str | None:
+    """The libp2p peer id (base58) of the RSA key in an `[owner:...]` subkey, or None if there is none.
+
+    A DHT made by `create_dht` uses the same RSA key for its peer id and for signing its records, so a record can
+    be checked against the peer id it names.
+    """
+    match = _OWNER_KEY.search(subkey) if isinstance(subkey, bytes) else None
+    if match is None:
+        return None
+    try:
+        public = serialization.load_ssh_public_key(match.group(1))
+    except ValueError:
+        return None
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = crypto_pb2.PublicKey(key_type=crypto_pb2.RSA, data=der).SerializeToString()
+    digest = multihash.encode(hashlib.sha256(encoded).digest(), multihash.coerce_code("sha2-256"))
+    return PeerID(digest).to_base58()
+
+
+def initial_peer_ids(dht: hivemind.DHT) -> set[str]:
+    """Peer ids of the initial peers `dht` was started with (whom a joiner trusts for the experiment record)."""
+    return set(_initial_peer_ids.get(dht, ()))
 
 
 def _check_port_free(host: str, port: int) -> None:

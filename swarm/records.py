@@ -16,13 +16,12 @@ from typing import Any, Optional
 
 import hivemind
 import pydantic.v1 as pv1
-from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.dht.schema import BytesWithPublicKey, SchemaValidator
 from hivemind.p2p import PeerID
 from hivemind.utils import get_dht_time
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swarm.dht import owner_subkey
+from swarm.dht import initial_peer_ids, owner_subkey, peer_id_of_owner
 from swarm.errors import RecordError
 
 logger = logging.getLogger(__name__)
@@ -119,7 +118,6 @@ def experiment_key(experiment: str) -> str:
     return f"{experiment}_experiment"
 
 
-_OWNER_KEY = re.compile(RSASignatureValidator.PUBLIC_KEY_REGEX)
 _installed: weakref.WeakKeyDictionary[hivemind.DHT, set[str]] = weakref.WeakKeyDictionary()
 
 
@@ -148,9 +146,15 @@ def announce_stage(dht: hivemind.DHT, experiment: str, ann: StageAnnouncement, t
 
 
 def fetch_stage_announcements(dht: hivemind.DHT, experiment: str) -> dict[int, list[StageAnnouncement]]:
-    """Unexpired announcements of `experiment` by stage (malformed ones are dropped with a log line)."""
+    """Unexpired announcements of `experiment` by stage. Malformed ones, and ones naming a peer id other than their
+    writer's (a DHT from `create_dht` signs with the key of its peer id), are dropped with a log line."""
     by_stage: dict[int, list[StageAnnouncement]] = {}
-    for ann in _fetch_entries(dht, experiment, stages_key(experiment), StageAnnouncement):
+    for writer, ann in _fetch_entries(dht, experiment, stages_key(experiment), StageAnnouncement):
+        if ann.peer_id != writer:
+            logger.info(
+                "dropping a stage record that names peer %s but was written by %s", ann.peer_id, writer
+            )
+            continue
         by_stage.setdefault(ann.stage, []).append(ann)
     for anns in by_stage.values():
         anns.sort(key=lambda a: a.peer_id)
@@ -170,10 +174,15 @@ def publish_experiment(
 
 
 def fetch_experiment(dht: hivemind.DHT, experiment: str) -> ExperimentRecord | None:
-    """The experiment's record, or None if nobody published it. If publishers disagree, the version most of them
-    published wins (ties: the earliest start time), with a warning."""
-    records = [r for r in _fetch_entries(dht, experiment, experiment_key(experiment), ExperimentRecord)
+    """The experiment's record, or None if nobody published it.
+
+    A joiner believes the record its initial peers published, if any did; otherwise (or if those disagree) the
+    version most publishers agree on wins, ties to the earliest start time, with a warning.
+    """
+    entries = [(w, r) for w, r in _fetch_entries(dht, experiment, experiment_key(experiment), ExperimentRecord)
                if r.name == experiment]  # fmt: skip
+    trusted = initial_peer_ids(dht)
+    records = [r for w, r in entries if w in trusted] or [r for _, r in entries]
     if not records:
         return None
     votes = Counter(records)
@@ -183,7 +192,10 @@ def fetch_experiment(dht: hivemind.DHT, experiment: str) -> ExperimentRecord | N
     return min(votes, key=lambda r: (-votes[r], r.start_time))
 
 
-def _fetch_entries(dht: hivemind.DHT, experiment: str, key: str, model: type[BaseModel]) -> list[Any]:
+def _fetch_entries(
+    dht: hivemind.DHT, experiment: str, key: str, model: type[BaseModel]
+) -> list[tuple[str, Any]]:
+    """(writer's peer id, parsed value) of every unexpired, well-formed entry under a signed subkey of `key`."""
     install_record_schemas(dht, experiment)
     found = dht.get(key, latest=True)
     if found is None:
@@ -194,7 +206,8 @@ def _fetch_entries(dht: hivemind.DHT, experiment: str, key: str, model: type[Bas
     now = get_dht_time()
     out = []
     for subkey, item in found.value.items():
-        if not (isinstance(subkey, bytes) and _OWNER_KEY.search(subkey)):
+        writer = peer_id_of_owner(subkey)
+        if writer is None:
             logger.info(
                 "dropping a %s record under %s: not a signed per-peer subkey", model.__name__, _short(subkey)
             )
@@ -203,7 +216,7 @@ def _fetch_entries(dht: hivemind.DHT, experiment: str, key: str, model: type[Bas
             value, expiration = item.value, item.expiration_time
             if not math.isfinite(expiration) or expiration < now:
                 continue
-            out.append(model.model_validate(value))
+            out.append((writer, model.model_validate(value)))
         except (ValidationError, AttributeError, TypeError) as exc:
             logger.info("dropping a malformed %s record under %s: %s", model.__name__, _short(subkey), exc)
     return out

@@ -10,7 +10,7 @@ from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils import get_dht_time
 from hivemind.utils.crypto import RSAPrivateKey
 
-from swarm.dht import JoinError, create_dht, local_dhts, owner_subkey, visible_multiaddrs
+from swarm.dht import JoinError, create_dht, local_dhts, owner_subkey, peer_id_of_owner, visible_multiaddrs
 from swarm.records import (
     ExperimentRecord,
     StageAnnouncement,
@@ -149,3 +149,35 @@ def test_a_port_in_use_or_a_foreign_host_gets_a_join_error():
             create_dht(port=port)
     with pytest.raises(JoinError, match="not an address of this machine"):
         create_dht(host="192.0.2.1")  # TEST-NET-1: never assigned to a machine
+
+
+def test_a_peer_id_is_bound_to_the_key_that_signs_its_records():
+    with local_dhts(2) as (a, b):
+        assert peer_id_of_owner(owner_subkey(a)) == a.peer_id.to_base58()
+        assert peer_id_of_owner(owner_subkey(b)) == b.peer_id.to_base58()
+    assert peer_id_of_owner(b"unsigned") is None
+    assert peer_id_of_owner(b"[owner:ssh-rsa AAAAnot-a-key]") is None
+
+
+def test_an_announcement_naming_another_peer_is_dropped(experiment):
+    with local_dhts(2) as (honest, impostor):
+        assert announce_stage(honest, experiment, announcement(honest, 0))
+        # a well-formed record under the impostor's own signed subkey, claiming to be the honest peer on stage 1
+        assert announce_stage(impostor, experiment, announcement(honest, 1, throughput=99.0))
+        assert fetch_stage_announcements(impostor, experiment) == {0: [announcement(honest, 0)]}
+
+
+def test_a_joiner_believes_its_initial_peers_experiment_record(experiment):
+    genuine = ExperimentRecord(
+        name=experiment, workload="digits", n_stages=2, round_duration=5.0, start_time=10.0
+    )
+    fake = genuine.model_copy(update={"n_stages": 5, "start_time": 1.0})
+    with local_dhts(3) as (boot, liar1, liar2):
+        assert publish_experiment(boot, genuine)
+        assert publish_experiment(liar1, fake) and publish_experiment(liar2, fake)  # a majority of two keys
+        joiner = create_dht([visible_multiaddrs(boot)[0]])
+        try:
+            assert fetch_experiment(joiner, experiment) == genuine
+        finally:
+            joiner.shutdown()
+        assert fetch_experiment(boot, experiment) == fake  # no initial peers to trust: the majority wins
