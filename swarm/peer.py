@@ -258,7 +258,7 @@ def _chain_clock(config: PeerConfig) -> tuple[float, float, int]:
     return float(state.start), float(state.round_duration), config.chain_experiment
 
 
-def _round_settler(config: PeerConfig, record, events: EventWriter):
+def _round_settler(config: PeerConfig, record, events: EventWriter, dht, cleanup: ExitStack):
     """The round hook that proves and contributes each round on-chain, or None when the peer is not paid."""
     if config.chain_rpc is None or record.chain_experiment_id is None:
         return None
@@ -276,7 +276,17 @@ def _round_settler(config: PeerConfig, record, events: EventWriter):
     def on_event(e) -> None:
         events.emit(Settled(action=e.kind, round=e.round, stage=e.stage, detail=e.detail))
 
-    return RoundSettler(client, record.chain_experiment_id, on_event=on_event).start()
+    publish = None
+    try:  # contributions and audit answers also go out on GossipSub (swarm/gossip), best effort
+        from swarm.gossip.relay import GossipRelay
+
+        relay = cleanup.enter_context(GossipRelay(dht, record.name))
+        publish = relay.publish_contribution
+    except Exception as exc:  # noqa: BLE001 -- gossip is optional; settlement works without it
+        logger.warning("gossip unavailable, contributions go on-chain only: %s", exc)
+    settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event,
+                           publish=lambda c, audit: publish and publish(c, audit=audit))
+    return cleanup.enter_context(settler)
 
 
 def _run_trainer(config, dht, record, workload, events: EventWriter, stop, deadline) -> int:
@@ -339,15 +349,12 @@ def _run_stage(config, dht, record, workload, events: EventWriter, stop, deadlin
         hooks = [load_hook(spec) for spec in config.round_hooks]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    settler = _round_settler(config, record, events)
-    if settler is not None:
-        hooks.append(settler)
-    try:
+    with ExitStack() as cleanup:  # settler first, gossip relay after it: stopped in reverse order
+        settler = _round_settler(config, record, events, dht, cleanup)
+        if settler is not None:
+            hooks.append(settler)
         peer = StagePeer(config, dht, record, workload, events, wallet=wallet, hooks=hooks)
         peer.run(stop, deadline)
-    finally:
-        if settler is not None:
-            settler.shutdown()
     events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
     return EXIT_OK
 

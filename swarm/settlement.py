@@ -55,9 +55,11 @@ class RoundSettler:
         *,
         params: CircuitParams = DEFAULT_PARAMS,
         on_event: Callable[[SettlementEvent], None] | None = None,
+        publish: Callable[[Contribution, bool], None] | None = None,
     ) -> None:
         self.client, self.experiment_id, self.params = client, experiment_id, params
         self.on_event = on_event or (lambda e: None)
+        self.publish = publish or (lambda c, audit: None)  # e.g. GossipRelay.publish_contribution
         self._reports: queue.Queue[Any] = queue.Queue()
         self._open: dict[tuple[int, int], Commitment] = {}  # (round, stage) we contributed to, not yet claimed
         self._answered: set[tuple[int, int, int]] = set()
@@ -139,6 +141,7 @@ class RoundSettler:
                                      peer=peer.lower(), chunks=[c0], norm_bound=self._state.norm_bound)
         (contribution,) = future.result(timeout=PROOF_TIMEOUT_S)
         receipt = self.client.contribute(contribution)
+        self.publish(contribution, False)
         self._open[(r, s)] = commitment
         self.on_event(SettlementEvent(kind="contributed", round=r, stage=s, detail={
             "chunk": c0, "num_chunks": n, "gas": receipt["gasUsed"], "norm_sq": str(commitment.norm_sq)}))
@@ -160,6 +163,7 @@ class RoundSettler:
                 commitment, experiment=self.experiment_id, round=e["round"], stage=e["stage"], peer=me,
                 chunks=[e["chunk"]], norm_bound=self._state.norm_bound).result(timeout=PROOF_TIMEOUT_S)
             self.client.answer_audit(proof, e["j"])
+            self.publish(proof, True)
             self._answered.add(key)
             self.on_event(SettlementEvent(kind="audit_answered", round=e["round"], stage=e["stage"],
                                           detail={"j": e["j"], "chunk": e["chunk"]}))

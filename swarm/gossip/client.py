@@ -34,7 +34,7 @@ class GossipSidecar:
         self._ready: asyncio.Future | None = None
         self.dropped = 0  # malformed messages received and dropped
 
-    async def start(self) -> GossipSidecar:
+    async def start(self) -> Self:
         from swarm.procs import die_with_parent  # the one place that knows how children die with us
 
         self._proc = await asyncio.create_subprocess_exec(
@@ -52,7 +52,7 @@ class GossipSidecar:
         self.peer_id, self.addrs = ready["peer_id"], list(ready["addrs"])
         return self
 
-    async def __aenter__(self) -> GossipSidecar:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:

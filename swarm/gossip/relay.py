@@ -1,0 +1,125 @@
+"""GossipRelay: a stage peer's gossip, usable from synchronous code (its sidecar runs on a loop in a thread).
+
+It announces its sidecar on the DHT, dials the sidecars other peers announce, publishes the peer's round records
+(contributions and audit answers) and keeps count of what it hears, dropping malformed messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Self
+
+import hivemind
+
+from swarm.contribution import Contribution, ContributionError
+from swarm.gossip.client import GossipError, GossipSidecar
+from swarm.gossip.discovery import announce_gossip, fetch_gossip_peers
+from swarm.gossip.messages import GossipMessage, MessageKind
+from swarm.loop_thread import LoopThread
+
+logger = logging.getLogger(__name__)
+
+REFRESH_S = 10.0
+CALL_TIMEOUT_S = 20.0
+
+
+class GossipRelay:
+    """`with GossipRelay(dht, experiment) as relay: relay.publish_contribution(c)`; stopped on every path."""
+
+    def __init__(self, dht: hivemind.DHT, experiment: str) -> None:
+        self.dht, self.experiment = dht, experiment
+        self.heard: Counter[str] = Counter()  # message kind -> count of valid messages received
+        self.last: dict[tuple[int, int, str], Contribution] = {}  # (round, stage, peer) -> latest heard
+        self._loop: LoopThread | None = None
+        self._sidecar: GossipSidecar | None = None
+        self._dialed: set[str] = set()
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> Self:
+        self._loop = LoopThread(name="gossip-loop")
+        try:
+            self._sidecar = self._loop.run(self._start_sidecar(), timeout=60)
+        except BaseException:
+            self.shutdown()
+            raise
+        self._loop.submit(self._receive_forever())
+        self._refresher = threading.Thread(target=self._refresh_forever, name="gossip-refresh", daemon=True)
+        self._refresher.start()
+        return self
+
+    async def _start_sidecar(self) -> GossipSidecar:
+        sidecar = await GossipSidecar().start()
+        await sidecar.subscribe(self.experiment)
+        return sidecar
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=CALL_TIMEOUT_S)
+        if self._loop is not None:
+            if self._sidecar is not None:
+                try:
+                    self._loop.run(self._sidecar.shutdown(), timeout=15)
+                except (TimeoutError, RuntimeError) as exc:
+                    logger.warning("gossip sidecar did not stop cleanly: %s", exc)
+            self._loop.stop()
+            self._loop = None
+
+    def refresh(self) -> int:
+        """Re-announce our sidecar and dial the ones we have not dialed yet; returns how many were dialed now."""
+        assert self._sidecar is not None and self._loop is not None
+        announce_gossip(self.dht, self.experiment, self._sidecar.addrs)
+        dialed = 0
+        for maddrs in fetch_gossip_peers(self.dht, self.experiment).values():
+            addr = maddrs[0]
+            if addr in self._dialed or addr in self._sidecar.addrs:
+                continue
+            try:
+                self._loop.run(self._sidecar.connect(addr), timeout=CALL_TIMEOUT_S)
+                self._dialed.add(addr)
+                dialed += 1
+            except (GossipError, TimeoutError) as exc:
+                logger.info("could not dial gossip peer %s: %s", addr, exc)
+        return dialed
+
+    def publish_contribution(self, c: Contribution, *, audit: bool = False) -> None:
+        """Tell the swarm about our round record (fire and forget; a failure is logged, never raised)."""
+        if self._sidecar is None or self._loop is None:
+            return
+        msg = GossipMessage.for_contribution(self.experiment, c, audit=audit)
+        fut = self._loop.submit(self._sidecar.publish(msg))
+        fut.add_done_callback(lambda f: f.exception() and logger.info("gossip publish failed: %s", f.exception()))
+
+    def _refresh_forever(self) -> None:
+        while not self._stop.wait(0 if not self._dialed else REFRESH_S):
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 -- the DHT may be shutting down; try again next time
+                logger.info("gossip refresh failed: %s", exc)
+            if not self._dialed:
+                self._stop.wait(1.0)
+
+    async def _receive_forever(self) -> None:
+        assert self._sidecar is not None
+        while True:
+            msg = await self._sidecar.receive()
+            if msg.kind in (MessageKind.CONTRIBUTION, MessageKind.AUDIT_PROOF):
+                try:
+                    c = msg.contribution()
+                except ContributionError as exc:
+                    logger.info("dropped a gossip %s with a malformed record: %s", msg.kind.value, exc)
+                    continue
+                with self._lock:
+                    self.last[(c.round, c.stage, c.peer)] = c
+            with self._lock:
+                self.heard[msg.kind.value] += 1
