@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import hivemind
 import multihash
 from cryptography.hazmat.primitives import serialization
+from google.protobuf.message import DecodeError
 from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.p2p import PeerID
 from hivemind.proto import crypto_pb2
@@ -81,6 +82,7 @@ def create_dht(
     port: int | None = None,
     bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT,
     experiments: Sequence[str] = (),
+    identity_path: str | os.PathLike | None = None,
     **kwargs,
 ) -> hivemind.DHT:
     """A hivemind DHT (own process + p2pd) that signs its records and rejects forged or malformed ones.
@@ -89,11 +91,14 @@ def create_dht(
     an address is malformed, no initial peer answers, or the host/port cannot be listened on. The caller owns the
     DHT and must `shutdown()` it. Name the `experiments` this peer takes part in so that their record schemas
     guard its storage from the start (otherwise they are installed when `swarm.records` first touches them).
+    `identity_path`: an RSA key file (created 0600 if missing) that keeps the peer id across restarts, e.g. for a
+    bootstrap peer whose address others have written down; by default every start gets a fresh identity.
     """
     peers = parse_initial_peers(initial_peers)
     if port:
         _check_port_free(host, port)
-    key = RSAPrivateKey()  # one key per DHT, never the process-wide one: it signs records and is the peer id
+    # one key per DHT, never the process-wide one: it signs this peer's records and is its libp2p identity
+    key = RSAPrivateKey() if identity_path is None else load_or_create_identity(identity_path)
     signer = RSASignatureValidator(key)
     kwargs.setdefault("host_maddrs", _host_maddrs(host, port))
     kwargs.setdefault("bootstrap_timeout", bootstrap_timeout)
@@ -124,14 +129,37 @@ def create_dht(
     return dht
 
 
-def _write_identity(key: RSAPrivateKey, folder: str) -> str:
+def _write_identity(key: RSAPrivateKey, folder: str | os.PathLike, name: str = "identity.key") -> str:
     """Write `key` as a libp2p identity file (readable by us only) and return its path."""
-    path = os.path.join(folder, "identity.key")
+    path = os.path.join(folder, name)
     data = crypto_pb2.PrivateKey(key_type=crypto_pb2.KeyType.RSA, data=key.to_bytes()).SerializeToString()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return path
+
+
+def load_or_create_identity(path: str | os.PathLike) -> RSAPrivateKey:
+    """The RSA identity key stored at `path`, made (mode 0600) if the file does not exist yet."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        key = RSAPrivateKey()
+        _write_identity(key, os.path.dirname(path) or ".", os.path.basename(path))
+        return key
+    if os.stat(path).st_mode & 0o077:
+        logger.warning("identity file %s is readable by other users; chmod 600 it", path)
+    try:
+        with open(path, "rb") as f:
+            message = crypto_pb2.PrivateKey.FromString(f.read())
+        if message.key_type != crypto_pb2.KeyType.RSA:
+            raise ValueError("not an RSA key")
+        key = RSAPrivateKey.__new__(RSAPrivateKey)
+        key._private_key = serialization.load_der_private_key(message.data, password=None)
+    except (OSError, ValueError, TypeError, DecodeError) as exc:
+        raise JoinError(
+            f"identity file {path} is not an RSA libp2p key ({exc}); move it away to get a new identity"
+        ) from exc
+    return key
 
 
 def peer_id_of_owner(subkey: bytes) -> str | None:

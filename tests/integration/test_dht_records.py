@@ -181,3 +181,16 @@ def test_a_joiner_believes_its_initial_peers_experiment_record(experiment):
         finally:
             joiner.shutdown()
         assert fetch_experiment(boot, experiment) == fake  # no initial peers to trust: the majority wins
+
+
+def test_an_identity_file_keeps_the_peer_id_across_restarts(tmp_path):
+    path = tmp_path / "bootstrap.id"
+    with local_dhts(1, identity_path=path) as (first,):
+        peer_id = first.peer_id.to_base58()
+    assert path.stat().st_mode & 0o777 == 0o600
+    with local_dhts(1, identity_path=path) as (again,):
+        assert again.peer_id.to_base58() == peer_id
+        assert peer_id_of_owner(owner_subkey(again)) == peer_id
+    path.write_bytes(b"not a key")
+    with pytest.raises(JoinError, match="not an RSA libp2p key"):
+        create_dht(identity_path=path)
