@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from swarm.chain.client import ChainClient
 from swarm.chain.errors import ChainError, RevertError
 from swarm.contribution import Contribution
+from swarm.loop_thread import StartStop
 from zk.background import BackgroundProver
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import Commitment, commit_update
@@ -45,7 +46,7 @@ class SettlementEvent(BaseModel):
     detail: dict[str, Any] = {}
 
 
-class RoundSettler:
+class RoundSettler(StartStop):
     """A round hook (`settler(report)`) backed by a thread that proves, contributes, finalizes and claims."""
 
     def __init__(
@@ -78,12 +79,6 @@ class RoundSettler:
         self._thread = threading.Thread(target=self._run, name="round-settler", daemon=True)
         self._thread.start()
         return self
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def shutdown(self) -> None:
         self._stop.set()

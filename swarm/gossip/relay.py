@@ -17,7 +17,7 @@ from swarm.contribution import Contribution, ContributionError
 from swarm.gossip.client import GossipError, GossipSidecar
 from swarm.gossip.discovery import announce_gossip, fetch_gossip_peers
 from swarm.gossip.messages import GossipMessage, MessageKind
-from swarm.loop_thread import LoopThread
+from swarm.loop_thread import LoopThread, StartStop
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ REFRESH_S = 10.0
 CALL_TIMEOUT_S = 20.0
 
 
-class GossipRelay:
+class GossipRelay(StartStop):
     """`with GossipRelay(dht, experiment) as relay: relay.publish_contribution(c)`; stopped on every path."""
 
     def __init__(self, dht: hivemind.DHT, experiment: str) -> None:
@@ -55,12 +55,6 @@ class GossipRelay:
         sidecar = await GossipSidecar().start()
         await sidecar.subscribe(self.experiment)
         return sidecar
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def shutdown(self) -> None:
         self._stop.set()
