@@ -19,7 +19,7 @@ from swarm.errors import AveragingError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-MATCHMAKING = 3.0  # seconds of matchmaking per round (request timeouts are half of it; CI shares 2 cores)
+MATCHMAKING = 4.0  # seconds of matchmaking per round (request timeouts are half of it; CI shares 2 cores)
 STEP_TIMEOUT = 15.0
 
 

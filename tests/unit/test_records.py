@@ -27,12 +27,25 @@ OWNER = RSASignatureValidator(RSAPrivateKey()).local_public_key
 
 
 def ann(**changes) -> StageAnnouncement:
-    fields = {"peer_id": PEER, "stage": 1, "throughput": 12.5, "load": 2, "params_version": 3, "wallet": None} | changes
+    fields = {
+        "peer_id": PEER,
+        "stage": 1,
+        "throughput": 12.5,
+        "load": 2,
+        "params_version": 3,
+        "wallet": None,
+    } | changes
     return StageAnnouncement(**fields)
 
 
 def experiment(**changes) -> ExperimentRecord:
-    fields = {"name": "exp", "workload": "digits", "n_stages": 2, "round_duration": 5.0, "start_time": 1e9} | changes
+    fields = {
+        "name": "exp",
+        "workload": "digits",
+        "n_stages": 2,
+        "round_duration": 5.0,
+        "start_time": 1e9,
+    } | changes
     return ExperimentRecord(**fields)
 
 
