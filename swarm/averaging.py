@@ -135,6 +135,17 @@ class StageAverager:
         except Exception as exc:
             self.shutdown()
             raise AveragingError(f"stage {self.stage}'s averager did not start: {exc}") from exc
+        self._await_own_declaration(timeout=min(timeout, 10.0))
+
+    def _await_own_declaration(self, timeout: float) -> None:
+        """Return once this averager is visible to the stage's others (else a peer stepping at once thinks it alone)."""
+        deadline = time.monotonic() + timeout
+        me = self.dht.peer_id.to_bytes()
+        while time.monotonic() < deadline:
+            if me in self._declared_averagers():
+                return
+            time.sleep(0.1)
+        logger.warning("stage %d: averager not yet visible on the DHT after %.0f s", self.stage, timeout)
 
     @property
     def peer_id(self) -> str:
@@ -150,15 +161,18 @@ class StageAverager:
 
     def other_peers(self) -> int:
         """How many other averagers of this stage have declared themselves on the DHT (live within ~10 s)."""
+        return len(self._declared_averagers() - {self.dht.peer_id.to_bytes()})
+
+    def _declared_averagers(self) -> set[bytes]:
         found = self.dht.get(f"{self.prefix}.all_averagers", latest=True)
         if found is None or not isinstance(found.value, dict):
-            return 0
-        now, me = get_dht_time(), self.dht.peer_id.to_bytes()
-        return sum(
-            1
+            return set()
+        now = get_dht_time()
+        return {
+            subkey
             for subkey, item in found.value.items()
-            if subkey != me and item.value is not None and item.expiration_time >= now
-        )
+            if isinstance(subkey, bytes) and item.value is not None and item.expiration_time >= now
+        }
 
     def step(self, round: int, timeout: float) -> RoundResult:
         """Average this stage's parameters with the stage's other peers in `round`; never raises on a failed round.
