@@ -26,6 +26,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint256 private constant PEER_SHIFT = 88;
     uint256 private constant MAX_CHUNKS = 1 << 24;
 
+    /// @notice An experiment's configuration as `getExperiment` returns it (storage packs it as ExperimentData).
     struct Experiment {
         address funder;
         uint64 start;
@@ -39,6 +40,27 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint128 pool;
         uint128 normBound;
         uint48 numRounds;
+    }
+
+    /// @dev Storage layout of an experiment: `contribute` reads only the first two slots. A nonzero verifier
+    /// (it must have code) marks an existing experiment.
+    struct ExperimentData {
+        // slot 0
+        address verifier;
+        uint64 start;
+        uint32 roundDuration;
+        // slot 1
+        uint128 normBound;
+        uint48 numRounds;
+        uint32 submitWindow;
+        uint16 numStages;
+        uint8 auditsPerPeer;
+        // slot 2
+        address funder;
+        uint32 auditWindow;
+        // slot 3
+        uint128 rewardPerRound;
+        uint128 pool;
     }
 
     struct Round {
@@ -78,7 +100,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
 
     /// @notice The next experiment id (ids start at 1).
     uint256 public nextExperimentId = 1;
-    mapping(uint256 experimentId => Experiment) private _experiments;
+    mapping(uint256 experimentId => ExperimentData) private _experiments;
     mapping(uint256 experimentId => mapping(uint256 stage => uint32)) private _numChunks;
     mapping(uint256 experimentId => mapping(uint256 round => Round)) private _rounds;
     mapping(uint256 experimentId => mapping(uint256 round => mapping(uint256 stage => mapping(address => Record))))
@@ -149,19 +171,19 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     function createExperiment(ExperimentParams calldata p) external returns (uint256 experimentId) {
         _checkParams(p);
         experimentId = nextExperimentId++;
-        _experiments[experimentId] = Experiment({
-            funder: msg.sender,
+        _experiments[experimentId] = ExperimentData({
+            verifier: p.verifier,
             start: p.start,
             roundDuration: p.roundDuration,
-            verifier: p.verifier,
-            submitWindow: p.submitWindow,
-            auditWindow: p.auditWindow,
-            auditsPerPeer: p.auditsPerPeer,
-            numStages: uint16(p.stageParams.length),
-            rewardPerRound: p.rewardPerRound,
-            pool: 0,
             normBound: uint128(p.normBound),
-            numRounds: p.numRounds
+            numRounds: p.numRounds,
+            submitWindow: p.submitWindow,
+            numStages: uint16(p.stageParams.length),
+            auditsPerPeer: p.auditsPerPeer,
+            funder: msg.sender,
+            auditWindow: p.auditWindow,
+            rewardPerRound: p.rewardPerRound,
+            pool: 0
         });
         for (uint256 i = 0; i < p.stageParams.length; ++i) {
             _numChunks[experimentId][i] = uint32((uint256(p.stageParams[i]) + p.chunkSize - 1) / p.chunkSize);
@@ -174,7 +196,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @param amount Tokens to add.
     function fund(uint256 experimentId, uint128 amount) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
-        Experiment storage e = _experiment(experimentId);
+        ExperimentData storage e = _experiment(experimentId);
         e.pool += amount;
         emit Funded(experimentId, msg.sender, amount, e.pool);
         token.safeTransferFrom(msg.sender, address(this), amount);
@@ -184,7 +206,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// slashing grace are over (rounds not finalized by then pay nothing).
     /// @param experimentId The experiment.
     function reclaimPool(uint256 experimentId) external nonReentrant {
-        Experiment storage e = _experiment(experimentId);
+        ExperimentData storage e = _experiment(experimentId);
         if (msg.sender != e.funder) revert NotFunder(msg.sender, e.funder);
         uint256 reclaimableAt = _auditEnd(e, e.numRounds - 1) + slashGrace;
         if (block.timestamp < reclaimableAt) revert ReclaimTooEarly(reclaimableAt);
@@ -213,17 +235,16 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 normSq,
         IChunkVerifier.Proof calldata proof
     ) external {
-        Experiment storage e = _experiment(experimentId);
-        uint256 chunks = _stageChunks(experimentId, e, stage);
-        _checkSubmission(e, round);
-        if (stakes[msg.sender].active < minStake) revert BelowMinStake(stakes[msg.sender].active, minStake);
-        if (normSq > e.normBound) revert NormAboveBound(normSq, e.normBound);
+        (address verifier, uint256 normBound) = _checkSubmission(experimentId, round, stage);
+        uint256 active = stakes[msg.sender].active;
+        if (active < minStake) revert BelowMinStake(active, minStake);
+        if (normSq > normBound) revert NormAboveBound(normSq, normBound);
         if (root >= FIELD) revert NotInField(root);
         Record storage rec = _records[experimentId][round][stage][msg.sender];
         if (rec.commitment != 0) revert AlreadyContributed(experimentId, round, stage, msg.sender);
 
-        uint256 chunk = uint256(keccak256(abi.encode(root, msg.sender))) % chunks;
-        _verify(e, proof, msg.sender, round, stage, chunk, root, normSq);
+        uint256 chunk = uint256(keccak256(abi.encode(root, msg.sender))) % _numChunks[experimentId][stage];
+        _verify(verifier, normBound, proof, msg.sender, round, stage, chunk, root, normSq);
 
         rec.commitment = _commitment(root, normSq);
         Round storage r = _rounds[experimentId][round];
@@ -237,7 +258,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @param experimentId The experiment.
     /// @param round The round.
     function finalize(uint256 experimentId, uint256 round) external {
-        Experiment storage e = _experiment(experimentId);
+        ExperimentData storage e = _experiment(experimentId);
         if (round >= e.numRounds) revert RoundOutOfRange(round, e.numRounds);
         uint256 finalizableAt = _auditEnd(e, round);
         if (block.timestamp < finalizableAt) revert NotFinalizable(round, finalizableAt);
@@ -290,7 +311,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @param peer The audited peer.
     /// @param j The audit index, below auditsPerPeer.
     function openAudit(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j) external {
-        Experiment storage e = _experiment(experimentId);
+        ExperimentData storage e = _experiment(experimentId);
         if (j >= e.auditsPerPeer) revert AuditIndexOutOfRange(j, e.auditsPerPeer);
         uint256 opensAt = _submissionEnd(e, round);
         uint256 closesAt = opensAt + e.auditWindow / 2;
@@ -321,11 +342,13 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 normSq,
         IChunkVerifier.Proof calldata proof
     ) external {
-        Experiment storage e = _experiment(experimentId);
-        uint256 opensAt = _submissionEnd(e, round);
-        uint256 closesAt = opensAt + e.auditWindow;
-        if (block.timestamp < opensAt || block.timestamp >= closesAt) {
-            revert NotInAuditWindow(block.timestamp, opensAt, closesAt);
+        ExperimentData storage e = _experiment(experimentId);
+        {
+            uint256 opensAt = _submissionEnd(e, round);
+            uint256 closesAt = opensAt + e.auditWindow;
+            if (block.timestamp < opensAt || block.timestamp >= closesAt) {
+                revert NotInAuditWindow(block.timestamp, opensAt, closesAt);
+            }
         }
         Record storage rec = _existingRecord(experimentId, round, stage, msg.sender);
         if (j >= MAX_AUDITS) revert AuditIndexOutOfRange(j, e.auditsPerPeer);
@@ -334,7 +357,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (rec.auditsAnswered & bit != 0) revert AuditAlreadyAnswered(j);
         if (rec.commitment != _commitment(root, normSq)) revert InvalidProof();
         uint256 chunk = auditChunk(experimentId, round, stage, msg.sender, j);
-        _verify(e, proof, msg.sender, round, stage, chunk, root, normSq);
+        _verify(e.verifier, e.normBound, proof, msg.sender, round, stage, chunk, root, normSq);
         rec.auditsAnswered |= bit;
         emit AuditAnswered(experimentId, round, stage, msg.sender, j);
     }
@@ -348,7 +371,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @param peer The peer to slash.
     /// @param j The unanswered audit.
     function slash(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j) external nonReentrant {
-        Experiment storage e = _experiment(experimentId);
+        ExperimentData storage e = _experiment(experimentId);
         uint256 closesAt = _auditEnd(e, round);
         if (block.timestamp < closesAt) revert AuditWindowNotOver(closesAt);
         Record storage rec = _existingRecord(experimentId, round, stage, peer);
@@ -377,7 +400,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
 
     /// @notice The round whose training window contains `timestamp` (0 before the start).
     function roundAt(uint256 experimentId, uint256 timestamp) external view returns (uint256) {
-        Experiment storage e = _experiment(experimentId);
+        ExperimentData storage e = _experiment(experimentId);
         return timestamp < e.start ? 0 : (timestamp - e.start) / e.roundDuration;
     }
 
@@ -393,7 +416,21 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
 
     /// @notice The experiment's stored configuration.
     function getExperiment(uint256 experimentId) external view returns (Experiment memory) {
-        return _experiment(experimentId);
+        ExperimentData storage e = _experiment(experimentId);
+        return Experiment({
+            funder: e.funder,
+            start: e.start,
+            roundDuration: e.roundDuration,
+            verifier: e.verifier,
+            submitWindow: e.submitWindow,
+            auditWindow: e.auditWindow,
+            auditsPerPeer: e.auditsPerPeer,
+            numStages: e.numStages,
+            rewardPerRound: e.rewardPerRound,
+            pool: e.pool,
+            normBound: e.normBound,
+            numRounds: e.numRounds
+        });
     }
 
     /// @notice Number of chunks of a stage.
@@ -440,12 +477,18 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     function _claim(uint256 experimentId, uint256 round, uint256 stage) internal returns (uint256 amount) {
         Round storage r = _rounds[experimentId][round];
         if (!r.finalized) revert NotFinalized(round);
-        Record storage rec = _existingRecord(experimentId, round, stage, msg.sender);
-        if (rec.claimed) revert AlreadyClaimed(round, stage, msg.sender);
-        if (rec.slashed) revert PeerSlashed(round, stage, msg.sender);
-        if (rec.auditsOpened & ~rec.auditsAnswered != 0) revert UnansweredAudit(round, stage, msg.sender);
-        rec.claimed = true;
         amount = r.share;
+        Record storage rec = _records[experimentId][round][stage][msg.sender];
+        // all fields read before the first branch: one SLOAD of the record's slot
+        uint256 commitment = rec.commitment;
+        bool claimed = rec.claimed;
+        bool slashed = rec.slashed;
+        uint16 unanswered = rec.auditsOpened & ~rec.auditsAnswered;
+        if (commitment == 0) revert NoContribution(experimentId, round, stage, msg.sender);
+        if (claimed) revert AlreadyClaimed(round, stage, msg.sender);
+        if (slashed) revert PeerSlashed(round, stage, msg.sender);
+        if (unanswered != 0) revert UnansweredAudit(round, stage, msg.sender);
+        rec.claimed = true;
         emit Claimed(experimentId, round, stage, msg.sender, amount);
     }
 
@@ -455,7 +498,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     }
 
     function _verify(
-        Experiment storage e,
+        address verifier,
+        uint256 normBound,
         IChunkVerifier.Proof calldata proof,
         address peer,
         uint256 round,
@@ -464,15 +508,31 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 root,
         uint256 normSq
     ) internal view {
-        uint256[4] memory input = [contextOf(peer, round, stage, chunk), root, normSq, e.normBound];
-        if (!IChunkVerifier(e.verifier).verifyTx(proof, input)) revert InvalidProof();
+        uint256[4] memory input = [contextOf(peer, round, stage, chunk), root, normSq, normBound];
+        if (!IChunkVerifier(verifier).verifyTx(proof, input)) revert InvalidProof();
     }
 
-    function _checkSubmission(Experiment storage e, uint256 round) internal view {
-        if (round >= e.numRounds) revert RoundOutOfRange(round, e.numRounds);
-        uint256 opensAt = uint256(e.start) + round * e.roundDuration;
+    /// @dev contribute's checks in their order (experiment, stage, round range, round open, submission open),
+    /// reading the experiment's first two slots once each; returns what the proof check needs.
+    function _checkSubmission(uint256 experimentId, uint256 round, uint256 stage)
+        internal
+        view
+        returns (address verifier, uint256 normBound)
+    {
+        ExperimentData storage e = _experiments[experimentId];
+        verifier = e.verifier;
+        uint256 start = e.start;
+        uint256 duration = e.roundDuration;
+        normBound = e.normBound;
+        uint256 numRounds = e.numRounds;
+        uint256 submitWindow = e.submitWindow;
+        uint256 numStages = e.numStages;
+        if (verifier == address(0)) revert UnknownExperiment(experimentId);
+        if (stage >= numStages) revert UnknownStage(stage, numStages);
+        if (round >= numRounds) revert RoundOutOfRange(round, numRounds);
+        uint256 opensAt = start + round * duration;
         if (block.timestamp < opensAt) revert RoundNotOpen(round, opensAt);
-        uint256 closedAt = _submissionEnd(e, round);
+        uint256 closedAt = opensAt + duration + submitWindow;
         if (block.timestamp >= closedAt) revert SubmissionClosed(round, closedAt);
     }
 
@@ -493,12 +553,12 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         }
     }
 
-    function _experiment(uint256 experimentId) internal view returns (Experiment storage e) {
+    function _experiment(uint256 experimentId) internal view returns (ExperimentData storage e) {
         e = _experiments[experimentId];
-        if (e.funder == address(0)) revert UnknownExperiment(experimentId);
+        if (e.verifier == address(0)) revert UnknownExperiment(experimentId);
     }
 
-    function _stageChunks(uint256 experimentId, Experiment storage e, uint256 stage) internal view returns (uint256) {
+    function _stageChunks(uint256 experimentId, ExperimentData storage e, uint256 stage) internal view returns (uint256) {
         if (stage >= e.numStages) revert UnknownStage(stage, e.numStages);
         return _numChunks[experimentId][stage];
     }
@@ -512,11 +572,11 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (rec.commitment == 0) revert NoContribution(experimentId, round, stage, peer);
     }
 
-    function _submissionEnd(Experiment storage e, uint256 round) internal view returns (uint256) {
+    function _submissionEnd(ExperimentData storage e, uint256 round) internal view returns (uint256) {
         return uint256(e.start) + (round + 1) * e.roundDuration + e.submitWindow;
     }
 
-    function _auditEnd(Experiment storage e, uint256 round) internal view returns (uint256) {
+    function _auditEnd(ExperimentData storage e, uint256 round) internal view returns (uint256) {
         return _submissionEnd(e, round) + e.auditWindow;
     }
 
