@@ -23,7 +23,7 @@ from swarm.chain.testing import EscrowWorld, Timing
 TARGET_PER_PEER_ROUND = 300_000
 FAST_STANDIN_VERIFIER = "FastStandInChunkVerifier"  # zk/fast_verifier.py's verifier of the stand-in's key
 VERIFIERS = {"zokrates": STANDIN_VERIFIER, "fast": FAST_STANDIN_VERIFIER}
-CLAIM_ROUNDS = (1, 10)
+CLAIM_ROUNDS = (1, 10, 20)
 
 
 def measure(world: EscrowWorld, n: int, proofs: list, verifier: str) -> dict[str, float]:
