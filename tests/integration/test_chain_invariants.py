@@ -18,7 +18,7 @@ from hypothesis.stateful import (
 )
 
 from swarm.chain import DevChain
-from swarm.chain.testing import EscrowWorld
+from swarm.chain.testing import EscrowWorld, Timing
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,9 @@ N_PEERS, ROUNDS, STAGES, REWARD, MIN_STAKE, REPORTER_BPS = 3, 2, 2, 1_000, 100, 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[tuple[DevChain, EscrowWorld, dict]]:
     with DevChain(accounts=N_PEERS + 2) as chain:
-        world = EscrowWorld(chain, min_stake=MIN_STAKE, reporter_bps=REPORTER_BPS)
+        # audit window < round duration: the model's "after round r" must still be inside round r+1's submission
+        # window (audit_end(r) < submission_end(r+1)), or a contribute the model allows reverts SubmissionClosed
+        world = EscrowWorld(chain, min_stake=MIN_STAKE, reporter_bps=REPORTER_BPS, timing=Timing(audit_window=60))
         exp = world.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD)
         wanted = [world.contribution(p, exp, r, s, 1_000 + 10 * i + 3 * r + s)
                   for i, p in enumerate(world.peers[:N_PEERS]) for r in range(ROUNDS) for s in range(STAGES)]
