@@ -77,6 +77,21 @@ def _wait_group_gone(pgid: int, timeout: float) -> bool:
     return True
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _hold_stop_signals() -> set[signal.Signals] | None:
+    """Block SIGINT/SIGTERM in the main thread (returns the old mask), or None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _release_stop_signals(old: set[signal.Signals] | None) -> None:
+    if old is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class ChildProcess:
     """One child process in its own process group; `stop()` ends it and everything it started.
 
@@ -135,6 +150,9 @@ class ChildProcess:
         with self._lock:
             if self._proc is not None:
                 raise ProcessError(f"{self.name} is already started")
+            # A Ctrl-C landing inside Popen (after fork, before we hold the Popen) would leave a child nobody
+            # stops; hold SIGINT/SIGTERM until the child is registered (they are delivered right after).
+            held = _hold_stop_signals()
             try:
                 self._proc = subprocess.Popen(
                     self.argv, env=self._env, cwd=self._cwd, stdin=subprocess.DEVNULL,
@@ -142,9 +160,11 @@ class ChildProcess:
                     preexec_fn=self._preexec(),  # noqa: PLW1509 (PDEATHSIG needs it; it only calls prctl)
                     text=self._on_line is not None, bufsize=1 if self._on_line is not None else -1,
                 )  # fmt: skip
+                _REGISTRY.add(self)
             except OSError as exc:
                 raise ProcessError(f"cannot start {self.name} ({self.argv[0]}): {exc.strerror or exc}") from exc
-            _REGISTRY.add(self)
+            finally:
+                _release_stop_signals(held)
         if self._on_line is not None:
             self._reader = threading.Thread(target=self._read_lines, name=f"{self.name}-stdout", daemon=True)
             self._reader.start()
@@ -152,7 +172,15 @@ class ChildProcess:
         return self
 
     def _preexec(self) -> Callable[[], None] | None:
-        return None if self._death_signal is None else die_with_parent(sig=self._death_signal)
+        death = None if self._death_signal is None else die_with_parent(sig=self._death_signal)
+
+        def _child() -> None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # the child must not inherit our hold
+            if death is not None:
+                death()
+
+        return _child
+
 
     def _read_lines(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None and self._on_line is not None
