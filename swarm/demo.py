@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import signal
 import sys
 import time
 import uuid
@@ -261,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"swarm-demo: {config.stage_peers} stage peers cannot serve {config.n_stages} stages", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if our parent ignored it
     raise_on_termination_signals()
     try:
         return run_demo(config, Console())

@@ -175,7 +175,11 @@ class ChildProcess:
         death = None if self._death_signal is None else die_with_parent(sig=self._death_signal)
 
         def _child() -> None:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # the child must not inherit our hold
+            # A parent may ignore SIGINT (hivemind's averager sets SIG_IGN in its caller) and an ignored signal
+            # survives exec: reset it, or the child could never be interrupted. Then drop our hold on them.
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             if death is not None:
                 death()
 
