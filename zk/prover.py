@@ -7,7 +7,6 @@ exits on its own when its stdin closes or its parent changes.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import json
 import logging
@@ -19,6 +18,8 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Self
+
+from swarm.procs import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +33,6 @@ _PR_SET_PDEATHSIG = 1
 class ProofError(RuntimeError):
     """The ZoKrates worker could not do what was asked (statement false, timeout, worker gone)."""
 
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec. PDEATHSIG follows the *thread* that started the child: start
-    the worker from a long-lived thread (the main thread, or the background prover's own thread)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _find_node() -> str:
@@ -76,7 +69,7 @@ class ZkWorker:
         self._proc = subprocess.Popen(
             [_find_node(), str(WORKER_PATH)], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (PDEATHSIG needs it; it only calls prctl)
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 (PDEATHSIG needs it; it only calls prctl)
         )
         threading.Thread(target=self._read_answers, args=(self._proc,), daemon=True, name="zk-worker-out").start()
         threading.Thread(target=self._log_stderr, args=(self._proc,), daemon=True, name="zk-worker-err").start()
