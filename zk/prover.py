@@ -27,7 +27,6 @@ WORKER_PATH = Path(__file__).with_name("worker.mjs")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIMEOUT = 120.0
 START_TIMEOUT = 60.0
-_PR_SET_PDEATHSIG = 1
 
 
 class ProofError(RuntimeError):
