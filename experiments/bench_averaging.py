@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from swarm.averaging import RoundResult, StageAverager
-from swarm.dht import local_dhts
 from swarm.models import get_workload
+from swarm.network.dht import local_dhts
+from swarm.rounds.averager import RoundResult, StageAverager
 
 MODES = ("none", "int8")
 logger = logging.getLogger("bench_averaging")

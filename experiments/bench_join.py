@@ -18,11 +18,11 @@ from typing import Self
 
 import psutil
 
-from swarm.demo import DemoConfig, DemoSwarm
-from swarm.events import Ready, RoundDone, Synced
+from swarm.apps.events import Ready, RoundDone, Synced
+from swarm.apps.demo import DemoConfig, DemoSwarm
 
 BARE_JOIN = (
-    "import sys, time; t = time.monotonic(); from swarm.dht import create_dht; "
+    "import sys, time; t = time.monotonic(); from swarm.network.dht import create_dht; "
     "d = create_dht(sys.argv[1:], host='127.0.0.1'); print(time.monotonic() - t, flush=True); d.shutdown()"
 )
 

@@ -1,6 +1,6 @@
 """Pipeline throughput: samples/s through S stages served by peer processes on loopback vs one process.
 
-Both sides run the same training loop (`swarm.trainer.run_training`) over the same stage modules; the baseline
+Both sides run the same training loop (`swarm.pipeline.trainer.run_training`) over the same stage modules; the baseline
 calls them in-process, the swarm over hivemind P2P. Also prints each peer's peak RSS (process + DHT + p2pd).
 `--quick` runs in under a minute.
 """
@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from local_swarm import local_swarm
 
-from swarm.baseline import LocalStages
-from swarm.dht import create_dht
 from swarm.models import get_workload
-from swarm.trainer import Trainer, run_training
+from swarm.network.dht import create_dht
+from swarm.pipeline.baseline import LocalStages
+from swarm.pipeline.trainer import Trainer, run_training
 
 LR = 1e-3
 

@@ -23,18 +23,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from protocol.sampling import challenged_chunks, contribute_chunk
 from zk.chunk_prover import ChunkProver, witness_args
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import Commitment, commit_update
 from zk.keys import DEV_ENTROPY, keys_dir
 from zk.prover import ZkWorker
 from zk.quantize import quantize_update
-from zk.sampling import challenged_chunks, contribute_chunk
 
 PEER = "0x" + "42" * 20
 CLAIM = {"experiment": 1, "round": 3, "stage": 0, "peer": PEER}
 ROUND_STEPS = 100  # local steps a stage peer makes in one round in this benchmark (batch 64)
-CONFIG_ROUND_S = 10.0  # swarm/config.py's default round_duration
+CONFIG_ROUND_S = 10.0  # swarm/apps/config.py's default round_duration
 
 
 def vm_hwm_mb(pid: int) -> float:

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from local_swarm import local_swarm
 
-from swarm.baseline import train_baseline
-from swarm.dht import create_dht
 from swarm.models import get_workload
-from swarm.trainer import Trainer, TrainReport
+from swarm.network.dht import create_dht
+from swarm.pipeline.baseline import train_baseline
+from swarm.pipeline.trainer import Trainer, TrainReport
 
 RESULTS = Path(__file__).parent / "results"
 TOLERANCE = 0.05

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from hivemind.utils import get_dht_time
 
-from swarm.dht import create_dht, visible_multiaddrs
-from swarm.procs import ChildSet
+from runtime.procs import ChildSet
+from swarm.network.dht import create_dht, visible_multiaddrs
 
-STAGE_PEER = Path(__file__).with_name("stage_peer.py")
+STAGE_PEER = Path(__file__).with_name("stage_peer_loop.py")
 
 
 @dataclass

@@ -2,6 +2,6 @@
 
 import sys
 
-from swarm.peer import main
+from swarm.apps.peer import main
 
 sys.exit(main())

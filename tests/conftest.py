@@ -15,14 +15,14 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from swarm.procs import ChildSet
+from runtime.procs import ChildSet
 
 SESSION_ENV = "SWARM_TEST_SESSION"
 SESSION_TAG = f"{SESSION_ENV}={uuid.uuid4().hex}"
 os.environ[SESSION_ENV] = SESSION_TAG.split("=", 1)[1]
 
 LEAK_GRACE_S = float(os.environ.get("SWARM_LEAK_GRACE", "5"))  # a child told to stop may take this long to go
-WATCHED_NAMES = ("p2pd", "anvil", "node", "swarm.peer", "swarm-peer", "swarm.procs")
+WATCHED_NAMES = ("p2pd", "anvil", "node", "swarm.peer", "swarm-peer", "runtime.procs")
 
 # torch's shared-memory broker: started once per process by hivemind's MPFuture (file_system sharing), lives as long
 # as pytest and exits with it; killing it breaks every later DHT in the session ("RuntimeError: Broken pipe").

@@ -10,9 +10,9 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "BLOCK_SIZE": "zk.fixed_point",
-    "SCALE_FRAC_BITS": "zk.fixed_point",
-    "SCALE_MAX": "zk.fixed_point",
+    "BLOCK_SIZE": "protocol.fixed_point",
+    "SCALE_FRAC_BITS": "protocol.fixed_point",
+    "SCALE_MAX": "protocol.fixed_point",
     "QuantizationError": "zk.quantize",
     "QuantizedUpdate": "zk.quantize",
     "dequantize_update": "zk.quantize",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from swarm.contribution import Contribution
+from protocol.contribution import Contribution
 from zk.chunk_prover import ChunkProver
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import Commitment

@@ -1,4 +1,4 @@
-"""Prove and verify chunks of a committed update; a proof comes back as a `swarm.contribution.Contribution`."""
+"""Prove and verify chunks of a committed update; a proof comes back as a `protocol.contribution.Contribution`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from swarm.contribution import Contribution, ContributionError, Groth16Proof
+from protocol.contribution import Contribution, ContributionError, Groth16Proof
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import ChunkOpening, Commitment
 from zk.keys import DEV_ENTROPY, KEYS_ROOT, ensure_keys, has_keys, keys_dir

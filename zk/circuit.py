@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from zk.fixed_point import BLOCK_SIZE, SCALE_MAX, VALID_BLOCK_SIZES
+from protocol.fixed_point import BLOCK_SIZE, SCALE_MAX, VALID_BLOCK_SIZES
 
 CIRCUIT_PATH = Path(__file__).with_name("circuits") / "chunk.zok"
 VALUES_PER_FIELD = 31

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from protocol.fixed_point import QMAX
 from zk.circuit import DEFAULT_PARAMS, NORM_BITS, CircuitParams
-from zk.fixed_point import QMAX
 from zk.leaves import Node, leaf_nodes
 from zk.leaves import leaf_of as _leaf_of
 from zk.poseidon import poseidon

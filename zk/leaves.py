@@ -11,8 +11,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from protocol.fixed_point import QMAX
 from zk.circuit import RATE, SCALES_PER_FIELD, VALUES_PER_FIELD
-from zk.fixed_point import QMAX
 from zk.poseidon import poseidon
 
 Node = tuple[int, int]  # (hash, squared norm)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from swarm.contribution import FIELD_MODULUS
+from protocol.contribution import FIELD_MODULUS
 
 CONSTANTS_PATH = Path(__file__).with_name("poseidon_constants.json")
 FULL_ROUNDS = 8

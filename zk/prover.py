@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any, Self
 
-from swarm.procs import die_with_parent
+from runtime.procs import die_with_parent
 
 logger = logging.getLogger(__name__)
 

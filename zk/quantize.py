@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zk.fixed_point import BLOCK_SIZE, QMAX, SCALE_BITS, SCALE_FRAC_BITS, SCALE_MAX, VALID_BLOCK_SIZES
+from protocol.fixed_point import BLOCK_SIZE, QMAX, SCALE_BITS, SCALE_FRAC_BITS, SCALE_MAX, VALID_BLOCK_SIZES
 
 logger = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxReceipt
 
+from protocol.contribution import Contribution
 from swarm.chain.build import Artifact, load_artifact, load_artifacts
 from swarm.chain.errors import ChainError
 from swarm.chain.models import ExperimentSpec, ExperimentState, RecordState, RoundState, StakeState
 from swarm.chain.revert import ErrorDecoder, _abi_type
 from swarm.chain.tx import RpcReader, TxSender
 from swarm.chain.wallet import Wallet
-from swarm.contribution import Contribution
 
 logger = logging.getLogger("swarm.chain.client")
 

@@ -25,9 +25,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from runtime.procs import die_with_parent
 from swarm.chain.errors import DevChainError
 from swarm.chain.paths import ANVIL_BINARY, ANVIL_WRAPPER
-from swarm.procs import die_with_parent
 
 logger = logging.getLogger("swarm.chain.devchain")
 

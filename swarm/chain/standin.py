@@ -11,11 +11,11 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from protocol.contribution import Contribution, Groth16Proof
+from runtime.procs import die_with_parent
 from swarm.chain.devchain import kill_process_group
 from swarm.chain.errors import ChainError
 from swarm.chain.paths import CONTRACTS_DIR, PROJECT_ROOT
-from swarm.contribution import Contribution, Groth16Proof
-from swarm.procs import die_with_parent
 
 PROVE_SCRIPT = CONTRACTS_DIR / "standin" / "prove.mjs"
 STANDIN_VERIFIER = "StandInChunkVerifier"

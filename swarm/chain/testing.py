@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from protocol.contribution import Contribution
+from protocol.sampling import contribute_chunk
 from swarm.chain.client import ChainClient
 from swarm.chain.devchain import DevChain
 from swarm.chain.models import ExperimentSpec
 from swarm.chain.standin import STANDIN_VERIFIER, prove_standin
 from swarm.chain.wallet import Wallet
-from swarm.contribution import Contribution
-from zk.sampling import contribute_chunk
 
 
 class Timing(BaseModel):

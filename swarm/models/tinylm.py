@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swarm import data
+from swarm.models import data
 from swarm.models.workload import Batch, Workload
 
 VOCAB = 256  # bytes

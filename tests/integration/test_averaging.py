@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from swarm.averaging import RoundResult, StageAverager
-from swarm.dht import create_dht, local_dhts, visible_multiaddrs
 from swarm.errors import AveragingError
+from swarm.network.dht import create_dht, local_dhts, visible_multiaddrs
+from swarm.rounds.averager import RoundResult, StageAverager
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

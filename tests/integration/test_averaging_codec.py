@@ -1,4 +1,4 @@
-"""The averaging wire codecs (swarm.compression), in-process: int8 through zk.quantize, byte counts, fallbacks."""
+"""The averaging wire codecs (swarm.rounds.compression), in-process: int8 through zk.quantize, byte counts, fallbacks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hivemind.compression.base import CompressionInfo
 from hivemind.compression.quantization import BlockwiseQuantization
 from hivemind.proto import runtime_pb2
 
-from swarm.compression import WIRE, Int8Compression, compression_for
+from swarm.rounds.compression import WIRE, Int8Compression, compression_for
 from zk.quantize import BLOCK_SIZE, QuantizationError
 
 

@@ -10,7 +10,7 @@ from web3 import Web3
 
 from swarm.chain import ChainError, DevChain, RevertError
 from swarm.chain.client import ChainClient
-from swarm.chain.demo import DemoConfig, deploy_demo
+from swarm.chain.deploy import DemoConfig, deploy_demo
 from swarm.chain.wallet import Wallet
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,15 @@ from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils import get_dht_time
 from hivemind.utils.crypto import RSAPrivateKey
 
-from swarm.dht import JoinError, create_dht, local_dhts, owner_subkey, peer_id_of_owner, visible_multiaddrs
-from swarm.records import (
+from swarm.network.dht import (
+    JoinError,
+    create_dht,
+    local_dhts,
+    owner_subkey,
+    peer_id_of_owner,
+    visible_multiaddrs,
+)
+from swarm.network.records import (
     ExperimentRecord,
     StageAnnouncement,
     announce_stage,

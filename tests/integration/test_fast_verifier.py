@@ -11,11 +11,12 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, Web3RPCError
 
+from protocol.contribution import Contribution
+from protocol.sampling import contribute_chunk
 from swarm.chain import DevChain, RevertError
 from swarm.chain.build import load_artifact
 from swarm.chain.standin import STANDIN_VERIFIER, prove_standin
 from swarm.chain.testing import EscrowWorld
-from swarm.contribution import Contribution
 from zk.chunk_prover import ChunkProver
 from zk.circuit import DEFAULT_PARAMS
 from zk.commit import commit_update
@@ -29,7 +30,6 @@ from zk.fast_verifier import (
 from zk.keys import keys_dir
 from zk.prover import ZkWorker
 from zk.quantize import quantize_update
-from zk.sampling import contribute_chunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 

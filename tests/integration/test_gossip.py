@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from swarm.contribution import Contribution
-from swarm.gossip import GossipError, GossipMessage, GossipSidecar, MessageKind
+from protocol.contribution import Contribution
+from swarm.network.gossip import GossipError, GossipMessage, GossipSidecar, MessageKind
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-from swarm.contribution import Contribution
-from swarm.dht import create_dht, visible_multiaddrs
-from swarm.gossip.discovery import fetch_gossip_peers
-from swarm.gossip.relay import GossipRelay
+from protocol.contribution import Contribution
+from swarm.network.dht import create_dht, visible_multiaddrs
+from swarm.network.gossip.discovery import fetch_gossip_peers
+from swarm.network.gossip.relay import GossipRelay
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import torch
 from hivemind.p2p.p2p_daemon_bindings.control import P2PHandlerError
 from hivemind.proto import runtime_pb2
 
-from swarm.dht import create_dht, visible_multiaddrs
 from swarm.models import get_workload
-from swarm.routing import RoutingError, StageRouter
-from swarm.serving import StageServer, handler_name
-from swarm.trainer import Trainer
+from swarm.network.dht import create_dht, visible_multiaddrs
+from swarm.pipeline.routing import RoutingError, StageRouter
+from swarm.pipeline.serving import StageServer, handler_name
+from swarm.pipeline.trainer import Trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

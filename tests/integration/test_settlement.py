@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from swarm.chain.client import ChainClient
-from swarm.chain.demo import TOKEN, DemoConfig, deploy_demo
+from swarm.chain.deploy import TOKEN, DemoConfig, deploy_demo
 from swarm.chain.devchain import DevChain
 from swarm.chain.wallet import Wallet
-from swarm.settlement import RoundSettler, SettlementEvent
+from swarm.settlement.settler import RoundSettler, SettlementEvent
 
 pytestmark = pytest.mark.integration
 

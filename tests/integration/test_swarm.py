@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.demo import DemoConfig, DemoSwarm
-from swarm.events import Left, Ready, RoundDone, Step, Synced
+from swarm.apps.events import Left, Ready, RoundDone, Step, Synced
+from swarm.apps.demo import DemoConfig, DemoSwarm
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from swarm.contribution import FIELD_MODULUS, Contribution
+from protocol.contribution import FIELD_MODULUS, Contribution
+from protocol.sampling import challenged_chunks, contribute_chunk
 from zk.background import BackgroundProver
 from zk.chunk_prover import ChunkProver
 from zk.circuit import SMALL_PARAMS as PARAMS
@@ -17,7 +18,6 @@ from zk.commit import ChunkOpening, Commitment, MerkleTree, commit_update, leaf_
 from zk.poseidon import poseidon
 from zk.prover import ProofError, ZkWorker
 from zk.quantize import quantize_update
-from zk.sampling import challenged_chunks, contribute_chunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

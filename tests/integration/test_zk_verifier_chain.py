@@ -7,6 +7,7 @@ import pytest
 import torch
 from web3 import Web3
 
+from protocol.sampling import contribute_chunk
 from swarm.chain.build import load_artifact
 from swarm.chain.devchain import DevChain
 from zk.chunk_prover import ChunkProver
@@ -14,7 +15,6 @@ from zk.circuit import DEFAULT_PARAMS
 from zk.commit import commit_update
 from zk.prover import ZkWorker
 from zk.quantize import quantize_update
-from zk.sampling import contribute_chunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from swarm.events import parse_event
-from swarm.peer import EXIT_CONFIG, main, parse_config
+from swarm.apps.events import parse_event
+from swarm.apps.peer import EXIT_CONFIG, main, parse_config
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
 KEY = "0x" + "5e" * 32
@@ -92,12 +92,12 @@ def test_help_tells_a_volunteer_how_to_join():
 
 
 def test_an_unexpected_error_is_reported_as_an_event_and_exit_1(monkeypatch, capsys: pytest.CaptureFixture):
-    import swarm.peer
+    import swarm.apps.peer
 
     def crash(config, events):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(swarm.peer, "run_peer", crash)
+    monkeypatch.setattr(swarm.apps.peer, "run_peer", crash)
     assert main(["--role", "bootstrap", "--events"]) == 1
     captured = capsys.readouterr()
     assert "swarm-peer: stopped on an unexpected error: RuntimeError: boom" in captured.err

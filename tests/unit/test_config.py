@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import ConfigError, load_config
+from swarm.apps.config import ConfigError, load_config
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
 

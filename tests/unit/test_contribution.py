@@ -4,7 +4,7 @@ import msgpack
 import pytest
 from pydantic import ValidationError
 
-from swarm.contribution import FIELD_MODULUS, Contribution, ContributionError, Groth16Proof
+from protocol.contribution import FIELD_MODULUS, Contribution, ContributionError, Groth16Proof
 
 PEER = "0x" + "Ab" * 20
 

@@ -6,8 +6,18 @@ import io
 
 from rich.console import Console
 
-from swarm.display import SwarmView, render, sparkline, summary_lines
-from swarm.events import EventWriter, Failed, Left, Ready, RoundDone, StageChanged, Step, Synced, parse_event
+from swarm.apps.display import SwarmView, render, sparkline, summary_lines
+from swarm.apps.events import (
+    EventWriter,
+    Failed,
+    Left,
+    Ready,
+    RoundDone,
+    StageChanged,
+    Step,
+    Synced,
+    parse_event,
+)
 
 
 def test_events_round_trip_through_json_lines_and_junk_is_ignored():

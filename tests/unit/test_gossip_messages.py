@@ -3,9 +3,9 @@
 import msgpack
 import pytest
 
-from swarm.contribution import Contribution, ContributionError
-from swarm.gossip.framing import MAX_FRAME, FrameError, decode_body, encode_frame, frame_length
-from swarm.gossip.messages import GossipMessage, MessageKind
+from protocol.contribution import Contribution, ContributionError
+from swarm.network.gossip.framing import MAX_FRAME, FrameError, decode_body, encode_frame, frame_length
+from swarm.network.gossip.messages import GossipMessage, MessageKind
 
 CONTRIB = Contribution(experiment=1, round=3, stage=1, peer="0x" + "ab" * 20, root=42, norm_sq=2**90, chunk=5)
 

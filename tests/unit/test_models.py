@@ -9,8 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarm import data
-from swarm.models import WorkloadError, balanced_cut, get_workload, run_stages
+from swarm.models import WorkloadError, balanced_cut, data, get_workload, run_stages
 
 
 @pytest.fixture(scope="module")

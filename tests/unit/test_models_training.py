@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm.baseline import LocalStages, train_baseline
 from swarm.models import get_workload, run_stages
-from swarm.stage_worker import StageWorker, resolve_device
-from swarm.trainer import run_training, train_step
+from swarm.pipeline.baseline import LocalStages, train_baseline
+from swarm.pipeline.stage_worker import StageWorker, resolve_device
+from swarm.pipeline.trainer import run_training, train_step
 
 
 def test_pipeline_step_matches_one_optimizer_over_the_full_model():

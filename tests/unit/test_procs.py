@@ -1,4 +1,4 @@
-"""Child processes started through swarm.procs never outlive their owner, whatever path the owner takes."""
+"""Child processes started through runtime.procs never outlive their owner, whatever path the owner takes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from swarm.procs import ChildProcess, ChildSet, ProcessError, group_alive
+from runtime.procs import ChildProcess, ChildSet, ProcessError, group_alive
 
 PY = sys.executable
 SLEEP = [PY, "-c", "import time; time.sleep(60)"]
@@ -86,7 +86,7 @@ def test_children_die_with_their_parent(tmp_path: Path):
     owner_src = textwrap.dedent(
         f"""
         import sys, time
-        from swarm.procs import ChildProcess
+        from runtime.procs import ChildProcess
         c = ChildProcess({SLEEP!r}, name="sleeper").start()
         print(c.pid, flush=True)
         time.sleep(60)
@@ -107,7 +107,7 @@ def test_watchdog_kills_descendants_of_a_killed_owner():
     owner_src = textwrap.dedent(
         """
         import subprocess, sys, time
-        from swarm.procs import start_watchdog
+        from runtime.procs import start_watchdog
         start_watchdog(interval=0.1)
         p = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(60)"])
         time.sleep(0.5)  # a few watchdog polls
@@ -131,7 +131,7 @@ def test_sigterm_runs_cleanup_like_ctrl_c(tmp_path: Path):
     src = textwrap.dedent(
         f"""
         import time
-        from swarm.procs import raise_on_termination_signals
+        from runtime.procs import raise_on_termination_signals
         raise_on_termination_signals()
         try:
             print("ready", flush=True)

@@ -13,7 +13,7 @@ from hivemind.utils.crypto import RSAPrivateKey
 from pydantic import ValidationError
 
 from swarm.errors import RecordError
-from swarm.records import (
+from swarm.network.records import (
     ExperimentRecord,
     ExperimentSchema,
     StageAnnouncement,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarm.rounds import RoundClock
+from swarm.rounds.clock import RoundClock
 
 
 def test_round_windows_follow_the_protocol_formula():

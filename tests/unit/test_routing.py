@@ -11,11 +11,11 @@ from hivemind.p2p import PeerID
 from hivemind.proto import runtime_pb2
 
 from swarm.models import get_workload
-from swarm.records import StageAnnouncement
-from swarm.routing import RoutingError, StageRouter, choose_peer
-from swarm.serving import ServingError, pack_tensors, unpack_tensors
-from swarm.stage_worker import StageWorker
-from swarm.trainer import RemoteStages, run_training
+from swarm.network.records import StageAnnouncement
+from swarm.pipeline.routing import RoutingError, StageRouter, choose_peer
+from swarm.pipeline.serving import ServingError, pack_tensors, unpack_tensors
+from swarm.pipeline.stage_worker import StageWorker
+from swarm.pipeline.trainer import RemoteStages, run_training
 
 PEER_IDS = [PeerID(b"\x00\x10" + bytes([i]) * 16).to_base58() for i in range(6)]
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from swarm.loop_thread import LoopThread
+from runtime.loops import LoopThread
 
 
 def test_runs_coroutines_and_returns_their_results():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hivemind.p2p import PeerID
 
-from swarm.records import StageAnnouncement
-from swarm.stage_choice import _designated_mover, choose_stage, rebalance_target, stage_totals
+from swarm.network.records import StageAnnouncement
+from swarm.pipeline.stage_choice import _designated_mover, choose_stage, rebalance_target, stage_totals
 
 PEER_IDS = [PeerID(b"\x00\x10" + bytes([i + 1]) * 16).to_base58() for i in range(8)]
 

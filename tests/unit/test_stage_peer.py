@@ -12,12 +12,12 @@ import torch
 from hivemind.p2p import PeerID
 from hivemind.utils import get_dht_time
 
-import swarm.stage_peer as sp
-from swarm.averaging import RoundResult
-from swarm.config import ConfigError, load_config
-from swarm.events import EventWriter, StageChanged, Synced, parse_event
+import swarm.apps.stage_peer as sp
+from swarm.apps.config import ConfigError, load_config
+from swarm.apps.events import EventWriter, StageChanged, Synced, parse_event
 from swarm.models import get_workload
-from swarm.records import ExperimentRecord, StageAnnouncement
+from swarm.network.records import ExperimentRecord, StageAnnouncement
+from swarm.rounds.averager import RoundResult
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
 ME, OTHER = (PeerID(bytes([0, 16, i]) * 6).to_base58() for i in (1, 2))

@@ -8,12 +8,12 @@ import torch
 from eth_abi import encode
 from eth_hash.auto import keccak
 
-from swarm.contribution import FIELD_MODULUS
+from protocol.contribution import FIELD_MODULUS
+from protocol.sampling import challenged_chunks, contribute_chunk
 from zk.circuit import CircuitParams
 from zk.commit import CommitError, MerkleTree, commit_update, leaf_of, node, root_of, verify_opening
 from zk.poseidon import poseidon, poseidon_reference
 from zk.quantize import quantize_update
-from zk.sampling import challenged_chunks, contribute_chunk
 
 PARAMS = CircuitParams(chunk=128, block=64, depth=6)
 PEER = "0x" + "ab" * 20

@@ -20,10 +20,10 @@ from hivemind.p2p.p2p_daemon_bindings.control import DEFAULT_MAX_MSG_SIZE
 from hivemind.proto import runtime_pb2
 from torch import nn
 
-from swarm.loop_thread import P2PClient, StartStop
+from runtime.loops import P2PClient, StartStop
 from swarm.models import Workload
-from swarm.records import StageAnnouncement, announce_stage
-from swarm.stage_worker import StageWorker
+from swarm.network.records import StageAnnouncement, announce_stage
+from swarm.pipeline.stage_worker import StageWorker
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A trainer peer: runs micro-batches forward through every stage and backward through every stage.
 
 The training loop is written once against `StagePipeline`; the swarm plugs in remote stages (`RemoteStages`,
-through `StageRouter`), the single-process baseline plugs in local ones (`swarm.baseline.LocalStages`).
+through `StageRouter`), the single-process baseline plugs in local ones (`swarm.pipeline.baseline.LocalStages`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from pydantic import BaseModel
 
-from swarm.loop_thread import StartStop
+from runtime.loops import StartStop
 from swarm.models import Batch, Workload
 
 if TYPE_CHECKING:  # the baseline imports this module without the network stack
     import hivemind
 
-    from swarm.routing import StageRouter
+    from swarm.pipeline.routing import StageRouter
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Trainer(StartStop):
         **router_options: float,
     ) -> None:
         self.workload, self.batch_size, self.concurrency = workload, batch_size, concurrency
-        from swarm.routing import StageRouter
+        from swarm.pipeline.routing import StageRouter
 
         self.router = router or StageRouter(dht, experiment, n_stages, seed=seed, **router_options)
         self.pipeline = RemoteStages(self.router)

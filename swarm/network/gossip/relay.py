@@ -13,11 +13,11 @@ from typing import Self
 
 import hivemind
 
-from swarm.contribution import Contribution, ContributionError
-from swarm.gossip.client import GossipError, GossipSidecar
-from swarm.gossip.discovery import announce_gossip, fetch_gossip_peers
-from swarm.gossip.messages import GossipMessage, MessageKind
-from swarm.loop_thread import LoopThread, StartStop
+from protocol.contribution import Contribution, ContributionError
+from runtime.loops import LoopThread, StartStop
+from swarm.network.gossip.client import GossipError, GossipSidecar
+from swarm.network.gossip.discovery import announce_gossip, fetch_gossip_peers
+from swarm.network.gossip.messages import GossipMessage, MessageKind
 
 logger = logging.getLogger(__name__)
 

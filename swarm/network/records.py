@@ -21,8 +21,8 @@ from hivemind.p2p import PeerID
 from hivemind.utils import get_dht_time
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from swarm.dht import initial_peer_ids, owner_subkey, peer_id_of_owner
 from swarm.errors import RecordError
+from swarm.network.dht import initial_peer_ids, owner_subkey, peer_id_of_owner
 
 logger = logging.getLogger(__name__)
 

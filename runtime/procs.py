@@ -349,7 +349,7 @@ def start_watchdog(interval: float = 1.0) -> ChildProcess:
     polls our descendant pids, and once we are gone it kills the ones it saw, and our process group if we led one.
     Stop it (`.stop()`) after a clean shutdown.
     """
-    argv = [sys.executable, "-m", "swarm.procs", "--watch", str(os.getpid()), "--interval", str(interval)]
+    argv = [sys.executable, "-m", "runtime.procs", "--watch", str(os.getpid()), "--interval", str(interval)]
     # no death signal: outliving us is its job; SIGTERM (not handled there) stops it at once
     return ChildProcess(argv, name="watchdog", death_signal=None, interrupt_signal=signal.SIGTERM).start()
 

@@ -19,14 +19,14 @@ from typing import Any
 import hivemind
 import torch
 
-from swarm.averaging import StageAverager
-from swarm.config import ConfigError, PeerConfig
-from swarm.events import EventWriter, Ready, RoundDone, StageChanged, Synced
+from swarm.apps.config import ConfigError, PeerConfig
+from swarm.apps.events import EventWriter, Ready, RoundDone, StageChanged, Synced
 from swarm.models import Workload
-from swarm.records import ExperimentRecord, fetch_stage_announcements, publish_experiment
-from swarm.rounds import RoundClock
-from swarm.serving import StageServer
-from swarm.stage_choice import Announcements, choose_stage, rebalance_target
+from swarm.network.records import ExperimentRecord, fetch_stage_announcements, publish_experiment
+from swarm.pipeline.serving import StageServer
+from swarm.pipeline.stage_choice import Announcements, choose_stage, rebalance_target
+from swarm.rounds.averager import StageAverager
+from swarm.rounds.clock import RoundClock
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class RoundReport:
     peer_id: str
     wallet: str | None
     delta: torch.Tensor  # flattened fp32 update Δ of this round (local steps only, before averaging)
-    result: Any  # swarm.averaging.RoundResult
+    result: Any  # swarm.rounds.averager.RoundResult
     module: torch.nn.Module  # the stage's parameters after averaging (hold `params_lock` to read them)
     params_lock: Any
 

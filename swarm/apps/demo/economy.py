@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Self
 
-from swarm.chain.demo import TOKEN, DemoConfig, DemoDeployment, deploy_demo
+from swarm.chain.deploy import TOKEN, DemoConfig, DemoDeployment, deploy_demo
 from swarm.chain.devchain import DevChain
 from swarm.chain.wallet import create_key_file
 

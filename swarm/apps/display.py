@@ -1,6 +1,6 @@
 """What the demo shows: a view of the swarm built from its peers' events, rendered live with rich and summarised.
 
-The view only reads events (swarm.events), so it can be tested without any process.
+The view only reads events (swarm.apps.events), so it can be tested without any process.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from swarm.events import Failed, Left, PeerEvent, Ready, RoundDone, Settled, StageChanged, Step, Synced
+from swarm.apps.events import Failed, Left, PeerEvent, Ready, RoundDone, Settled, StageChanged, Step, Synced
 
 SPARK = "▁▂▃▄▅▆▇█"
 

@@ -6,8 +6,8 @@ import hivemind
 from hivemind.utils import get_dht_time
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from swarm.dht import owner_subkey
-from swarm.records import _fetch_entries, install_record_schemas
+from swarm.network.dht import owner_subkey
+from swarm.network.records import _fetch_entries, install_record_schemas
 
 
 class GossipEndpoint(BaseModel):

@@ -9,8 +9,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Self
 
-from swarm.gossip.framing import HEADER_SIZE, FrameError, decode_body, encode_frame, frame_length
-from swarm.gossip.messages import GossipMessage, topic_for
+from swarm.network.gossip.framing import HEADER_SIZE, FrameError, decode_body, encode_frame, frame_length
+from swarm.network.gossip.messages import GossipMessage, topic_for
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ class GossipSidecar:
         self.dropped = 0  # malformed messages received and dropped
 
     async def start(self) -> Self:
-        from swarm.procs import die_with_parent  # the one place that knows how children die with us
+        from runtime.procs import die_with_parent  # the one place that knows how children die with us
 
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "swarm.gossip.sidecar", "--port", str(self.port),
+            sys.executable, "-m", "swarm.network.gossip.sidecar", "--port", str(self.port),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
             preexec_fn=die_with_parent(), limit=2**24,
         )

@@ -16,16 +16,16 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
+from protocol.contribution import Contribution
+from protocol.sampling import contribute_chunk
+from runtime.loops import StartStop
 from swarm.chain.client import ChainClient
 from swarm.chain.errors import ChainError, RevertError
-from swarm.contribution import Contribution
-from swarm.loop_thread import StartStop
 from zk.background import BackgroundProver
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import Commitment, commit_update
 from zk.prover import ProofError
 from zk.quantize import QuantizationError, quantize_update
-from zk.sampling import contribute_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ ALREADY_DONE = {"AlreadyFinalized", "AlreadyClaimed"}
 
 
 class SettlementEvent(BaseModel):
-    """What the settler did, for the peer's event stream (`swarm/events.py`) and the demo's summary."""
+    """What the settler did, for the peer's event stream (`swarm/apps/events.py`) and the demo's summary."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from swarm.records import StageAnnouncement
+from swarm.network.records import StageAnnouncement
 
 Announcements = Mapping[int, Sequence[StageAnnouncement]]
 DEFAULT_HYSTERESIS = 0.2

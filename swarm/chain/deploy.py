@@ -18,7 +18,7 @@ from swarm.chain.models import ExperimentSpec
 from swarm.chain.standin import STANDIN_VERIFIER
 from swarm.chain.wallet import Wallet
 
-logger = logging.getLogger("swarm.chain.demo")
+logger = logging.getLogger("swarm.chain.deploy")
 
 TOKEN = 10**18  # the test token has 18 decimals
 REAL_VERIFIER = "ChunkVerifier"

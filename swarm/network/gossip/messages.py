@@ -7,7 +7,7 @@ from enum import Enum
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field
 
-from swarm.contribution import Contribution
+from protocol.contribution import Contribution
 
 
 class MessageKind(str, Enum):

@@ -1,7 +1,7 @@
 """Start a hivemind DHT with the swarm's record validators (signed subkeys + typed schemas) and report its addresses.
 
 Each DHT gets its own RSA key for signing its records, so several peers in one process cannot overwrite each other;
-the typed schemas of an experiment are installed on first use by `swarm.records` (`install_record_schemas`).
+the typed schemas of an experiment are installed on first use by `swarm.network.records` (`install_record_schemas`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def create_dht(
     `initial_peers` are multiaddrs of running peers (none: start a new swarm). Raises JoinError with the reason if
     an address is malformed, no initial peer answers, or the host/port cannot be listened on. The caller owns the
     DHT and must `shutdown()` it. Name the `experiments` this peer takes part in so that their record schemas
-    guard its storage from the start (otherwise they are installed when `swarm.records` first touches them).
+    guard its storage from the start (otherwise they are installed when `swarm.network.records` first touches them).
     `identity_path`: an RSA key file (created 0600 if missing) that keeps the peer id across restarts, e.g. for a
     bootstrap peer whose address others have written down; by default every start gets a fresh identity.
     """
@@ -118,7 +118,7 @@ def create_dht(
     _owner_keys[dht] = signer.local_public_key
     _initial_peer_ids[dht] = {p.rsplit("/p2p/", 1)[1] for p in peers}
     if start and experiments:
-        from swarm.records import install_record_schemas  # records builds on this module
+        from swarm.network.records import install_record_schemas  # records builds on this module
 
         try:
             for name in experiments:
@@ -228,7 +228,7 @@ def owner_subkey(dht: hivemind.DHT) -> bytes:
         return _owner_keys[dht]
     except KeyError:
         raise JoinError(
-            "this DHT was not made by swarm.dht.create_dht, so it cannot sign swarm records"
+            "this DHT was not made by swarm.network.dht.create_dht, so it cannot sign swarm records"
         ) from None
 
 

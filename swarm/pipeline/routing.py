@@ -17,9 +17,9 @@ import torch
 from hivemind.p2p import PeerID
 from hivemind.proto import runtime_pb2
 
-from swarm.loop_thread import P2PClient, StartStop
-from swarm.records import StageAnnouncement, fetch_stage_announcements
-from swarm.serving import (
+from runtime.loops import P2PClient, StartStop
+from swarm.network.records import StageAnnouncement, fetch_stage_announcements
+from swarm.pipeline.serving import (
     CALL_TIMEOUT,
     RequestRejected,
     ServingError,

@@ -2,7 +2,7 @@
 
 Matchmaking goes through the DHT under the stage's prefix with the round number as group bits, so only peers in
 the same round of the same stage meet. Local steps taken while a round runs are kept (we add the averaging's shift,
-not overwrite). What crosses the wire is int8 (swarm.compression) unless compression="none".
+not overwrite). What crosses the wire is int8 (swarm.rounds.compression) unless compression="none".
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from hivemind.averaging import DecentralizedAverager
 from hivemind.utils import MPFuture, get_dht_time
 from pydantic import BaseModel
 
-from swarm.compression import WIRE, compression_for
 from swarm.errors import AveragingError
+from swarm.rounds.compression import WIRE, compression_for
 
 logger = logging.getLogger(__name__)
 

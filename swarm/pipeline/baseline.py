@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from swarm.models import Workload
-from swarm.stage_worker import StageWorker
-from swarm.trainer import TrainReport, run_training
+from swarm.pipeline.stage_worker import StageWorker
+from swarm.pipeline.trainer import TrainReport, run_training
 
 
 class LocalStages:

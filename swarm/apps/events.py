@@ -66,7 +66,7 @@ class StageChanged(_Event):
 
 
 class Settled(_Event):
-    """The stage peer's round settlement did something on-chain (swarm/settlement.py)."""
+    """The stage peer's round settlement did something on-chain (swarm/settlement/settler.py)."""
 
     kind: Literal["settled"] = "settled"
     action: str  # contributed | audit_answered | claimed | failed

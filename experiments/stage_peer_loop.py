@@ -2,7 +2,7 @@
 
 Run by `local_swarm.py` as a child process (one per peer, so each peer's memory is its own); prints
 `READY <peer id>` once serving and, after SIGINT, `STATS <json>`. With `--round-duration`, peers of the same
-stage average their parameters once per round (swarm.averaging, int8 on the wire).
+stage average their parameters once per round (swarm.rounds.averager, int8 on the wire).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import threading
 
 import psutil
 
-from swarm.averaging import StageAverager
-from swarm.dht import create_dht
 from swarm.models import get_workload
-from swarm.rounds import RoundClock
-from swarm.serving import StageServer
+from swarm.network.dht import create_dht
+from swarm.pipeline.serving import StageServer
+from swarm.rounds.averager import StageAverager
+from swarm.rounds.clock import RoundClock
 
 
 class PeakRSS:

@@ -19,9 +19,9 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
-from swarm.gossip.framing import HEADER_SIZE, FrameError, decode_body, encode_frame, frame_length
+from swarm.network.gossip.framing import HEADER_SIZE, FrameError, decode_body, encode_frame, frame_length
 
-logger = logging.getLogger("swarm.gossip.sidecar")
+logger = logging.getLogger("swarm.network.gossip.sidecar")
 
 
 class _Pipe:

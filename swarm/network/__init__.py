@@ -1,0 +1,6 @@
+"""How peers find and hear each other: the hivemind DHT, typed signed records, and GossipSub.
+
+- `dht.py`: `create_dht` (join or start), `local_dhts`, stable identities, `JoinError`.
+- `records.py`: signed DHT records (`ExperimentRecord`, `StageAnnouncement`), publish and fetch.
+- `gossip/`: the py-libp2p GossipSub sidecar process and the relay a paid peer uses.
+"""
