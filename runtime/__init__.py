@@ -2,5 +2,5 @@
 
 - `procs.py`: `ChildProcess`/`ChildSet` (start a child in its own session, always stop its whole group),
   `die_with_parent`, the orphan watchdog, `ShutdownRequested`.
-- `loops.py`: `StartStop` (`with component:`), `LoopThread` (an event loop in a thread), `P2PClient`.
+- `loops.py`: `StartStop` (`with component:`), `LoopThread` (an event loop in a thread).
 """

@@ -17,7 +17,8 @@ import torch
 from hivemind.p2p import PeerID
 from hivemind.proto import runtime_pb2
 
-from runtime.loops import P2PClient, StartStop
+from runtime.loops import StartStop
+from swarm.network.p2p import P2PClient
 from swarm.network.records import StageAnnouncement, fetch_stage_announcements
 from swarm.pipeline.serving import (
     CALL_TIMEOUT,

@@ -20,8 +20,9 @@ from hivemind.p2p.p2p_daemon_bindings.control import DEFAULT_MAX_MSG_SIZE
 from hivemind.proto import runtime_pb2
 from torch import nn
 
-from runtime.loops import P2PClient, StartStop
+from runtime.loops import StartStop
 from swarm.models import Workload
+from swarm.network.p2p import P2PClient
 from swarm.network.records import StageAnnouncement, announce_stage
 from swarm.pipeline.stage_worker import StageWorker
 
