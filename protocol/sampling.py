@@ -8,12 +8,14 @@ from __future__ import annotations
 from eth_abi import encode
 from eth_hash.auto import keccak
 
-from zk.commit import CommitError
+
+class SamplingError(ValueError):
+    """A chunk index cannot be derived from these inputs (no chunks, or a seed that is not 32 bytes)."""
 
 
 def _index(digest: bytes, num_chunks: int) -> int:
     if num_chunks <= 0:
-        raise CommitError(f"a stage has at least one chunk, got num_chunks={num_chunks}")
+        raise SamplingError(f"a stage has at least one chunk, got num_chunks={num_chunks}")
     return int.from_bytes(digest, "big") % num_chunks
 
 
@@ -26,7 +28,7 @@ def challenged_chunks(seed: bytes | int, peer: str, stage: int, k: int, num_chun
     """c_j = uint256(keccak256(abi.encode(seed, peer, stage, j))) % num_chunks for j < k (may repeat)."""
     seed_bytes = seed.to_bytes(32, "big") if isinstance(seed, int) else bytes(seed)
     if len(seed_bytes) != 32:
-        raise CommitError(f"a round seed is 32 bytes, got {len(seed_bytes)}")
+        raise SamplingError(f"a round seed is 32 bytes, got {len(seed_bytes)}")
     return [_index(keccak(encode(["bytes32", "address", "uint256", "uint256"], [seed_bytes, peer, stage, j])),
                    num_chunks) for j in range(k)]
 

@@ -9,7 +9,7 @@ from eth_abi import encode
 from eth_hash.auto import keccak
 
 from protocol.contribution import FIELD_MODULUS
-from protocol.sampling import challenged_chunks, contribute_chunk
+from protocol.sampling import SamplingError, challenged_chunks, contribute_chunk
 from zk.circuit import CircuitParams
 from zk.commit import CommitError, MerkleTree, commit_update, leaf_of, node, root_of, verify_opening
 from zk.poseidon import poseidon, poseidon_reference
@@ -104,7 +104,7 @@ def test_challenged_chunks_follow_the_seed_and_cover_the_range():
     assert cs[5] == int.from_bytes(keccak(encode(["bytes32", "address", "uint256", "uint256"],
                                                  [seed, PEER, 3, 5])), "big") % 10
     assert cs != challenged_chunks(seed, PEER, 4, 200, 10)
-    with pytest.raises(CommitError):
+    with pytest.raises(SamplingError):
         challenged_chunks(b"short", PEER, 3, 1, 10)
 
 
