@@ -13,10 +13,11 @@ from string import Template
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from protocol.contribution import FIELD_MODULUS
 from zk.prover import ProofError
 
 BASE_FIELD = 21888242871839275222246405745257275088696311157297823662689037894645226208583  # q: coordinates
-SCALAR_FIELD = 21888242871839275222246405745257275088548364400416034343698204186575808495617  # r: inputs
+SCALAR_FIELD = FIELD_MODULUS  # r: inputs (defined once, in protocol/contribution.py)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FAST_VERIFIER_PATH = PROJECT_ROOT / "contracts" / "generated" / "FastChunkVerifier.sol"
 FAST_VERIFIER_NAME = "FastChunkVerifier"
