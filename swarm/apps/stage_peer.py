@@ -165,7 +165,7 @@ class StagePeer:
         else:
             server.switch_stage(stage, module)
         self.averager, self.stage = averager, stage
-        server.params_version = self.clock.current_round()
+        server.params_version = max(0, self.clock.current_round())  # before the start: round 0's
         self.events.emit(Ready(role="stage", peer_id=server.peer_id, stage=stage))
         logger.info("serving stage %d of %s (%d other peer(s) serve it)", stage, self.name, serving_now)
 
@@ -176,6 +176,10 @@ class StagePeer:
             if not publish_experiment(self.dht, self.experiment):
                 logger.warning("could not re-publish the experiment record; will retry")
         r = self.clock.current_round()
+        if r < 0:  # the experiment starts later (a chain experiment may): nothing to average before round 0
+            wait = self.clock.seconds_to_next_round()
+            stop.wait(wait if deadline is None else min(wait, max(0.0, deadline - time.monotonic())))
+            return
         with self.server.params_lock:
             before = flat_params(self.server.module)
         wait = self.clock.seconds_to_next_round()
