@@ -119,6 +119,10 @@ def parse_config(argv: Sequence[str] | None = None) -> PeerConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from swarm.apps.commands import run_subcommand
+
+    if (code := run_subcommand(sys.argv[1:] if argv is None else argv)) is not None:  # status, claim
+        return code
     try:
         config = parse_config(argv)
     except (UsageError, ConfigError) as exc:
