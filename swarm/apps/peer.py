@@ -18,16 +18,11 @@ from pathlib import Path
 from types import FrameType
 
 from swarm.apps.config import ConfigError, PeerConfig, load_config
-from swarm.apps.events import EventWriter, Failed, Left, Ready, Step
+from swarm.apps.events import EventWriter, Failed
 
 logger = logging.getLogger("swarm.peer")
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_JOIN = 0, 1, 2, 3
-EXPERIMENT_WAIT_S = 15.0  # how long a joiner looks for the experiment record before giving up
-REPUBLISH_PERIOD_S = 10.0
-MIN_SENSIBLE_ROUND_S = 5.0
-TRAINER_RETRY_S = 2.0
-TRAINER_PATIENCE_S = 60.0  # a trainer gives up when some stage has had no reachable peer for this long
 
 EPILOG = """\
 examples:
@@ -159,22 +154,30 @@ def _join_errors() -> tuple[type[BaseException], ...]:
 def run_peer(config: PeerConfig, events: EventWriter) -> int:
     """Run the configured role until Ctrl-C/SIGTERM or `config.duration`; every part is shut down on the way out."""
     from runtime.procs import start_watchdog
+    from swarm.apps.roles.bootstrap import run_bootstrap
+    from swarm.apps.roles.common import find_experiment
+    from swarm.apps.roles.stage import run_stage, wallet_address
+    from swarm.apps.roles.trainer import run_trainer
 
     stop = _install_stop_handlers()
     deadline = None if config.duration is None else time.monotonic() + config.duration
     with ExitStack() as cleanup:
         watchdog = start_watchdog()  # kills our DHT process and p2pd if we are killed without cleaning up
         cleanup.callback(watchdog.stop)
-        wallet = _wallet_address(config)
+        wallet = wallet_address(config)
         t0 = time.monotonic()
-        dht = _start_dht(config)
+        dht = _start_dht(config, stop)
+        if dht is None:
+            return EXIT_OK  # Ctrl-C while retrying to reach the swarm
         cleanup.callback(dht.shutdown)
+        _reachability().report_reachability(dht, config.role, config.initial_peers)
         peer_id = dht.peer_id.to_base58()
         logger.info("on the DHT as %s (%.1f s)", peer_id, time.monotonic() - t0)
         events.peer = events.peer or peer_id[-8:]
         if config.role == "bootstrap":
-            return _run_bootstrap(config, dht, events, stop, deadline)
-        record = _find_experiment(config, dht, stop)
+            run_bootstrap(config, dht, events, stop, deadline)
+            return EXIT_OK
+        record = find_experiment(config, dht, stop)
         if record is None:
             return EXIT_OK  # stopped while waiting
         logger.info("found experiment %r (%.1f s)", record.name, time.monotonic() - t0)
@@ -182,203 +185,29 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
 
         workload = get_workload(record.workload)
         if config.role == "trainer":
-            return _run_trainer(config, dht, record, workload, events, stop, deadline)
-        return _run_stage(config, dht, record, workload, events, stop, deadline, wallet)
+            run_trainer(config, dht, record, workload, events, stop, deadline)
+            return EXIT_OK
+        run_stage(config, dht, record, workload, events, stop, deadline, wallet)
+        return EXIT_OK
     return EXIT_OK
 
 
-def _start_dht(config: PeerConfig):
+def _start_dht(config: PeerConfig, stop: threading.Event):
     """Start our DHT. Its process ignores SIGINT (hivemind sets that first thing, before p2pd starts), so a
-    terminal's Ctrl-C reaches only us, and we stop the DHT ourselves."""
+    terminal's Ctrl-C reaches only us, and we stop the DHT ourselves. While no initial peer answers, retry with
+    backoff until Ctrl-C (None then). A trainer is a DHT client: it only connects out, so it works behind a NAT."""
     from swarm.network.dht import create_dht
 
-    return create_dht(config.initial_peers, host=config.host, port=config.port)
+    def start():
+        return create_dht(config.initial_peers, host=config.host, port=config.port, client_mode=config.role == "trainer")
+
+    return _reachability().start_with_retry(start, stop, log=logger)
 
 
-def _find_experiment(config: PeerConfig, dht, stop: threading.Event):
-    """The experiment record on the DHT (published by the bootstrap peer), waiting a little for it to appear."""
-    from swarm.network.dht import JoinError
-    from swarm.network.records import fetch_experiment
+def _reachability():
+    from swarm.network import reachability
 
-    deadline = time.monotonic() + EXPERIMENT_WAIT_S
-    while not stop.is_set():
-        record = fetch_experiment(dht, config.experiment)
-        if record is not None:
-            return record
-        if time.monotonic() > deadline:
-            raise JoinError(
-                f"no experiment named {config.experiment!r} on the DHT after {EXPERIMENT_WAIT_S:.0f} s: check "
-                "--experiment, or start one with `swarm-peer --role bootstrap`"
-            )
-        stop.wait(0.5)
-    return None
-
-
-def _run_bootstrap(config: PeerConfig, dht, events: EventWriter, stop: threading.Event, deadline) -> int:
-    from hivemind.utils import get_dht_time
-
-    from swarm.network.dht import visible_multiaddrs
-    from swarm.network.records import ExperimentRecord, fetch_experiment, publish_experiment
-
-    record = fetch_experiment(dht, config.experiment) if config.initial_peers else None
-    if record is None:
-        start, duration, chain_id = get_dht_time(), config.round_duration, None
-        if config.chain_experiment is not None:
-            start, duration, chain_id = _chain_clock(config)
-        record = ExperimentRecord(
-            name=config.experiment, workload=config.workload, n_stages=config.n_stages,
-            round_duration=duration, start_time=start, chain_experiment_id=chain_id,
-        )  # fmt: skip
-    if record.round_duration < MIN_SENSIBLE_ROUND_S:
-        logger.warning(
-            "%.1f s rounds leave little time for averaging (matchmaking alone takes ~3 s); rounds will be skipped",
-            record.round_duration,
-        )
-    maddrs = [str(m) for m in visible_multiaddrs(dht)]
-    events.emit(Ready(role="bootstrap", peer_id=dht.peer_id.to_base58(), maddrs=maddrs))
-    logger.info(
-        "experiment %r: %s in %d stages, %.0f s rounds; others join with:\n  swarm-peer --join --initial-peers %s",
-        record.name, record.workload, record.n_stages, record.round_duration, " ".join(maddrs),
-    )  # fmt: skip
-    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-        if not publish_experiment(dht, record):
-            logger.warning("could not store the experiment record on the DHT; retrying")
-        stop.wait(_until(deadline, REPUBLISH_PERIOD_S))
-    events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
-    return EXIT_OK
-
-
-def _chain_clock(config: PeerConfig) -> tuple[float, float, int]:
-    """(start, round duration, id) of the escrow's experiment: the DHT's round clock must be the contract's."""
-    from swarm.chain.client import ChainClient
-    from swarm.chain.errors import ChainError
-
-    if config.chain_rpc is None:
-        raise ConfigError("--chain-experiment needs --chain-rpc and --escrow to read the experiment from")
-    try:
-        state = ChainClient(config.chain_rpc, escrow=config.escrow).experiment(config.chain_experiment)
-    except ChainError as exc:
-        raise ConfigError(f"cannot read experiment {config.chain_experiment} from the escrow: {exc}") from None
-    return float(state.start), float(state.round_duration), config.chain_experiment
-
-
-def _round_settler(config: PeerConfig, record, events: EventWriter, dht, cleanup: ExitStack):
-    """The round hook that proves and contributes each round on-chain, or None when the peer is not paid."""
-    if config.chain_rpc is None or record.chain_experiment_id is None:
-        return None
-    if config.wallet_key_file is None and config.wallet_key is None:
-        logger.warning("no wallet: this peer trains but is not paid (give --wallet-key-file to be paid)")
-        return None
-    from swarm.apps.events import Settled
-    from swarm.chain.client import ChainClient
-    from swarm.chain.wallet import Wallet
-    from swarm.settlement.settler import RoundSettler
-
-    wallet = Wallet.from_file(config.wallet_key_file) if config.wallet_key_file else Wallet(config.wallet_key)
-    client = ChainClient(config.chain_rpc, wallet, escrow=config.escrow)
-
-    def on_event(e) -> None:
-        events.emit(Settled(action=e.kind, round=e.round, stage=e.stage, detail=e.detail))
-
-    publish = None
-    try:  # contributions and audit answers also go out on GossipSub (swarm/gossip), best effort
-        from swarm.network.gossip.relay import GossipRelay
-
-        relay = cleanup.enter_context(GossipRelay(dht, record.name))
-        publish = relay.publish_contribution
-    except Exception as exc:  # noqa: BLE001 -- gossip is optional; settlement works without it
-        logger.warning("gossip unavailable, contributions go on-chain only: %s", exc)
-    settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event,
-                           publish=lambda c, audit: publish and publish(c, audit=audit))
-    return cleanup.enter_context(settler)
-
-
-def _run_trainer(config, dht, record, workload, events: EventWriter, stop, deadline) -> int:
-    from swarm.pipeline.trainer import Trainer
-
-    seed = config.seed * 1_000_003 + (int.from_bytes(os.urandom(4), "big") % 1_000_000)  # own data order
-    with Trainer(
-        dht, record.name, workload, n_stages=record.n_stages, batch_size=config.batch_size, seed=seed,
-        concurrency=config.concurrency,
-    ) as trainer:  # fmt: skip
-        events.emit(Ready(role="trainer", peer_id=dht.peer_id.to_base58()))
-        if config.duration is not None:  # a trainer's duration is of training, not of starting up
-            deadline = time.monotonic() + config.duration
-        step_stop = threading.Event()
-        started, done, samples = time.monotonic(), 0, 0  # across retries (each run() counts from 0)
-        count_lock = threading.Lock()  # on_step runs in the micro-batch threads
-
-        def on_step(s) -> None:
-            nonlocal done, samples
-            with count_lock:
-                done, samples = done + 1, samples + config.batch_size
-            rate = samples / max(time.monotonic() - started, 1e-9)
-            events.emit(Step(step=done - 1, loss=s.loss, samples=samples, samples_per_second=rate))
-            enough = config.steps is not None and done >= config.steps
-            if enough or stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                step_stop.set()
-
-        _train_until_stopped(trainer, on_step, step_stop)
-        eval_loss = trainer.evaluate() if not stop.is_set() else None
-    events.emit(Left(reason="stopped" if stop.is_set() else "done", eval_loss=eval_loss))
-    return EXIT_OK
-
-
-def _train_until_stopped(trainer, on_step, step_stop: threading.Event) -> None:
-    """Train until `step_stop`; a stage with no reachable peer for a while (churn, a peer moving) is waited out."""
-    from swarm.pipeline.routing import RoutingError
-
-    last_progress = time.monotonic()
-
-    def on_step_progress(record) -> None:
-        nonlocal last_progress
-        last_progress = time.monotonic()
-        on_step(record)
-
-    while not step_stop.is_set():
-        try:
-            trainer.run(steps=10**9, on_step=on_step_progress, stop=step_stop)
-            return
-        except RoutingError as exc:
-            if time.monotonic() - last_progress > TRAINER_PATIENCE_S:
-                raise
-            logger.warning("%s; retrying in %.0f s", exc, TRAINER_RETRY_S)
-            step_stop.wait(TRAINER_RETRY_S)
-
-
-def _run_stage(config, dht, record, workload, events: EventWriter, stop, deadline, wallet) -> int:
-    from swarm.apps.stage_peer import StagePeer, load_hook
-
-    try:
-        hooks = [load_hook(spec) for spec in config.round_hooks]
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    with ExitStack() as cleanup:  # settler first, gossip relay after it: stopped in reverse order
-        settler = _round_settler(config, record, events, dht, cleanup)
-        if settler is not None:
-            hooks.append(settler)
-        peer = StagePeer(config, dht, record, workload, events, wallet=wallet, hooks=hooks)
-        peer.run(stop, deadline)
-    events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
-    return EXIT_OK
-
-
-def _wallet_address(config: PeerConfig) -> str | None:
-    """The L2 address of the wallet (its key stays in this process, never logged); None without a wallet."""
-    if config.wallet_key_file is None and config.wallet_key is None:
-        return None
-    from swarm.chain.wallet import Wallet, WalletError
-
-    try:
-        if config.wallet_key_file is not None:
-            return Wallet.from_file(config.wallet_key_file).address
-        return Wallet(config.wallet_key).address
-    except WalletError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _until(deadline: float | None, period: float) -> float:
-    return period if deadline is None else max(0.0, min(period, deadline - time.monotonic()))
+    return reachability
 
 
 def _install_stop_handlers() -> threading.Event:

@@ -1,0 +1,68 @@
+"""The trainer role: push micro-batches through the stages until stopped, enough steps, or the duration is up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from swarm.apps.config import PeerConfig
+from swarm.apps.events import EventWriter, Left, Ready, Step
+
+logger = logging.getLogger("swarm.peer")
+
+TRAINER_RETRY_S = 2.0
+TRAINER_PATIENCE_S = 60.0  # a trainer gives up when some stage has had no reachable peer for this long
+
+
+def run_trainer(config: PeerConfig, dht, record, workload, events: EventWriter, stop, deadline) -> None:
+    from swarm.pipeline.trainer import Trainer
+
+    seed = config.seed * 1_000_003 + (int.from_bytes(os.urandom(4), "big") % 1_000_000)  # own data order
+    with Trainer(
+        dht, record.name, workload, n_stages=record.n_stages, batch_size=config.batch_size, seed=seed,
+        concurrency=config.concurrency,
+    ) as trainer:  # fmt: skip
+        events.emit(Ready(role="trainer", peer_id=dht.peer_id.to_base58()))
+        if config.duration is not None:  # a trainer's duration is of training, not of starting up
+            deadline = time.monotonic() + config.duration
+        step_stop = threading.Event()
+        started, done, samples = time.monotonic(), 0, 0  # across retries (each run() counts from 0)
+        count_lock = threading.Lock()  # on_step runs in the micro-batch threads
+
+        def on_step(s) -> None:
+            nonlocal done, samples
+            with count_lock:
+                done, samples = done + 1, samples + config.batch_size
+            rate = samples / max(time.monotonic() - started, 1e-9)
+            events.emit(Step(step=done - 1, loss=s.loss, samples=samples, samples_per_second=rate))
+            enough = config.steps is not None and done >= config.steps
+            if enough or stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                step_stop.set()
+
+        train_until_stopped(trainer, on_step, step_stop)
+        eval_loss = trainer.evaluate() if not stop.is_set() else None
+    events.emit(Left(reason="stopped" if stop.is_set() else "done", eval_loss=eval_loss))
+
+
+def train_until_stopped(trainer, on_step, step_stop: threading.Event) -> None:
+    """Train until `step_stop`; a stage with no reachable peer for a while (churn, a peer moving) is waited out."""
+    from swarm.pipeline.routing import RoutingError
+
+    last_progress = time.monotonic()
+
+    def on_step_progress(record) -> None:
+        nonlocal last_progress
+        last_progress = time.monotonic()
+        on_step(record)
+
+    while not step_stop.is_set():
+        try:
+            trainer.run(steps=10**9, on_step=on_step_progress, stop=step_stop)
+            return
+        except RoutingError as exc:
+            if time.monotonic() - last_progress > TRAINER_PATIENCE_S:
+                raise
+            logger.warning("%s; retrying in %.0f s", exc, TRAINER_RETRY_S)
+            step_stop.wait(TRAINER_RETRY_S)
