@@ -40,6 +40,13 @@ class RoundResult(BaseModel):
     seconds: float
     update_norm: float  # L2 norm of this peer's local update since its previous round
     shift_norm: float = 0.0  # L2 norm of the change averaging made to this peer's parameters
+    verified: bool = False  # a verified round (swarm.rounds.verified): the fields below are filled
+    included: list[str] = []  # peers whose checked update entered the average (this peer included)
+    dropped: dict[str, str] = {}  # peer -> why every honest peer left it out
+    accusations: int = 0  # accusations this peer made (and published) in the round
+    parts_checked: int = 0  # parts of other peers' updates this peer verified
+    check_seconds: float = 0.0  # exchange + checks + agreement
+    commit_seconds: float = 0.0  # quantize + commit + sign this peer's update
 
 
 def averaging_prefix(experiment: str, stage: int) -> str:

@@ -1,0 +1,658 @@
+"""Verified rounds: the peers of a stage average exactly the updates they committed, and check them first.
+
+Round r (after its training window ends at T = round_end(r)), on DHT time:
+1. commit, until T + commit_s: Δ = params - anchor is quantized and committed once; the signed CommitRecord
+   (root, norm, one-round part key, anchor digest) is stored on the DHT. Nobody serves data before this deadline.
+2. exchange, until + exchange_s: every peer pulls every other committed peer's parts (all-gather over the DHT's
+   p2pd), checks each against the sender's record before keeping it, relays parts it has verified to whoever
+   asks, and publishes a signed accusation for a part that fails.
+3. agree, until + agree_s: accusations are pulled from every peer and checked; parts still missing are fetched
+   from any peer that verified them. Dropped by every honest peer: an accused peer, a peer whose data nobody could
+   get, a peer with another anchor, a norm above the bound, a replayed root.
+4. apply: the mean (exact integer sum) or CenteredClip of the kept updates, sorted by peer id, goes through the
+   outer optimizer from the shared anchor: every honest peer of the group gets the same anchor, bit for bit.
+Design and trade-offs: docs/protocol.md ("Verified rounds").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal, Self
+
+import hivemind
+import msgpack
+import numpy as np
+import torch
+from hivemind.p2p import P2PContext, PeerID
+from hivemind.proto import runtime_pb2
+from hivemind.utils import get_dht_time
+
+from protocol.fixed_point import SCALE_FRAC_BITS
+from swarm.errors import AveragingError
+from swarm.network.dht import owner_subkey, peer_id_of_owner
+from swarm.network.p2p import P2PClient
+from swarm.rounds.averager import RoundResult
+from swarm.rounds.clock import RoundClock
+from swarm.rounds.outer import Aggregation, OuterName, OuterOptimizer, aggregate, state_digest
+from swarm.rounds.parts import (
+    Accusation,
+    CommitRecord,
+    Part,
+    PartError,
+    PartLayout,
+    accusation_holds,
+    check_part,
+    make_parts,
+    new_round_key,
+    part_signed_by,
+)  # fmt: skip
+from zk.circuit import DEFAULT_PARAMS, CircuitParams
+from zk.commit import Commitment, commit_update
+from zk.quantize import QuantizedUpdate, quantize_update
+
+logger = logging.getLogger(__name__)
+
+Attack = Literal["poison", "scale", "random", "stale", "norm"]
+ATTACKS: tuple[str, ...] = ("poison", "scale", "random", "stale", "norm")
+CALL_TIMEOUT = 5.0
+RETRY_PAUSE = 0.2
+STATE_PIECE = 2 << 20  # bytes of state per download message (p2pd's unary limit is 4 MiB)
+DEFAULT_PART_CHUNKS = 64
+DEFAULT_NORM_FACTOR = 10.0  # an update whose norm is above this many times the group's median norm is dropped
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    """Seconds after a round's end at which its phases close (all on DHT time, the same for every peer)."""
+
+    commit_s: float
+    exchange_s: float
+    agree_s: float
+
+    @classmethod
+    def for_duration(cls, round_duration: float) -> RoundTiming:
+        """Commit in the first quarter of the next round, exchange in the next 35 %, agree in the next 15 %."""
+        return cls(0.25 * round_duration, 0.35 * round_duration, 0.15 * round_duration)
+
+
+@dataclass
+class _Round:
+    """What this peer knows about one round; the P2P handlers read it from the loop thread (under `lock`)."""
+
+    round: int
+    deadline: float  # commit deadline: no data of this round is served before it
+    record: CommitRecord | None = None
+    commitment: Commitment | None = None
+    parts: list[Part] = field(default_factory=list)
+    records: dict[str, CommitRecord] = field(default_factory=dict)
+    held: dict[tuple[str, int], Part] = field(default_factory=dict)  # verified parts of others (we relay them)
+    accusations: dict[str, Accusation] = field(default_factory=dict)  # accused -> accusation we made or checked
+    incoming: list[bytes] = field(default_factory=list)  # accusations sent to us, checked in the agree phase
+
+
+def _flat(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).float() for p in module.parameters()]).clone()
+
+
+def _load_flat(module: torch.nn.Module, flat: torch.Tensor) -> None:
+    offset = 0
+    for p in module.parameters():
+        p.copy_(flat[offset : offset + p.numel()].reshape(p.shape).to(p.dtype))
+        offset += p.numel()
+
+
+class VerifiedAverager:
+    """Averages one stage with its group each round through committed, checked updates (see the module doc)."""
+
+    def __init__(
+        self,
+        dht: hivemind.DHT,
+        experiment: str,
+        stage: int,
+        module: torch.nn.Module,
+        *,
+        clock: RoundClock,
+        lock=None,
+        params: CircuitParams = DEFAULT_PARAMS,
+        part_chunks: int = DEFAULT_PART_CHUNKS,
+        aggregation: Aggregation = "mean",
+        outer: OuterName = "sgd",
+        outer_lr: float | None = None,
+        norm_bound: float | None = None,
+        norm_factor: float | None = DEFAULT_NORM_FACTOR,
+        timing: RoundTiming | None = None,
+        attack: Attack | None = None,
+        on_accusation: Callable[[Accusation], None] | None = None,
+        start: bool = True,
+    ) -> None:
+        if attack is not None and attack not in ATTACKS:
+            raise ValueError(f"unknown attack {attack!r}: use one of {', '.join(ATTACKS)}")
+        self.dht, self.experiment, self.stage, self.module = dht, experiment, stage, module
+        self.clock, self.params, self.part_chunks = clock, params, part_chunks
+        self.lock = lock if lock is not None else threading.Lock()
+        self.aggregation, self.attack = aggregation, attack
+        self.outer = OuterOptimizer(outer, outer_lr)
+        self.norm_bound_sq = None if norm_bound is None else int((norm_bound * (1 << SCALE_FRAC_BITS)) ** 2)
+        self.norm_factor = norm_factor
+        self.timing = timing or RoundTiming.for_duration(clock.round_duration)
+        self.on_accusation = on_accusation or (lambda acc: None)
+        if not list(module.parameters()):
+            raise AveragingError(f"stage {stage}'s module has no parameters to average")
+        with self.lock, torch.no_grad():
+            self.anchor = _flat(module)
+        self.anchor_round = -1
+        self.last_round: int | None = None
+        self.last_delta: torch.Tensor | None = None
+        self.last_commitment: Commitment | None = None
+        self._rounds: dict[int, _Round] = {}
+        self._state_blobs: dict[bytes, bytes] = {}  # digest -> serialized (anchor, momentum) of recent anchors
+        self._past_roots: dict[str, dict[int, int]] = {}  # peer -> round -> root it committed (replay check)
+        self._stale: tuple[QuantizedUpdate, Commitment] | None = None  # the "stale" attack's replayed update
+        self._guard = threading.Lock()
+        self._wire = [0, 0]  # bytes sent, received
+        self._client: P2PClient | None = None
+        self._verify_pool = ThreadPoolExecutor(1, thread_name_prefix=f"verify-s{stage}")
+        quantize_update(torch.zeros(4))  # import bitsandbytes now, not inside the first round's commit window
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.experiment}.s{self.stage}.verified"
+
+    @property
+    def peer_id(self) -> str:
+        return self.dht.peer_id.to_base58()
+
+    def start(self) -> None:
+        if self._client is not None:
+            return
+        self._client = P2PClient(self.dht, f"verified-s{self.stage}", CALL_TIMEOUT * 6)
+        try:
+            self._client.run(self._register(), CALL_TIMEOUT * 6)
+        except BaseException:
+            self.shutdown()
+            raise
+        self._remember_state()
+        self._announce()
+
+    def shutdown(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close(before=self._unregister(client))
+        self._verify_pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    async def _register(self) -> None:
+        for kind, handler in (("part", self._serve_part), ("accuse", self._serve_accuse), ("state", self._serve_state)):
+            await self._client.p2p.add_protobuf_handler(f"{self.prefix}.{kind}", handler, runtime_pb2.ExpertRequest)
+
+    async def _unregister(self, client: P2PClient) -> None:
+        for kind in ("part", "accuse", "state"):
+            await client.p2p.remove_protobuf_handler(f"{self.prefix}.{kind}")
+
+    # ------------------------------------------------------------------------------------------ DHT records
+
+    def _commit_key(self, r: int) -> str:
+        return f"{self.experiment}_s{self.stage}_vcommit_{r}"
+
+    def _presence_key(self) -> str:
+        return f"{self.experiment}_s{self.stage}_vpeers"
+
+    def _announce(self) -> None:
+        ttl = max(3 * self.clock.round_duration, 30.0)
+        value = {"peer_id": self.peer_id, "anchor_round": self.anchor_round}
+        self.dht.store(self._presence_key(), value, get_dht_time() + ttl, subkey=owner_subkey(self.dht))
+
+    def _present_peers(self) -> dict[str, int]:
+        """peer id -> anchor round of the stage's averagers seen on the DHT (self included)."""
+        found = self.dht.get(self._presence_key(), latest=True)
+        out = {}
+        if found is not None and isinstance(found.value, dict):
+            for subkey, item in found.value.items():
+                v = item.value
+                if isinstance(v, dict) and v.get("peer_id") == peer_id_of_owner(subkey) and \
+                        isinstance(v.get("anchor_round"), int):
+                    out[v["peer_id"]] = v["anchor_round"]
+        return out
+
+    def other_peers(self) -> int:
+        return len(set(self._present_peers()) - {self.peer_id})
+
+    def _read_records(self, r: int) -> dict[str, CommitRecord]:
+        found = self.dht.get(self._commit_key(r), latest=True)
+        out: dict[str, CommitRecord] = {}
+        if found is None or not isinstance(found.value, dict):
+            return out
+        for subkey, item in found.value.items():
+            try:
+                rec = CommitRecord.from_wire(item.value)
+            except PartError as exc:
+                logger.info("stage %d round %d: dropping a malformed commit record: %s", self.stage, r, exc)
+                continue
+            if rec.peer_id != peer_id_of_owner(subkey) or (rec.round, rec.stage) != (r, self.stage):
+                logger.info("stage %d round %d: dropping a commit record written by another peer", self.stage, r)
+                continue
+            out[rec.peer_id] = rec
+        return out
+
+    # ------------------------------------------------------------------------------------------ the round
+
+    def step(self, round: int, timeout: float | None = None) -> RoundResult:
+        """Run round `round`'s verified exchange (call it once the round's training window has ended).
+
+        Returns at the round's agree deadline with the anchor and parameters updated; never raises on a failed
+        round (a peer alone, or one that saw nobody's data, keeps its parameters)."""
+        if self._client is None:
+            raise AveragingError("this VerifiedAverager is shut down (or was never started); make a new one")
+        if round < 0:
+            raise ValueError(f"round must be >= 0, got {round}")
+        started = time.monotonic()
+        wire0 = tuple(self._wire)
+        end = self.clock.round_end(round)
+        deadline = end + self.timing.commit_s
+        exchange_end = deadline + self.timing.exchange_s
+        agree_end = exchange_end + self.timing.agree_s
+        st = _Round(round, deadline)
+        with self._guard:
+            self._rounds[round] = st
+            for old in [k for k in self._rounds if k < round - 1]:
+                del self._rounds[old]
+        with self.lock, torch.no_grad():
+            snapshot = _flat(self.module)
+        delta = snapshot - self.anchor
+        self.last_delta, self.last_round = delta, round
+        t0 = time.monotonic()
+        commitment, parts, record = self._commit(round, delta)
+        commit_seconds = time.monotonic() - t0
+        if get_dht_time() < deadline:
+            with self._guard:
+                st.record, st.commitment, st.parts = record, commitment, parts
+            self.last_commitment = commitment
+            stored = self.dht.store(self._commit_key(round), record.to_wire(), end + 3 * self.clock.round_duration,
+                                    subkey=owner_subkey(self.dht))
+            if not stored:
+                logger.warning("stage %d round %d: commit record not stored; this round's update is lost", self.stage,
+                               round)
+        else:
+            logger.warning("stage %d round %d: committing took %.1f s, past the commit deadline; not contributing "
+                           "(raise the round duration)", self.stage, round, commit_seconds)
+            self.last_commitment = None
+        _sleep_until(deadline + 0.1)
+        records = self._read_records(round)
+        if st.record is not None:
+            records[self.peer_id] = st.record
+        with self._guard:
+            st.records = records
+        candidates, dropped, best = self._admit(round, records)
+        t1 = time.monotonic()
+        try:
+            self._client.run(self._exchange(st, candidates, dropped, exchange_end, agree_end),
+                             timeout=max(agree_end - get_dht_time(), 0) + 4 * CALL_TIMEOUT)
+        except TimeoutError:
+            logger.warning("stage %d round %d: the exchange overran its deadline", self.stage, round)
+        kept = [p for p in candidates if p not in dropped]
+        check_seconds = time.monotonic() - t1
+        updates = [self._update_of(st, p) for p in kept]
+        applied = False
+        if updates:
+            avg = aggregate(updates, self.aggregation)
+            applied = self._apply(round, snapshot, avg, best)
+        for p, rec in records.items():
+            self._past_roots.setdefault(p, {})[round] = rec.root
+            for old in [k for k in self._past_roots[p] if k < round - 4]:
+                del self._past_roots[p][old]
+        self._announce()
+        _sleep_until(agree_end)
+        sent, received = self._wire[0] - wire0[0], self._wire[1] - wire0[1]
+        others = [p for p in kept if p != self.peer_id]
+        return RoundResult(
+            round=round, group_size=len(kept) if applied else 1, averaged=applied and bool(others),
+            bytes_sent=sent, bytes_received=received, seconds=time.monotonic() - started,
+            update_norm=float(delta.norm()), verified=True, included=sorted(kept), dropped=dict(sorted(dropped.items())),
+            accusations=sum(1 for a in st.accusations.values() if a.accuser == self.peer_id),
+            parts_checked=sum(1 for (owner, _) in st.held if owner in candidates), check_seconds=check_seconds,
+            commit_seconds=commit_seconds,
+        )  # fmt: skip
+
+    def _commit(self, r: int, delta: torch.Tensor) -> tuple[Commitment, list[Part], CommitRecord]:
+        """Quantize and commit this round's update once (a cheater's version, with --attack), and sign its parts."""
+        committed = delta
+        if self.attack == "norm":
+            committed = delta * 100.0 * (self.norm_factor or 10.0)  # far above any bound: caught by the norm check
+        elif self.attack == "scale":
+            committed = -0.9 * (self.norm_factor or 10.0) * delta  # within the bound, against the honest direction
+        q = quantize_update(committed, block_size=self.params.block)
+        if self.attack == "stale" and self._stale is not None:
+            q, commitment = self._stale
+        else:
+            commitment = commit_update(q, self.params)
+        if self.attack == "stale":
+            self._stale = (q, commitment)
+        key, public = new_round_key()
+        record = CommitRecord(
+            peer_id=self.peer_id, round=r, stage=self.stage, root=commitment.root, norm_sq=commitment.norm_sq,
+            numel=q.numel, num_chunks=commitment.num_chunks, part_key=public, anchor_round=self.anchor_round,
+            anchor_digest=state_digest(self.anchor, self.anchor_round, self.outer),
+        )  # fmt: skip
+        parts = make_parts(commitment, self.peer_id, r, self.stage, key, self.part_chunks)
+        if self.attack in ("poison", "random"):
+            parts = [self._corrupt(p, key) for p in parts]
+        return commitment, parts, record
+
+    def _corrupt(self, part: Part, key) -> Part:
+        values = np.frombuffer(part.values, dtype=np.int8).astype(np.int64)
+        if self.attack == "poison":  # the same codes, scales x1000: a x1000 update under an honest root
+            scales = np.frombuffer(part.scales, dtype="<u4").astype(np.uint64) * 1000
+            return part.model_copy(update={"scales": np.minimum(scales, 2**32 - 1).astype("<u4").tobytes()}).signed(key)
+        rng = np.random.default_rng(part.index)
+        noise = rng.integers(-127, 128, size=values.size).astype(np.int8)
+        return part.model_copy(update={"values": noise.tobytes()}).signed(key)
+
+    def _admit(self, r: int, records: dict[str, CommitRecord]) -> tuple[list[str], dict[str, str], tuple]:
+        """The peers whose records can enter this round (sorted), those refused at once and why, the anchor used."""
+        dropped: dict[str, str] = {}
+        camps: dict[tuple[int, bytes], int] = {}
+        for rec in records.values():
+            camps[(rec.anchor_round, rec.anchor_digest)] = camps.get((rec.anchor_round, rec.anchor_digest), 0) + 1
+        mine = (self.anchor_round, state_digest(self.anchor, self.anchor_round, self.outer))
+        # the anchor most peers hold; ties go to the later anchor round (a fresh joiner yields to a veteran)
+        best = max(camps, key=lambda c: (camps[c], c[0], c[1])) if camps else mine
+        for p, rec in records.items():
+            if (rec.anchor_round, rec.anchor_digest) != best:
+                dropped[p] = f"stale anchor (round {rec.anchor_round}; the group's is round {best[0]})"
+            elif self.norm_bound_sq is not None and rec.norm_sq > self.norm_bound_sq:
+                dropped[p] = "norm above the experiment's bound"
+            elif rec.root in self._past_roots.get(p, {}).values():
+                dropped[p] = "replayed an earlier round's commitment"
+        in_camp = [rec.norm_sq for p, rec in records.items() if p not in dropped]
+        if self.norm_factor is not None and len(in_camp) >= 3:
+            limit = statistics.median(in_camp) * self.norm_factor**2
+            for p, rec in records.items():
+                if p not in dropped and rec.norm_sq > limit:
+                    dropped[p] = f"norm above {self.norm_factor:g}x the group's median"
+        return sorted(records), dropped, best
+
+    def _update_of(self, st: _Round, peer: str) -> QuantizedUpdate:
+        if peer == self.peer_id:
+            assert st.commitment is not None
+            return st.commitment.update
+        rec = st.records[peer]
+        layout = PartLayout(self.params, rec.numel, self.part_chunks)
+        parts = [st.held[(peer, i)] for i in range(layout.num_parts)]
+        values = np.frombuffer(b"".join(p.values for p in parts), dtype=np.int8).copy()
+        scales = np.frombuffer(b"".join(p.scales for p in parts), dtype="<u4").astype(np.int64)
+        return QuantizedUpdate(torch.from_numpy(values), torch.from_numpy(scales), rec.numel, (rec.numel,),
+                               self.params.block)
+
+    def _apply(self, r: int, snapshot: torch.Tensor, avg: torch.Tensor, best: tuple[int, bytes]) -> bool:
+        """Move the anchor by the outer step and the live parameters with it (local steps since the snapshot kept)."""
+        mine = (self.anchor_round, state_digest(self.anchor, self.anchor_round, self.outer))
+        holders = [p for p, rec in self._rounds[r].records.items() if (rec.anchor_round, rec.anchor_digest) == best]
+        if mine != best and not self._download_state(best[1], sources=holders):
+            logger.warning("stage %d round %d: my anchor is not the group's and no peer sent it; resync later",
+                           self.stage, r)
+            return False
+        new_anchor = self.outer.step(self.anchor, avg)
+        with self.lock, torch.no_grad():
+            live = _flat(self.module)
+            _load_flat(self.module, new_anchor + (live - snapshot))
+        self.anchor, self.anchor_round = new_anchor, r
+        self._remember_state()
+        return True
+
+    # ------------------------------------------------------------------------------------------ exchange (loop)
+
+    async def _exchange(self, st: _Round, candidates: list[str], dropped: dict[str, str], exchange_end: float,
+                        agree_end: float) -> None:
+        me = self.peer_id
+        missing = {(p, i) for p in candidates if p != me and p not in dropped
+                   for i in range(PartLayout(self.params, st.records[p].numel, self.part_chunks).num_parts)}
+        await self._gather(st, candidates, dropped, missing, exchange_end)
+        others = [p for p in candidates if p != me]
+        pulled = await asyncio.gather(*(self._call(p, "accuse", {"round": st.round, "list": True})
+                                        for p in others), return_exceptions=True)
+        for reply in pulled:
+            if isinstance(reply, dict):
+                with self._guard:
+                    st.incoming.extend(b for b in reply.get("accusations", []) if isinstance(b, bytes))
+        await self._gather(st, candidates, dropped, missing, agree_end - 0.3)
+        with self._guard:
+            incoming, st.incoming = list(st.incoming), []
+        for data in incoming:
+            try:
+                acc = Accusation.from_bytes(data)
+            except PartError:
+                continue
+            known = st.records.get(acc.accused)
+            if acc.accused in dropped or known is None or acc.round != st.round:
+                continue
+            if accusation_holds(acc, known, self.params, self.part_chunks):
+                dropped[acc.accused] = f"accused by {acc.accuser[-6:]}: {acc.reason}"
+                st.accusations.setdefault(acc.accused, acc)
+        for p, i in sorted(missing):
+            dropped.setdefault(p, f"withheld: no peer could send its part {i}")
+
+    async def _gather(self, st: _Round, candidates: list[str], dropped: dict[str, str],
+                      missing: set[tuple[str, int]], until: float) -> None:
+        """Fetch and check missing parts (owner first, then any peer that verified them) until `until`."""
+        attempt = 0
+        while get_dht_time() < until:
+            for key in [k for k in missing if k[0] in dropped]:
+                missing.discard(key)
+            if not missing:
+                return
+            sem = asyncio.Semaphore(8)
+
+            async def one(owner: str, index: int, source: str, sem: asyncio.Semaphore = sem) -> None:
+                async with sem:
+                    await self._fetch_one(st, owner, index, source, candidates, dropped, missing)
+
+            tasks = []
+            for owner, index in sorted(missing):
+                relays = [p for p in candidates if p not in (owner, self.peer_id)]
+                sources = [owner, *relays]
+                tasks.append(one(owner, index, sources[attempt % len(sources)]))
+            await asyncio.gather(*tasks, return_exceptions=True)
+            attempt += 1
+            if missing:
+                await asyncio.sleep(min(RETRY_PAUSE, max(until - get_dht_time(), 0)))
+
+    async def _fetch_one(self, st: _Round, owner: str, index: int, source: str, candidates: list[str],
+                         dropped: dict[str, str], missing: set[tuple[str, int]]) -> None:
+        reply = await self._call(source, "part", {"round": st.round, "owner": owner, "index": index})
+        if not isinstance(reply, dict) or not isinstance(reply.get("part"), bytes):
+            return
+        try:
+            part = Part.from_bytes(reply["part"])
+        except PartError:
+            return
+        record = st.records[owner]
+        if (part.owner, part.index) != (owner, index) or not part_signed_by(record, part):
+            return  # not the owner's signed part: noise, not evidence; try another source
+        loop = asyncio.get_running_loop()
+        reason = await loop.run_in_executor(self._verify_pool, check_part, record, part, self.params,
+                                            self.part_chunks)
+        self._wire[1] += len(reply["part"])
+        if reason is None:
+            with self._guard:
+                st.held[(owner, index)] = part
+            missing.discard((owner, index))
+            return
+        if owner in dropped:
+            return
+        layout = PartLayout(self.params, record.numel, self.part_chunks)
+        acc = Accusation(accuser=self.peer_id, accused=owner, round=st.round, stage=self.stage,
+                         chunk=layout.chunks(index).start, reason=reason, record=record.to_wire(), part=reply["part"])
+        dropped[owner] = f"caught: {reason} (part {index})"
+        with self._guard:
+            st.accusations[owner] = acc
+        logger.warning("stage %d round %d: peer %s sent a part that fails its commitment: %s", self.stage,
+                       st.round, owner, reason)
+        try:
+            self.on_accusation(acc)
+        except Exception:
+            logger.exception("publishing an accusation failed")
+        body = {"round": st.round, "accusation": acc.to_bytes()}
+        await asyncio.gather(*(self._call(p, "accuse", body) for p in candidates if p not in (self.peer_id, owner)),
+                             return_exceptions=True)
+
+    async def _call(self, peer: str, kind: str, body: dict, timeout: float = CALL_TIMEOUT) -> dict | None:
+        assert self._client is not None
+        request = runtime_pb2.ExpertRequest(uid=kind, metadata=msgpack.packb(body, use_bin_type=True))
+        try:
+            response = await asyncio.wait_for(self._client.p2p.call_protobuf_handler(
+                PeerID.from_base58(peer), f"{self.prefix}.{kind}", request, runtime_pb2.ExpertResponse), timeout)
+            reply = msgpack.unpackb(response.metadata, raw=False)
+        except Exception as exc:  # noqa: BLE001 - a dead, slow or lying peer: the caller tries elsewhere
+            logger.debug("%s call to %s failed: %r", kind, peer, exc)
+            return None
+        return reply if isinstance(reply, dict) else None
+
+    # ------------------------------------------------------------------------------------------ handlers
+
+    def _reply(self, body: dict) -> runtime_pb2.ExpertResponse:
+        data = msgpack.packb(body, use_bin_type=True)
+        self._wire[0] += len(data)
+        return runtime_pb2.ExpertResponse(metadata=data)
+
+    @staticmethod
+    def _request(request: runtime_pb2.ExpertRequest) -> dict:
+        try:
+            body = msgpack.unpackb(request.metadata, raw=False)
+        except Exception:  # noqa: BLE001 - garbage from a peer
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    async def _serve_part(self, request: runtime_pb2.ExpertRequest, context: P2PContext) -> runtime_pb2.ExpertResponse:
+        body = self._request(request)
+        r, owner, index = body.get("round"), body.get("owner"), body.get("index")
+        with self._guard:
+            st = self._rounds.get(r) if isinstance(r, int) else None
+            if st is None:
+                return self._reply({"error": "unknown round"})
+            if get_dht_time() < st.deadline:
+                return self._reply({"error": "before the commit deadline"})
+            if owner == self.peer_id:
+                part = st.parts[index] if isinstance(index, int) and 0 <= index < len(st.parts) else None
+            else:
+                part = st.held.get((owner, index)) if isinstance(owner, str) and isinstance(index, int) else None
+        if part is None:
+            return self._reply({"error": "not held"})
+        return self._reply({"part": part.to_bytes()})
+
+    async def _serve_accuse(self, request: runtime_pb2.ExpertRequest, context: P2PContext) -> runtime_pb2.ExpertResponse:
+        body = self._request(request)
+        r = body.get("round")
+        with self._guard:
+            st = self._rounds.get(r) if isinstance(r, int) else None
+            if st is None:
+                return self._reply({"error": "unknown round"})
+            if body.get("list"):
+                return self._reply({"accusations": [a.to_bytes() for a in st.accusations.values()]})
+            if isinstance(body.get("accusation"), bytes) and len(st.incoming) < 1024:
+                st.incoming.append(body["accusation"])
+        return self._reply({"ok": True})
+
+    async def _serve_state(self, request: runtime_pb2.ExpertRequest, context: P2PContext) -> runtime_pb2.ExpertResponse:
+        body = self._request(request)
+        digest, piece = body.get("digest"), body.get("piece", 0)
+        with self._guard:
+            if digest is None and self._state_blobs:
+                digest = next(reversed(self._state_blobs))
+            blob = self._state_blobs.get(digest)
+        if blob is None or not isinstance(piece, int) or piece < 0:
+            return self._reply({"error": "no such state"})
+        pieces = max(1, -(-len(blob) // STATE_PIECE))
+        return self._reply({"digest": digest, "pieces": pieces, "data": blob[piece * STATE_PIECE:(piece + 1) * STATE_PIECE]})
+
+    # ------------------------------------------------------------------------------------------ state sync
+
+    def _remember_state(self) -> None:
+        digest = state_digest(self.anchor, self.anchor_round, self.outer)
+        header = msgpack.packb({"anchor_round": self.anchor_round, "numel": self.anchor.numel(),
+                                "momentum": self.outer.state().numel()}, use_bin_type=True)
+        blob = len(header).to_bytes(4, "big") + header + self.anchor.numpy().tobytes() + \
+            self.outer.state().contiguous().numpy().tobytes()
+        with self._guard:
+            self._state_blobs[digest] = blob
+            while len(self._state_blobs) > 2:
+                del self._state_blobs[next(iter(self._state_blobs))]
+
+    def _download_state(self, digest: bytes | None, sources, timeout: float = 30.0) -> bool:
+        """Load the anchor (and momentum) from a peer: the one with `digest` (checked), or its newest if None."""
+        assert self._client is not None
+        for peer in [p for p in sources if p != self.peer_id]:
+            try:
+                blob, got = self._client.run(self._fetch_state(peer, digest), timeout)
+            except Exception as exc:  # noqa: BLE001 - try the next peer
+                logger.info("state download from %s failed: %r", peer, exc)
+                continue
+            if blob is not None and got is not None and self._load_state(blob, digest or got):
+                return True
+        return False
+
+    async def _fetch_state(self, peer: str, digest: bytes | None) -> tuple[bytes | None, bytes | None]:
+        chunks, pieces, piece = [], 1, 0
+        while piece < pieces:
+            reply = await self._call(peer, "state", {"digest": digest, "piece": piece}, timeout=CALL_TIMEOUT * 4)
+            if not reply or not isinstance(reply.get("data"), bytes):
+                return None, None
+            digest, pieces = reply["digest"], int(reply["pieces"])
+            chunks.append(reply["data"])
+            piece += 1
+        return b"".join(chunks), digest
+
+    def _load_state(self, blob: bytes, digest: bytes) -> bool:
+        try:
+            n = int.from_bytes(blob[:4], "big")
+            header = msgpack.unpackb(blob[4 : 4 + n], raw=False)
+            numel, mom = int(header["numel"]), int(header["momentum"])
+            anchor_round = int(header["anchor_round"])
+            body = np.frombuffer(blob[4 + n :], dtype=np.float32)
+        except Exception:  # noqa: BLE001 - a peer's garbage
+            return False
+        if numel != self.anchor.numel() or body.size != numel + mom or mom not in (0, numel):
+            return False
+        anchor = torch.from_numpy(body[:numel].copy())
+        outer = OuterOptimizer(self.outer.name, self.outer.lr, self.outer.momentum_factor)
+        outer.load_state(torch.from_numpy(body[numel:].copy()))
+        if state_digest(anchor, anchor_round, outer) != digest:
+            logger.warning("stage %d: a peer sent a state that does not match its digest; ignoring it", self.stage)
+            return False
+        with self.lock, torch.no_grad():
+            _load_flat(self.module, anchor)
+        self.anchor, self.anchor_round, self.outer = anchor, anchor_round, outer
+        self._remember_state()
+        return True
+
+    def load_state_from_peers(self, timeout: float = 30.0) -> bool:
+        """Download the stage's newest anchor from a peer (joining); checked against the group in the next round."""
+        present = self._present_peers()
+        sources = sorted((p for p in present if p != self.peer_id), key=lambda p: -present[p])
+        if not sources or not self._download_state(None, sources, timeout):
+            return False
+        self.last_round = self.anchor_round if self.anchor_round >= 0 else None
+        self._announce()
+        logger.info("stage %d: downloaded the anchor of round %d from a peer", self.stage, self.anchor_round)
+        return True
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - get_dht_time()
+    if delay > 0:
+        time.sleep(delay)
