@@ -38,7 +38,9 @@ class Earnings(BaseModel):
     claimed_rounds: int = 0
     claimable: int = 0  # shares of finalized rounds, valid and not yet claimed
     claimable_rounds: list[tuple[int, int]] = []  # (round, stage)
-    to_finalize: list[tuple[int, int]] = []  # audit window over, round not finalized yet (anyone may finalize)
+    to_finalize: list[
+        tuple[int, int]
+    ] = []  # audit window over, round not finalized yet (anyone may finalize)
     waiting: int = 0  # records whose submission or audit window is still open
     blocked: int = 0  # records with an unanswered audit: never claimable
     slashed: int = 0  # records slashed
@@ -118,7 +120,10 @@ class EarningsReader:
         if self._token is None:
             c = self.client
             try:
-                self._token = (str(c.read("symbol", contract=c.token)), int(c.read("decimals", contract=c.token)))
+                self._token = (
+                    str(c.read("symbol", contract=c.token)),
+                    int(c.read("decimals", contract=c.token)),
+                )
             except ChainError:  # a token without the optional metadata
                 self._token = ("tokens", 18)
         return self._token
@@ -165,4 +170,6 @@ def claim_all(client: ChainClient, experiment: int) -> ClaimOutcome:
         block = receipt["blockNumber"]
         claimed += sum(int(e["amount"]) for e in client.events("Claimed", block, block) if e["tx"] == tx)
         logger.info("claimed %d round(s) of experiment %d in %s", len(batch), experiment, tx)
-    return ClaimOutcome(claimed=claimed, rounds=pairs, finalized=finalized, transactions=txs, earnings=reader.read())
+    return ClaimOutcome(
+        claimed=claimed, rounds=pairs, finalized=finalized, transactions=txs, earnings=reader.read()
+    )

@@ -1,0 +1,218 @@
+"""`PeerMonitor`: the running peer's side of the view. It receives the peer's events, keeps its `PeerState`, shows
+the live panel (a terminal) or plain log lines (no terminal), keeps the status file, and reads the wallet's
+earnings from the chain every few seconds. `shutdown()` reads the chain one last time and removes the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self, TextIO
+
+from rich.console import Console
+from rich.live import Live
+
+from swarm.apps.events import EventWriter, _Event
+from swarm.apps.view.render import advice_lines, event_line, panel, status_line, summary_lines
+from swarm.apps.view.state import ChainInfo, PeerState
+from swarm.apps.view.status_file import remove_status, write_status
+
+logger = logging.getLogger(__name__)
+
+REFRESH_S = 1.0  # panel and status file
+CHAIN_POLL_S = 5.0
+STAGE_POLL_S = 15.0
+STATUS_LINE_S = 30.0  # plain mode: a status line this often
+
+
+class MonitoredEventWriter(EventWriter):
+    """An EventWriter that also hands every event to the monitor (whether or not JSON lines are written)."""
+
+    def __init__(self, monitor: PeerMonitor, enabled: bool, stream: TextIO | None = None) -> None:
+        super().__init__(peer="", stream=stream, enabled=enabled)
+        self.monitor = monitor
+
+    def emit(self, event: _Event) -> None:
+        super().emit(event)
+        self.monitor(event)
+
+
+class PeerMonitor:
+    """Owns the view of one running peer: `mode` is 'live' (rich panel), 'lines' (plain) or 'quiet' (--events)."""
+
+    def __init__(
+        self,
+        state: PeerState,
+        *,
+        mode: str = "lines",
+        stream: TextIO | None = None,
+        status_file: Path | None = None,
+        refresh_s: float = REFRESH_S,
+        chain_poll_s: float = CHAIN_POLL_S,
+    ) -> None:
+        if mode not in ("live", "lines", "quiet"):
+            raise ValueError(f"unknown view mode {mode!r}")
+        self.state, self.mode, self.status_file = state, mode, status_file
+        self.stream = stream or sys.stdout
+        self.refresh_s, self.chain_poll_s = refresh_s, chain_poll_s
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live: Live | None = None
+        self._handlers: list[tuple[logging.StreamHandler, Any]] = []
+        self._earnings_reader: Any = None
+        self._stage_peers: Callable[[], int | None] | None = None
+        self._warned: set[str] = set()
+        self._next_chain = self._next_stage = 0.0
+        self._next_line = time.monotonic() + STATUS_LINE_S
+        self.claim_command: str | None = None
+
+    @classmethod
+    def choose_mode(cls, events_json: bool, stream: TextIO | None = None) -> str:
+        """'quiet' with --events (stdout is JSON), 'live' on a terminal, else 'lines'."""
+        if events_json:
+            return "quiet"
+        return "live" if (stream or sys.stdout).isatty() else "lines"
+
+    def writer(self, enabled: bool, stream: TextIO | None = None) -> MonitoredEventWriter:
+        return MonitoredEventWriter(self, enabled, stream)
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def __call__(self, event: _Event) -> None:
+        with self._lock:
+            self.state.apply(event)  # type: ignore[arg-type]
+            if self.mode == "lines":
+                line = event_line(self.state, event)  # type: ignore[arg-type]
+                if line:
+                    self._print(line)
+
+    def watch_chain(self, info: ChainInfo, client: Any) -> None:
+        """Read `info.address`'s earnings through `client` (a ChainClient; a wallet is not needed) from now on."""
+        from swarm.apps.claim import claim_command
+        from swarm.apps.earnings import EarningsReader
+
+        with self._lock:
+            self.state.chain, self.state.paid = info, True
+            self._earnings_reader = EarningsReader(client, info.experiment, info.address)
+            self.claim_command = claim_command(info.rpc_url, info.escrow, info.experiment,
+                                               Path(info.key_file) if info.key_file else None)  # fmt: skip
+            self._next_chain = 0.0
+
+    def watch_stage_peers(self, count: Callable[[], int | None]) -> None:
+        """`count()` says how many peers announce this peer's stage (a DHT read; called every few seconds)."""
+        self._stage_peers = count
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Self:
+        if self.mode == "live":
+            console = Console(file=self.stream, force_terminal=True)
+            self._live = Live(panel(self.state), console=console, refresh_per_second=4, transient=False,
+                              redirect_stdout=True, redirect_stderr=True)  # fmt: skip
+            self._live.start()
+            self._point_logs_at(sys.stderr)  # the Live's proxy: log lines scroll above the panel
+        self._thread = threading.Thread(target=self._run, name="peer-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop refreshing; read the chain one last time; remove the status file; print the summary."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._poll_chain(force=True)
+        with self._lock:
+            if self._live is not None:
+                self._live.update(panel(self.state))
+                self._live.stop()
+                self._live = None
+                self._restore_logs()
+            if self.status_file is not None:
+                remove_status(self.status_file)
+            lines = summary_lines(self.state, self.claim_command)
+        out = self.stream if self.mode != "quiet" else sys.stderr
+        print("\n".join(lines), file=out, flush=True)
+
+    # ------------------------------------------------------------------------------------------ thread
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self._tick()
+            except Exception:  # the view must never take the peer down
+                logger.exception("the peer's view failed to refresh")
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self._poll_chain()
+        if self._stage_peers is not None and now >= self._next_stage:
+            self._next_stage = now + STAGE_POLL_S
+            try:
+                count = self._stage_peers()
+            except Exception as exc:  # noqa: BLE001 -- a DHT read failing is not worth stopping for
+                logger.debug("could not count the peers of this stage: %s", exc)
+                count = None
+            with self._lock:
+                self.state.stage_peers = count if count is not None else self.state.stage_peers
+        with self._lock:
+            self.state.updated = time.time()
+            if self.status_file is not None:
+                write_status(self.status_file, self.state)
+            if self._live is not None:
+                self._live.update(panel(self.state))
+            elif self.mode == "lines":
+                self._new_warnings()
+                if now >= self._next_line:
+                    self._next_line = now + STATUS_LINE_S
+                    self._print(status_line(self.state))
+
+    def _poll_chain(self, force: bool = False) -> None:
+        if self._earnings_reader is None or (not force and time.monotonic() < self._next_chain):
+            return
+        self._next_chain = time.monotonic() + self.chain_poll_s
+        from swarm.chain.errors import ChainError
+
+        try:
+            earnings, error = self._earnings_reader.read(), ""
+        except ChainError as exc:
+            earnings, error = None, str(exc)
+        with self._lock:
+            self.state.set_earnings(earnings, error)
+
+    def _new_warnings(self) -> None:
+        current = self.state.warnings()
+        fresh = [w for w in current if w.key not in self._warned]
+        self._warned = {w.key for w in current}
+        for line in advice_lines(fresh):
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        try:
+            print(line, file=self.stream, flush=True)
+        except (BrokenPipeError, ValueError):  # the reader is gone: keep running
+            self.mode = "quiet"
+
+    # ------------------------------------------------------------------------------------------ logging
+
+    def _point_logs_at(self, stream: TextIO) -> None:
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.StreamHandler) and h.stream in (sys.__stderr__, sys.__stdout__):
+                self._handlers.append((h, h.stream))
+                h.setStream(stream)
+
+    def _restore_logs(self) -> None:
+        for h, stream in self._handlers:
+            h.setStream(stream)
+        self._handlers.clear()
