@@ -19,6 +19,11 @@ cmd=${1:-demo}; shift || true
 case "$cmd" in
   install) install ;;
   demo) install; exec .venv/bin/python -m swarm.demo "$@" ;;
-  test) install; exec .venv/bin/python -m pytest -q "$@" ;;
+  test) install
+    # the emulated-host tests (tests/integration/test_netlab_*) need iptables for their NAT routers; root only
+    if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null && command -v apt-get >/dev/null; then
+      apt-get install -y -qq iptables >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iptables; } || true
+    fi
+    exec .venv/bin/python -m pytest -q "$@" ;;
   *) echo "usage: ./dev.sh {demo|test|install} [args...]" >&2; exit 2 ;;
 esac
