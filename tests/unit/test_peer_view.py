@@ -41,9 +41,8 @@ def paid_stage_peer() -> PeerState:
 
 
 def earnings(**kw) -> Earnings:
-    base = dict(address="0x" + "cd" * 20, experiment=3, escrow="0x" + "ab" * 20, symbol="SWT", block=42,
-                stake=100 * TOKEN, min_stake=100 * TOKEN)  # fmt: skip
-    return Earnings(**{**base, **kw})
+    kw = {"symbol": "SWT", "block": 42, "stake": 100 * TOKEN, "min_stake": 100 * TOKEN, **kw}
+    return Earnings(address="0x" + "cd" * 20, experiment=3, escrow="0x" + "ab" * 20, **kw)
 
 
 def test_stage_peer_state_counts_rounds_proofs_and_says_why_its_stage_was_chosen():
