@@ -41,6 +41,26 @@ class MonitoredEventWriter(EventWriter):
         self.monitor(event)
 
 
+class NoView:
+    """What `view_of` gives when the peer runs without a monitor (in tests, or embedded): every call is a no-op."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def view_of(events: EventWriter) -> PeerMonitor | NoView:
+    """The monitor behind `events` (a MonitoredEventWriter), or a no-op stand-in."""
+    return getattr(events, "monitor", None) or NoView()
+
+
+def start_view(config: Any) -> tuple[PeerMonitor, MonitoredEventWriter]:
+    """The monitor `swarm-peer` runs with `config` (live panel, plain lines or quiet) and its event writer."""
+    from swarm.apps.view.status_file import status_path
+
+    monitor = PeerMonitor(PeerState(), mode=PeerMonitor.choose_mode(config.events), status_file=status_path())
+    return monitor, monitor.writer(enabled=config.events)
+
+
 class PeerMonitor:
     """Owns the view of one running peer: `mode` is 'live' (rich panel), 'lines' (plain) or 'quiet' (--events)."""
 
@@ -70,6 +90,8 @@ class PeerMonitor:
         self._next_chain = self._next_stage = 0.0
         self._next_line = time.monotonic() + STATUS_LINE_S
         self.claim_command: str | None = None
+        self._config: Any = None
+        self._wallet: str | None = None
 
     @classmethod
     def choose_mode(cls, events_json: bool, stream: TextIO | None = None) -> str:
@@ -102,6 +124,47 @@ class PeerMonitor:
             self.claim_command = claim_command(info.rpc_url, info.escrow, info.experiment,
                                                Path(info.key_file) if info.key_file else None)  # fmt: skip
             self._next_chain = 0.0
+
+    def joined(self, dht: Any, config: Any, reach: Any = None, wallet: str | None = None) -> None:
+        """The peer is on the DHT (`config`: its PeerConfig; `reach`: swarm.network.reachability's result)."""
+        from swarm.network.dht import visible_multiaddrs
+
+        self._config, self._wallet = config, wallet
+        with self._lock:
+            s = self.state
+            s.role, s.peer_id, s.stage_pinned = config.role, dht.peer_id.to_base58(), config.stage is not None
+            s.experiment = config.experiment
+            try:
+                s.addresses = visible_multiaddrs(dht)
+            except Exception as exc:  # noqa: BLE001 -- the view must not stop the peer
+                logger.debug("no visible addresses: %s", exc)
+            if reach is not None:
+                s.dialback, s.dialback_seen_as = reach.status, reach.seen_as
+        if config.role == "stage":
+            self.watch_stage_peers(lambda: self._count_stage_peers(dht, config.experiment))
+
+    def found_experiment(self, record: Any) -> None:
+        """The experiment record is known: a paid stage peer's wallet is followed on the chain from now on."""
+        config = getattr(self, "_config", None)
+        with self._lock:
+            self.state.experiment = record.name
+        paid = config is not None and config.role == "stage" and config.chain_rpc and self._wallet
+        if not paid or record.chain_experiment_id is None:
+            return
+        from swarm.chain.client import ChainClient
+
+        key_file = str(config.wallet_key_file) if config.wallet_key_file else None
+        info = ChainInfo(rpc_url=config.chain_rpc, escrow=config.escrow, experiment=record.chain_experiment_id,
+                         address=self._wallet, key_file=key_file)  # fmt: skip
+        self.watch_chain(info, ChainClient(config.chain_rpc, escrow=config.escrow))
+
+    def _count_stage_peers(self, dht: Any, experiment: str) -> int | None:
+        from swarm.network.records import fetch_stage_announcements
+
+        stage = self.state.stage
+        if stage is None:
+            return None
+        return len({a.peer_id for a in fetch_stage_announcements(dht, experiment).get(stage, ())})
 
     def watch_stage_peers(self, count: Callable[[], int | None]) -> None:
         """`count()` says how many peers announce this peer's stage (a DHT read; called every few seconds)."""
@@ -141,9 +204,10 @@ class PeerMonitor:
                 self._restore_logs()
             if self.status_file is not None:
                 remove_status(self.status_file)
-            lines = summary_lines(self.state, self.claim_command)
-        out = self.stream if self.mode != "quiet" else sys.stderr
-        print("\n".join(lines), file=out, flush=True)
+            lines = summary_lines(self.state, self.claim_command) if self.state.peer_id else []
+        if lines:
+            out = self.stream if self.mode != "quiet" else sys.stderr
+            print("\n".join(lines), file=out, flush=True)
 
     # ------------------------------------------------------------------------------------------ thread
 

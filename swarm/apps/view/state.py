@@ -51,6 +51,10 @@ class PeerState(BaseModel):
     updated: float = Field(default_factory=time.time)
     status: str = "starting"
     addresses: list[str] = []  # multiaddrs others can dial
+    dialback: str = (
+        ""  # a peer of the swarm tried to connect back: public | private | unknown ("" not checked)
+    )
+    dialback_seen_as: str = ""  # the address our connections come from, as that peer saw it
     # stage peers
     stage: int | None = None
     stage_reason: str = ""
@@ -187,8 +191,14 @@ class PeerState(BaseModel):
 
     @property
     def reach(self) -> str:
-        """'public', 'local network', 'this machine' or 'unknown', from the addresses others can dial."""
-        return reach_of(self.addresses)
+        """'public' when a peer connected back to us, 'behind a NAT or firewall' when it could not; otherwise
+        'public', 'local network', 'this machine' or 'unknown' from the addresses others can dial."""
+        by_address = reach_of(self.addresses)
+        if self.dialback == "public":
+            return "public (a peer connected back)"
+        if self.dialback == "private" and by_address != "this machine":
+            return "behind a NAT or firewall (a peer could not connect back)"
+        return by_address
 
     def warnings(self, now: float | None = None) -> list[Advice]:
         """What is wrong, in plain words, each with what to do."""
@@ -203,7 +213,7 @@ class PeerState(BaseModel):
                     fix="to serve other machines, start it with --host 0.0.0.0 (the default)",
                 )
             )
-        elif self.role in ("stage", "bootstrap") and reach == "local network":
+        elif self.role in ("stage", "bootstrap") and (reach == "local network" or reach.startswith("behind")):
             port = _port_of(self.addresses)
             out.append(
                 Advice(
