@@ -24,6 +24,10 @@ case "$cmd" in
     if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null && command -v apt-get >/dev/null; then
       apt-get install -y -qq iptables >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iptables; } || true
     fi
+    # the dashboard's browser tests (tests/*/test_experiment_dashboard*) drive Debian's chromium; root only
+    if [ "$(id -u)" = 0 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null && command -v apt-get >/dev/null; then
+      apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || true
+    fi
     exec .venv/bin/python -m pytest -q "$@" ;;
   *) echo "usage: ./dev.sh {demo|test|install} [args...]" >&2; exit 2 ;;
 esac
