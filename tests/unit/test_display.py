@@ -13,11 +13,13 @@ from swarm.apps.events import (
     Left,
     Ready,
     RoundDone,
+    Settled,
     StageChanged,
     Step,
     Synced,
     parse_event,
 )
+from swarm.apps.view.render import peer_row
 
 
 def test_events_round_trip_through_json_lines_and_junk_is_ignored():
@@ -67,6 +69,17 @@ def test_trainer_steps_make_the_loss_curve_and_summary():
     assert "test loss: t 0.5000" in text and "failure: x: boom" in text
     console = Console(file=io.StringIO(), width=120)
     console.print(render(view))  # renders without error
+
+
+def test_demo_rows_are_the_peers_own_state_rendered_the_same_way():
+    view = SwarmView(n_stages=2)
+    view.apply(Ready(peer="s", role="stage", peer_id="QmS", stage=1))
+    view.apply(RoundDone(peer="s", round=4, stage=1, group_size=3, bytes_sent=1024, bytes_received=1024, seconds=1,
+                         update_norm=0.2))  # fmt: skip
+    view.apply(Settled(peer="s", action="contributed", round=4, stage=1))
+    view.apply(Settled(peer="s", action="claimed", round=4, stage=1, detail={"amount": str(10**19)}))
+    assert peer_row("s", view.peers["s"]) == ["s", "stage", "1", "1", "3", "2.0 KiB", "1", "10", view.peers["s"].status]
+    assert view.peers["s"].claimed == 10**19  # what swarm-demo waits for before its summary
 
 
 def test_sparkline_goes_from_low_to_high_and_fits_its_width():

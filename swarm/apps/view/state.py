@@ -186,6 +186,11 @@ class PeerState(BaseModel):
         return sum(tail) / len(tail) if tail else None
 
     @property
+    def claimed(self) -> int:
+        """Base units the peer's own claims received, as it reported them (swarm-demo waits for these)."""
+        return self.claimed_by_peer
+
+    @property
     def proofs_made(self) -> int:
         return self.contributions + self.audits_answered
 
