@@ -6,8 +6,10 @@ Each peer is a `PeerState` (swarm/apps/view), the same one `swarm-peer` shows fo
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Group
 from rich.panel import Panel
@@ -18,7 +20,7 @@ from swarm.apps.events import Failed, Left, PeerEvent, RoundDone, Step
 from swarm.apps.view.render import DEMO_COLUMNS, human_bytes, peer_row, sparkline
 from swarm.apps.view.state import PeerState
 
-__all__ = ["SwarmView", "human_bytes", "render", "sparkline", "summary_lines"]
+__all__ = ["SwarmView", "human_bytes", "join_lines", "render", "sparkline", "summary_lines"]
 
 
 @dataclass
@@ -118,3 +120,15 @@ def summary_lines(view: SwarmView, seconds: float, layout: list[int] | None = No
         lines.append("test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in view.eval_losses.items()))
     lines += [f"failure: {f}" for f in view.failures]
     return lines
+
+
+def join_lines(maddrs: list[str], experiment: str) -> list[str]:
+    """What the demo prints so that a second terminal can join its swarm as a volunteer (loopback only)."""
+    script = Path(sys.executable).with_name("swarm-peer")
+    peer = str(script) if script.exists() else f"{sys.executable} -m swarm.peer"
+    join = f"{peer} --join --host 127.0.0.1 --experiment {experiment} --initial-peers {' '.join(maddrs)}"
+    return [
+        "join this swarm from a second terminal as a volunteer (a stage peer; unpaid: the demo's wallets are its own):",
+        f"  {join}",
+        "  (add --role trainer to push batches instead; `swarm-peer status` in a third terminal shows what it does)",
+    ]

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from swarm.apps.display import SwarmView, render, sparkline, summary_lines
+from swarm.apps.display import SwarmView, join_lines, render, sparkline, summary_lines
 from swarm.apps.events import (
     EventWriter,
     Failed,
@@ -86,3 +86,9 @@ def test_sparkline_goes_from_low_to_high_and_fits_its_width():
     line = sparkline([float(i) for i in range(1000)], width=50)
     assert len(line) == 50 and line[0] == "▁" and line[-1] == "█"
     assert sparkline([]) == "" and sparkline([1.0, 1.0]) == "▁▁"
+
+
+def test_the_demo_tells_a_second_terminal_how_to_join_its_swarm():
+    lines = join_lines(["/ip4/127.0.0.1/tcp/4001/p2p/QmB"], "demo12ab")
+    assert "--join" in lines[1] and "--experiment demo12ab" in lines[1]
+    assert lines[1].endswith("--initial-peers /ip4/127.0.0.1/tcp/4001/p2p/QmB")

@@ -24,7 +24,7 @@ from rich.live import Live
 
 from runtime.procs import ChildProcess, ChildSet, ShutdownRequested, raise_on_termination_signals
 from swarm.apps.demo.economy import DemoEconomy
-from swarm.apps.display import SwarmView, render, summary_lines
+from swarm.apps.display import SwarmView, join_lines, render, summary_lines
 from swarm.apps.events import PeerEvent, Ready, parse_event
 
 logger = logging.getLogger("swarm.demo")
@@ -179,6 +179,7 @@ def _run_swarm(config: DemoConfig, console: Console, run_dir: Path, economy: Dem
         try:
             with console.status("starting the swarm (bootstrap, stage peers, trainers)..."):
                 swarm.start()
+            console.print("\n".join(join_lines(swarm.bootstrap_maddrs, swarm.experiment)))
             trained_from = time.monotonic()
             with Live(render(swarm.view), console=console, refresh_per_second=4, transient=False) as live:
                 limit = trained_from + config.duration + START_TIMEOUT_S
