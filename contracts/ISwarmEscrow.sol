@@ -10,11 +10,13 @@ interface ISwarmEscrow {
     /// @param roundDuration Length D of a round's training window, seconds.
     /// @param submitWindow Seconds after a round's training window during which `contribute` is still accepted.
     /// @param auditWindow Seconds after the submission window: audits open in its first half, answers until its end.
-    /// @param auditsPerPeer k: audited chunks per contribution (at most MAX_AUDITS; 0 disables audits).
+    /// @param auditsPerPeer k: sampled audits per contribution, 1 .. MAX_AUDITS.
     /// @param numRounds Rounds the experiment pays for (round numbers 0 .. numRounds-1).
-    /// @param chunkSize Values per chunk (the circuit's CHUNK): numChunks(stage) = ceil(params / chunkSize).
+    /// @param chunkSize Values per chunk; must equal the verifier's registered CHUNK. numChunks(stage) =
+    /// ceil(params / chunkSize) must be at most 2**DEPTH of the verifier's circuit.
     /// @param rewardPerRound Tokens a finalized round shares among its valid contributions.
     /// @param normBound The public bound on a contribution's fixed-point squared norm (< 2**128).
+    /// @param minNormLog2 A contribution's normSq must be at least 2**minNormLog2 (so never 0), at most normBound.
     /// @param stageParams Parameter count of each pipeline stage.
     struct ExperimentParams {
         address verifier;
@@ -27,7 +29,20 @@ interface ISwarmEscrow {
         uint32 chunkSize;
         uint128 rewardPerRound;
         uint256 normBound;
+        uint8 minNormLog2;
         uint64[] stageParams;
+    }
+
+    /// @notice A verifier the escrow accepts, pinned by its runtime code hash (fixed at deployment).
+    /// @param codeHash EXTCODEHASH of the verifier contract (a verifier without storage: its key is in its code).
+    /// @param chunk The circuit's CHUNK (values per chunk).
+    /// @param depth The circuit's DEPTH (at most 2**depth chunks per stage).
+    /// @param proofSeconds Seconds a slow honest peer needs for one chunk proof (sets the minimum windows).
+    struct VerifierShape {
+        bytes32 codeHash;
+        uint32 chunk;
+        uint8 depth;
+        uint32 proofSeconds;
     }
 
     event Staked(address indexed peer, uint256 amount, uint256 active);
@@ -87,4 +102,9 @@ interface ISwarmEscrow {
     error NotFunder(address caller, address funder);
     error ReclaimTooEarly(uint256 reclaimableAt);
     error LengthMismatch();
+    error NormBelowMinimum(uint256 normSq, uint256 minNormSq);
+    error CollateralUnavailable(uint256 free, uint256 needed);
+    error RoundsNotFinalized(uint256 pending);
+    error NoTargetedAuditSlot();
+    error ChunkOutOfRange(uint256 chunk, uint256 numChunks);
 }

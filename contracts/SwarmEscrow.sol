@@ -10,21 +10,29 @@ import {ISwarmEscrow} from "./ISwarmEscrow.sol";
 
 /// @title SwarmEscrow
 /// @notice Holds peers' stakes and researchers' reward pools (one ERC-20), verifies each round's contribution
-/// proofs on-chain, shares a finalized round's reward equally among its valid contributions (pulled by claim),
-/// and slashes a peer whose audit went unanswered. Rules: contracts/README.md; protocol: docs/protocol.md.
+/// proofs on-chain with a pinned verifier, locks `minStake` of collateral per contribution until its liability
+/// ends, shares a finalized round's reward equally among its valid contributions (pulled by claim), and slashes
+/// the collateral of a contribution whose audit went unanswered (the opener is paid, the rest is burned).
+/// Rules: contracts/README.md; protocol: docs/protocol.md.
 contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     /// @notice Denominator of basis-point fractions.
     uint256 public constant BPS = 10_000;
-    /// @notice The most audited chunks per contribution (the audit bitmaps are 16 bits).
-    uint256 public constant MAX_AUDITS = 16;
+    /// @notice The most sampled audits per contribution: bits 0..7 of the 16-bit audit bitmaps.
+    uint256 public constant MAX_AUDITS = 8;
+    /// @notice Targeted audits (a named chunk) use audit indices TARGETED_BASE..15.
+    uint256 public constant TARGETED_BASE = 8;
+    uint256 private constant AUDIT_SLOTS = 16;
+    /// @notice Seconds added to every minimum window for getting a transaction included (a few L2 blocks).
+    uint256 public constant INCLUSION_MARGIN = 10;
+    /// @notice Where the non-reporter part of a slash goes: nobody holds this address's key.
+    address public constant BURN_ADDRESS = 0x000000000000000000000000000000000000dEaD;
     /// @notice The BN254 scalar field: every public input of the circuit lies below it.
     uint256 public constant FIELD = 21888242871839275222246405745257275088548364400416034343698204186575808495617;
     uint256 private constant ROUND_SHIFT = 40;
     uint256 private constant STAGE_SHIFT = 24;
     uint256 private constant PEER_SHIFT = 88;
-    uint256 private constant MAX_CHUNKS = 1 << 24;
 
     /// @notice An experiment's configuration as `getExperiment` returns it (storage packs it as ExperimentData).
     struct Experiment {
@@ -40,6 +48,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint128 pool;
         uint128 normBound;
         uint48 numRounds;
+        uint8 minNormLog2;
+        uint32 pendingRounds;
     }
 
     /// @dev Storage layout of an experiment: `contribute` reads only the first two slots. A nonzero verifier
@@ -55,9 +65,11 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint32 submitWindow;
         uint16 numStages;
         uint8 auditsPerPeer;
+        uint8 minNormLog2;
         // slot 2
         address funder;
         uint32 auditWindow;
+        uint32 pendingRounds; // rounds with contributions that are not finalized yet
         // slot 3
         uint128 rewardPerRound;
         uint128 pool;
@@ -66,7 +78,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     struct Round {
         bytes32 accumulator;
         uint32 contributions;
-        uint32 slashedBeforeFinalize;
+        uint32 unanswered; // records with an open audit not (yet) answered: they get no share
         bool finalized;
         uint128 share;
     }
@@ -80,23 +92,35 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint16 auditsAnswered;
     }
 
+    /// @dev `locked` is the part of `active` that backs contributions still liable (minStake each).
     struct StakeInfo {
         uint128 active;
+        uint128 locked;
         uint128 unbonding;
         uint64 unbondingReadyAt;
     }
 
+    struct Audit {
+        address opener;
+        uint32 chunk; // targeted audits only
+        bool settled; // bond paid out (answered) or returned (slashed)
+    }
+
     /// @notice The token of stakes, pools and rewards.
     IERC20 public immutable token;
-    /// @notice Active stake a peer needs to contribute.
+    /// @notice Collateral each contribution locks (and the least a peer may stake).
     uint128 public immutable minStake;
+    /// @notice Tokens an audit's opener deposits: paid to the accused when answered, returned on a slash.
+    uint128 public immutable auditBond;
     /// @notice Delay between an unbonding request and the withdrawal.
     uint32 public immutable unbondingDelay;
-    /// @notice Time after a round's audit window left for slashing; an experiment's round + submission +
-    /// audit windows plus this grace must fit in `unbondingDelay`, so a stake cannot leave before its audits.
+    /// @notice Time after a round's audit window during which only the funder may finalize an under-funded
+    /// round (to top the pool up first) and the pool cannot be reclaimed.
     uint32 public immutable slashGrace;
-    /// @notice Fraction of a slashed stake paid to the reporter, in basis points; the rest goes to the pool.
+    /// @notice Fraction of a slashed collateral paid to the audit's opener, in basis points; the rest is burned.
     uint16 public immutable reporterBps;
+    /// @notice Tokens burned by slashes so far (sent to BURN_ADDRESS).
+    uint256 public burned;
 
     /// @notice The next experiment id (ids start at 1).
     uint256 public nextExperimentId = 1;
@@ -105,23 +129,48 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     mapping(uint256 experimentId => mapping(uint256 round => Round)) private _rounds;
     mapping(uint256 experimentId => mapping(uint256 round => mapping(uint256 stage => mapping(address => Record))))
         private _records;
-    /// @notice Stake of each peer: active, unbonding, and when the unbonding can be withdrawn.
+    /// @notice Stake of each peer: active (of which `locked` backs open contributions), unbonding, and when the
+    /// unbonding can be withdrawn.
     mapping(address peer => StakeInfo) public stakes;
+    /// @notice The verifiers this escrow accepts, by runtime code hash (fixed in the constructor).
+    mapping(bytes32 codeHash => VerifierShape) public verifierShapes;
+    mapping(bytes32 auditKey => Audit) private _audits;
 
     /// @param token_ The ERC-20 of stakes and rewards.
-    /// @param minStake_ Active stake needed to contribute (> 0).
+    /// @param minStake_ Collateral locked per contribution (> 0).
     /// @param unbondingDelay_ Seconds between requestUnbond and withdraw.
-    /// @param slashGrace_ Seconds after a round's audit window left for slashing before stakes may leave.
-    /// @param reporterBps_ Reporter's part of a slashed stake in basis points (< BPS, so self-reporting loses).
-    constructor(IERC20 token_, uint128 minStake_, uint32 unbondingDelay_, uint32 slashGrace_, uint16 reporterBps_) {
+    /// @param slashGrace_ Seconds (> 0) after a round's audit window in which only the funder may finalize an
+    /// under-funded round.
+    /// @param reporterBps_ Opener's part of a slashed collateral in basis points (< BPS, so self-reporting loses).
+    /// @param auditBond_ Tokens an audit's opener deposits (> 0).
+    /// @param shapes The verifiers experiments may use, pinned by code hash, with their circuit's shape.
+    constructor(
+        IERC20 token_,
+        uint128 minStake_,
+        uint32 unbondingDelay_,
+        uint32 slashGrace_,
+        uint16 reporterBps_,
+        uint128 auditBond_,
+        VerifierShape[] memory shapes
+    ) {
         if (address(token_).code.length == 0) revert InvalidExperiment("token");
         if (minStake_ == 0) revert InvalidExperiment("minStake");
         if (reporterBps_ >= BPS) revert InvalidExperiment("reporterBps");
+        if (slashGrace_ == 0) revert InvalidExperiment("slashGrace");
+        if (auditBond_ == 0) revert InvalidExperiment("auditBond");
         token = token_;
         minStake = minStake_;
         unbondingDelay = unbondingDelay_;
         slashGrace = slashGrace_;
         reporterBps = reporterBps_;
+        auditBond = auditBond_;
+        for (uint256 i = 0; i < shapes.length; ++i) {
+            VerifierShape memory v = shapes[i];
+            if (v.codeHash == bytes32(0) || v.chunk == 0 || v.depth == 0 || v.depth > 24 || v.proofSeconds == 0) {
+                revert InvalidExperiment("verifier shape");
+            }
+            verifierShapes[v.codeHash] = v;
+        }
     }
 
     // ----------------------------------------------------------------------------------------------- staking
@@ -138,13 +187,14 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
-    /// @notice Move `amount` of the caller's active stake to unbonding; it stays slashable until withdrawn.
+    /// @notice Move `amount` of the caller's unlocked active stake to unbonding (locked collateral cannot leave).
     /// @dev A new request restarts the delay for the whole unbonding amount.
     /// @param amount Tokens to unbond.
     function requestUnbond(uint128 amount) external {
         if (amount == 0) revert ZeroAmount();
         StakeInfo storage s = stakes[msg.sender];
-        if (amount > s.active) revert InsufficientStake(s.active, amount);
+        uint128 free = s.active - s.locked;
+        if (amount > free) revert InsufficientStake(free, amount);
         s.active -= amount;
         s.unbonding += amount;
         uint64 readyAt = uint64(block.timestamp) + unbondingDelay;
@@ -180,8 +230,10 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             submitWindow: p.submitWindow,
             numStages: uint16(p.stageParams.length),
             auditsPerPeer: p.auditsPerPeer,
+            minNormLog2: p.minNormLog2,
             funder: msg.sender,
             auditWindow: p.auditWindow,
+            pendingRounds: 0,
             rewardPerRound: p.rewardPerRound,
             pool: 0
         });
@@ -203,13 +255,14 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     }
 
     /// @notice The funder takes back what is left of the pool once the last round's audit window and the
-    /// slashing grace are over (rounds not finalized by then pay nothing).
+    /// grace are over and every round that had contributions is finalized (anyone may finalize them).
     /// @param experimentId The experiment.
     function reclaimPool(uint256 experimentId) external nonReentrant {
         ExperimentData storage e = _experiment(experimentId);
         if (msg.sender != e.funder) revert NotFunder(msg.sender, e.funder);
         uint256 reclaimableAt = _auditEnd(e, e.numRounds - 1) + slashGrace;
         if (block.timestamp < reclaimableAt) revert ReclaimTooEarly(reclaimableAt);
+        if (e.pendingRounds != 0) revert RoundsNotFinalized(e.pendingRounds);
         uint256 amount = e.pool;
         if (amount == 0) revert ZeroAmount();
         e.pool = 0;
@@ -221,6 +274,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
 
     /// @notice Record the caller's contribution for (round, stage), proven by a Groth16 proof of chunk
     /// c0 = keccak256(abi.encode(root, msg.sender)) % numChunks(stage), bound to msg.sender through `context`.
+    /// Locks `minStake` of the caller's active stake until the record is claimed or slashed.
     /// @param experimentId The experiment.
     /// @param round The round the update belongs to.
     /// @param stage The pipeline stage.
@@ -235,10 +289,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 normSq,
         IChunkVerifier.Proof calldata proof
     ) external {
-        (address verifier, uint256 normBound) = _checkSubmission(experimentId, round, stage);
-        uint256 active = stakes[msg.sender].active;
-        if (active < minStake) revert BelowMinStake(active, minStake);
-        if (normSq > normBound) revert NormAboveBound(normSq, normBound);
+        (address verifier, uint256 normBound) = _checkSubmission(experimentId, round, stage, normSq);
+        _lockCollateral();
         if (root >= FIELD) revert NotInField(root);
         Record storage rec = _records[experimentId][round][stage][msg.sender];
         if (rec.commitment != 0) revert AlreadyContributed(experimentId, round, stage, msg.sender);
@@ -249,23 +301,28 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         rec.commitment = _commitment(root, normSq);
         Round storage r = _rounds[experimentId][round];
         r.accumulator = keccak256(abi.encode(r.accumulator, msg.sender, stage, root));
+        if (r.contributions == 0) _experiments[experimentId].pendingRounds += 1;
         r.contributions += 1;
         emit Contributed(experimentId, round, stage, msg.sender, root, normSq, chunk);
     }
 
-    /// @notice Fix a round's per-contribution share once its audit window is over (anyone may call; O(1)).
-    /// share = min(rewardPerRound, pool) / valid contributions, rounded down; the dust stays in the pool.
+    /// @notice Fix a round's per-contribution share once its audit window is over (O(1)). Anyone may call it
+    /// when the pool covers rewardPerRound; otherwise only the funder until slashGrace after the window (so a
+    /// griefer cannot fix the share before the funder tops up). share = min(rewardPerRound, pool) / valid,
+    /// valid = contributions without an unanswered audit; rounded down, the dust stays in the pool.
     /// @param experimentId The experiment.
     /// @param round The round.
     function finalize(uint256 experimentId, uint256 round) external {
         ExperimentData storage e = _experiment(experimentId);
         if (round >= e.numRounds) revert RoundOutOfRange(round, e.numRounds);
         uint256 finalizableAt = _auditEnd(e, round);
+        if (msg.sender != e.funder && e.pool < e.rewardPerRound) finalizableAt += slashGrace;
         if (block.timestamp < finalizableAt) revert NotFinalizable(round, finalizableAt);
         Round storage r = _rounds[experimentId][round];
         if (r.finalized) revert AlreadyFinalized(round);
         r.finalized = true;
-        uint256 valid = r.contributions - r.slashedBeforeFinalize;
+        if (r.contributions > 0) e.pendingRounds -= 1;
+        uint256 valid = r.contributions - r.unanswered;
         uint256 share;
         if (valid > 0) {
             uint256 budget = e.rewardPerRound < e.pool ? e.rewardPerRound : e.pool;
@@ -282,6 +339,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @param stage The stage the caller contributed to.
     function claim(uint256 experimentId, uint256 round, uint256 stage) external nonReentrant {
         uint256 amount = _claim(experimentId, round, stage);
+        stakes[msg.sender].locked -= minStake;
         if (amount > 0) token.safeTransfer(msg.sender, amount);
     }
 
@@ -298,19 +356,25 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         for (uint256 i = 0; i < rounds_.length; ++i) {
             total += _claim(experimentId, rounds_[i], stages[i]);
         }
+        stakes[msg.sender].locked -= uint128(minStake * rounds_.length);
         if (total > 0) token.safeTransfer(msg.sender, total);
     }
 
     // ---------------------------------------------------------------------------------------------- audits
 
-    /// @notice Open audit `j` of `peer`'s contribution: the peer must answer with a proof of chunk c_j before
-    /// the audit window ends. Audits open during the first half of the audit window (anyone may open).
+    /// @notice Open sampled audit `j` of `peer`'s contribution: the peer must answer with a proof of chunk c_j
+    /// before the audit window ends. Sampled audits open during the first half of the audit window (the seed is
+    /// fixed then). The caller deposits `auditBond` (an ERC-20 allowance): it goes to the accused if the audit is
+    /// answered, and back to the caller, with the reporter's part of the collateral, if the peer is slashed.
     /// @param experimentId The experiment.
     /// @param round The round.
     /// @param stage The stage.
     /// @param peer The audited peer.
     /// @param j The audit index, below auditsPerPeer.
-    function openAudit(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j) external {
+    function openAudit(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j)
+        external
+        nonReentrant
+    {
         ExperimentData storage e = _experiment(experimentId);
         if (j >= e.auditsPerPeer) revert AuditIndexOutOfRange(j, e.auditsPerPeer);
         uint256 opensAt = _submissionEnd(e, round);
@@ -318,21 +382,47 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (block.timestamp < opensAt || block.timestamp >= closesAt) {
             revert NotInAuditOpening(block.timestamp, opensAt, closesAt);
         }
-        Record storage rec = _existingRecord(experimentId, round, stage, peer);
-        uint16 bit = uint16(1 << j);
-        if (rec.auditsOpened & bit != 0) revert AuditAlreadyOpen(j);
-        rec.auditsOpened |= bit;
-        _emitAuditOpened(experimentId, round, stage, peer, j);
+        uint256 chunk = auditChunk(experimentId, round, stage, peer, j);
+        _openAudit(experimentId, round, stage, peer, j, chunk);
     }
 
-    /// @notice Answer the caller's open audit `j` with a proof of chunk c_j under the committed root.
+    /// @notice Open a targeted audit of chunk `chunk` of `peer`'s contribution (e.g. a receiver's evidence that
+    /// the data sent for that chunk does not match the root). Possible from the contribution until the end of
+    /// the first half of the audit window; at most 16 - TARGETED_BASE per contribution. Same bond and payout
+    /// rules as openAudit; the accused answers with a proof of that chunk.
+    /// @param experimentId The experiment.
+    /// @param round The round.
+    /// @param stage The stage.
+    /// @param peer The audited peer.
+    /// @param chunk The chunk to prove, below numChunks(stage).
+    /// @return j The audit index used (TARGETED_BASE .. 15).
+    function openTargetedAudit(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 chunk)
+        external
+        nonReentrant
+        returns (uint256 j)
+    {
+        ExperimentData storage e = _experiment(experimentId);
+        uint256 n = _stageChunks(experimentId, e, stage);
+        if (chunk >= n) revert ChunkOutOfRange(chunk, n);
+        uint256 closesAt = _submissionEnd(e, round) + e.auditWindow / 2;
+        if (block.timestamp >= closesAt) revert NotInAuditOpening(block.timestamp, 0, closesAt);
+        uint16 opened = _existingRecord(experimentId, round, stage, peer).auditsOpened;
+        for (j = TARGETED_BASE; j < AUDIT_SLOTS; ++j) {
+            if (opened & uint16(1 << j) == 0) break;
+        }
+        if (j == AUDIT_SLOTS) revert NoTargetedAuditSlot();
+        _openAudit(experimentId, round, stage, peer, j, chunk);
+    }
+
+    /// @notice Answer the caller's open audit `j` with a proof of its chunk under the committed root; the
+    /// opener's bond is paid to the caller.
     /// @param experimentId The experiment.
     /// @param round The round.
     /// @param stage The stage.
     /// @param j The audit index.
     /// @param root The root given in `contribute`.
     /// @param normSq The squared norm given in `contribute`.
-    /// @param proof The chunk circuit's proof for chunk c_j.
+    /// @param proof The chunk circuit's proof for the audited chunk.
     function answerAudit(
         uint256 experimentId,
         uint256 round,
@@ -341,30 +431,32 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 root,
         uint256 normSq,
         IChunkVerifier.Proof calldata proof
-    ) external {
+    ) external nonReentrant {
         ExperimentData storage e = _experiment(experimentId);
         {
-            uint256 opensAt = _submissionEnd(e, round);
-            uint256 closesAt = opensAt + e.auditWindow;
-            if (block.timestamp < opensAt || block.timestamp >= closesAt) {
-                revert NotInAuditWindow(block.timestamp, opensAt, closesAt);
-            }
+            uint256 closesAt = _auditEnd(e, round);
+            if (block.timestamp >= closesAt) revert NotInAuditWindow(block.timestamp, 0, closesAt);
         }
         Record storage rec = _existingRecord(experimentId, round, stage, msg.sender);
-        if (j >= MAX_AUDITS) revert AuditIndexOutOfRange(j, e.auditsPerPeer);
+        if (j >= AUDIT_SLOTS) revert AuditIndexOutOfRange(j, AUDIT_SLOTS);
         uint16 bit = uint16(1 << j);
         if (rec.auditsOpened & bit == 0) revert AuditNotOpen(j);
         if (rec.auditsAnswered & bit != 0) revert AuditAlreadyAnswered(j);
         if (rec.commitment != _commitment(root, normSq)) revert InvalidProof();
-        uint256 chunk = auditChunk(experimentId, round, stage, msg.sender, j);
+        Audit storage audit = _audits[_auditKey(experimentId, round, stage, msg.sender, j)];
+        uint256 chunk = j >= TARGETED_BASE ? audit.chunk : auditChunk(experimentId, round, stage, msg.sender, j);
         _verify(e.verifier, e.normBound, proof, msg.sender, round, stage, chunk, root, normSq);
         rec.auditsAnswered |= bit;
+        if (rec.auditsOpened & ~rec.auditsAnswered == 0) _rounds[experimentId][round].unanswered -= 1;
+        audit.settled = true;
         emit AuditAnswered(experimentId, round, stage, msg.sender, j);
+        token.safeTransfer(msg.sender, auditBond);
     }
 
-    /// @notice Slash `peer` for audit `j` left unanswered when the audit window closed. The peer loses its
-    /// whole stake (active and unbonding) and this round's share; reporterBps of it go to the caller, the
-    /// rest to the experiment's pool. One slash per contribution.
+    /// @notice Slash the collateral of `peer`'s contribution for audit `j` left unanswered when the audit window
+    /// closed (anyone may call). The contribution's locked `minStake` is taken: reporterBps of it and the bond
+    /// go to the audit's opener (not to the caller), the rest is burned (sent to BURN_ADDRESS), so no pool and no
+    /// funder can receive it. The record gets no share. One slash per contribution.
     /// @param experimentId The experiment.
     /// @param round The round.
     /// @param stage The stage.
@@ -376,24 +468,23 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (block.timestamp < closesAt) revert AuditWindowNotOver(closesAt);
         Record storage rec = _existingRecord(experimentId, round, stage, peer);
         if (rec.slashed) revert AlreadySlashed(round, stage, peer);
-        if (j >= MAX_AUDITS) revert AuditIndexOutOfRange(j, e.auditsPerPeer);
+        if (j >= AUDIT_SLOTS) revert AuditIndexOutOfRange(j, AUDIT_SLOTS);
         uint16 bit = uint16(1 << j);
         if (rec.auditsOpened & bit == 0) revert AuditNotOpen(j);
         if (rec.auditsAnswered & bit != 0) revert AuditAlreadyAnswered(j);
 
         rec.slashed = true;
-        Round storage r = _rounds[experimentId][round];
-        if (!r.finalized) r.slashedBeforeFinalize += 1;
-        else if (!rec.claimed) e.pool += r.share; // its share returns to the pool
-
+        uint16 unanswered = rec.auditsOpened & ~rec.auditsAnswered;
         StakeInfo storage s = stakes[peer];
-        uint256 amount = uint256(s.active) + s.unbonding;
-        s.active = 0;
-        s.unbonding = 0;
-        uint256 reward = (amount * reporterBps) / BPS;
-        e.pool += uint128(amount - reward);
-        emit Slashed(experimentId, round, stage, peer, amount, msg.sender, reward);
-        if (reward > 0) token.safeTransfer(msg.sender, reward);
+        s.active -= minStake;
+        s.locked -= minStake;
+        uint256 reward = (uint256(minStake) * reporterBps) / BPS;
+        burned += minStake - reward;
+        address opener = _audits[_auditKey(experimentId, round, stage, peer, j)].opener;
+        emit Slashed(experimentId, round, stage, peer, minStake, opener, reward);
+        _returnBonds(experimentId, round, stage, peer, unanswered);
+        if (reward > 0) token.safeTransfer(opener, reward);
+        token.safeTransfer(BURN_ADDRESS, minStake - reward);
     }
 
     // ----------------------------------------------------------------------------------------------- views
@@ -429,7 +520,9 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             rewardPerRound: e.rewardPerRound,
             pool: e.pool,
             normBound: e.normBound,
-            numRounds: e.numRounds
+            numRounds: e.numRounds,
+            minNormLog2: e.minNormLog2,
+            pendingRounds: e.pendingRounds
         });
     }
 
@@ -438,7 +531,17 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         return _stageChunks(experimentId, _experiment(experimentId), stage);
     }
 
-    /// @notice A round's state: accumulator, contribution count, slashes before finalize, finalized, share.
+    /// @notice Who opened audit `j` of a contribution, its chunk (targeted audits) and whether its bond is settled.
+    function getAudit(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j)
+        external
+        view
+        returns (Audit memory)
+    {
+        return _audits[_auditKey(experimentId, round, stage, peer, j)];
+    }
+
+    /// @notice A round's state: accumulator, contribution count, records with an unanswered audit, finalized,
+    /// share.
     function getRound(uint256 experimentId, uint256 round) external view returns (Round memory) {
         return _rounds[experimentId][round];
     }
@@ -492,9 +595,48 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         emit Claimed(experimentId, round, stage, msg.sender, amount);
     }
 
-    function _emitAuditOpened(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j) internal {
-        uint256 chunk = auditChunk(experimentId, round, stage, peer, j);
+    /// @dev Marks audit `j` open, counts the record as unanswered in its round, keeps the opener, takes the bond.
+    function _openAudit(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j, uint256 chunk)
+        internal
+    {
+        Record storage rec = _existingRecord(experimentId, round, stage, peer);
+        uint16 bit = uint16(1 << j);
+        if (rec.auditsOpened & bit != 0) revert AuditAlreadyOpen(j);
+        if (rec.auditsOpened & ~rec.auditsAnswered == 0) _rounds[experimentId][round].unanswered += 1;
+        rec.auditsOpened |= bit;
+        _audits[_auditKey(experimentId, round, stage, peer, j)] =
+            Audit({opener: msg.sender, chunk: uint32(chunk), settled: false});
         emit AuditOpened(experimentId, round, stage, peer, j, chunk, msg.sender);
+        token.safeTransferFrom(msg.sender, address(this), auditBond);
+    }
+
+    /// @dev Every unanswered audit of a slashed record is over: each bond goes back to its opener.
+    function _returnBonds(uint256 experimentId, uint256 round, uint256 stage, address peer, uint16 unanswered)
+        internal
+    {
+        for (uint256 i = 0; i < AUDIT_SLOTS; ++i) {
+            if (unanswered & uint16(1 << i) == 0) continue;
+            Audit storage audit = _audits[_auditKey(experimentId, round, stage, peer, i)];
+            audit.settled = true;
+            token.safeTransfer(audit.opener, auditBond);
+        }
+    }
+
+    function _auditKey(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(experimentId, round, stage, peer, j));
+    }
+
+    /// @dev Locks minStake of the caller's active stake for one contribution (one read, one write of its slot).
+    function _lockCollateral() internal {
+        StakeInfo storage s = stakes[msg.sender];
+        uint256 active = s.active;
+        uint256 locked = s.locked;
+        if (active < locked + minStake) revert CollateralUnavailable(active - locked, minStake);
+        s.locked = uint128(locked + minStake);
     }
 
     function _verify(
@@ -514,7 +656,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
 
     /// @dev contribute's checks in their order (experiment, stage, round range, round open, submission open),
     /// reading the experiment's first two slots once each; returns what the proof check needs.
-    function _checkSubmission(uint256 experimentId, uint256 round, uint256 stage)
+    function _checkSubmission(uint256 experimentId, uint256 round, uint256 stage, uint256 normSq)
         internal
         view
         returns (address verifier, uint256 normBound)
@@ -534,22 +676,33 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (block.timestamp < opensAt) revert RoundNotOpen(round, opensAt);
         uint256 closedAt = opensAt + duration + submitWindow;
         if (block.timestamp >= closedAt) revert SubmissionClosed(round, closedAt);
+        if (normSq > normBound) revert NormAboveBound(normSq, normBound);
+        uint256 minNormSq = uint256(1) << e.minNormLog2;
+        if (normSq < minNormSq) revert NormBelowMinimum(normSq, minNormSq);
     }
 
+    /// @dev The protocol's floor for every experiment: a pinned verifier whose circuit fits the stages, and
+    /// windows an honest slow peer can meet (a proof of c0 in the submission window; all k audit proofs, one
+    /// after another on one core, in the half of the audit window left after the last audit may open).
     function _checkParams(ExperimentParams calldata p) internal view {
-        if (p.verifier.code.length == 0) revert InvalidExperiment("verifier");
+        VerifierShape storage v = verifierShapes[p.verifier.codehash];
+        if (v.chunk == 0) revert InvalidExperiment("verifier not allowed");
+        if (p.chunkSize != v.chunk) revert InvalidExperiment("chunkSize is not the verifier's CHUNK");
+        uint256 proofSeconds = v.proofSeconds;
         if (p.roundDuration == 0) revert InvalidExperiment("roundDuration");
-        if (p.auditsPerPeer > MAX_AUDITS) revert InvalidExperiment("auditsPerPeer");
-        if (p.auditsPerPeer > 0 && p.auditWindow < 2) revert InvalidExperiment("auditWindow");
+        if (p.auditsPerPeer == 0 || p.auditsPerPeer > MAX_AUDITS) revert InvalidExperiment("auditsPerPeer");
+        if (p.submitWindow < INCLUSION_MARGIN + proofSeconds) revert InvalidExperiment("submitWindow too short");
+        if (p.auditWindow - p.auditWindow / 2 < INCLUSION_MARGIN + p.auditsPerPeer * proofSeconds) {
+            revert InvalidExperiment("auditWindow too short");
+        }
         if (p.numRounds == 0) revert InvalidExperiment("numRounds");
-        if (p.chunkSize == 0) revert InvalidExperiment("chunkSize");
         if (p.normBound > type(uint128).max) revert InvalidExperiment("normBound");
-        uint256 slashable = uint256(p.roundDuration) + p.submitWindow + p.auditWindow + slashGrace;
-        if (slashable > unbondingDelay) revert InvalidExperiment("windows longer than unbondingDelay");
+        if (p.minNormLog2 >= 128 || (uint256(1) << p.minNormLog2) > p.normBound) revert InvalidExperiment("minNormLog2");
         if (p.stageParams.length == 0 || p.stageParams.length > type(uint16).max) revert InvalidExperiment("stages");
+        uint256 maxChunks = uint256(1) << v.depth;
         for (uint256 i = 0; i < p.stageParams.length; ++i) {
             uint256 chunks = (uint256(p.stageParams[i]) + p.chunkSize - 1) / p.chunkSize;
-            if (chunks == 0 || chunks > MAX_CHUNKS) revert InvalidExperiment("stageParams");
+            if (chunks == 0 || chunks > maxChunks) revert InvalidExperiment("stageParams: more chunks than 2**DEPTH");
         }
     }
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from eth_abi import encode
+from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxReceipt
@@ -18,7 +19,15 @@ from web3.types import TxReceipt
 from protocol.contribution import Contribution
 from swarm.chain.build import Artifact, load_artifact, load_artifacts
 from swarm.chain.errors import ChainError
-from swarm.chain.models import ExperimentSpec, ExperimentState, RecordState, RoundState, StakeState
+from swarm.chain.models import (
+    AuditState,
+    ExperimentSpec,
+    ExperimentState,
+    RecordState,
+    RoundState,
+    StakeState,
+    VerifierShape,
+)
 from swarm.chain.revert import ErrorDecoder, _abi_type
 from swarm.chain.tx import RpcReader, TxSender
 from swarm.chain.wallet import Wallet
@@ -27,6 +36,8 @@ logger = logging.getLogger("swarm.chain.client")
 
 ESCROW = "SwarmEscrow"
 TOKEN_ABI_SOURCE = "TestToken"  # any ERC-20 ABI will do for approve/balanceOf
+LOG_RANGE = 2_000  # blocks per eth_getLogs request: public L2 RPCs refuse larger ranges
+TARGETED_BASE = 8  # SwarmEscrow.TARGETED_BASE: audit indices of targeted audits
 
 
 class ChainClient:
@@ -125,10 +136,33 @@ class ChainClient:
         return receipt["contractAddress"], receipt
 
     def deploy_escrow(
-        self, token: str, *, min_stake: int, unbonding_delay: int, slash_grace: int, reporter_bps: int
-    ) -> str:
-        address, _ = self.deploy(ESCROW, token, min_stake, unbonding_delay, slash_grace, reporter_bps)
+        self, token: str, *, min_stake: int, unbonding_delay: int, slash_grace: int, reporter_bps: int,
+        audit_bond: int, verifiers: Sequence[VerifierShape],
+    ) -> str:  # fmt: skip
+        """Deploy the escrow; only `verifiers` (pinned by code hash, see verifier_shape) may back experiments."""
+        shapes = [v.abi_tuple() for v in verifiers]
+        address, _ = self.deploy(ESCROW, token, min_stake, unbonding_delay, slash_grace, reporter_bps, audit_bond,
+                                 shapes)
         return self.attach(address)
+
+    def code_hash(self, address: str) -> bytes:
+        """keccak256 of the runtime code at `address` (EXTCODEHASH); raises if there is no code."""
+        code = self._reader.rpc("reading contract code", self.w3.eth.get_code, Web3.to_checksum_address(address))
+        if not code:
+            raise ChainError(f"no contract code at {address}")
+        return keccak(bytes(code))
+
+    def verifier_shape(self, address: str, *, chunk: int, depth: int, proof_seconds: int) -> VerifierShape:
+        """The allowlist entry of the deployed verifier at `address` for a circuit of CHUNK/DEPTH."""
+        return VerifierShape(code_hash=self.code_hash(address), chunk=chunk, depth=depth,
+                             proof_seconds=proof_seconds)
+
+    def registered_shape(self, verifier: str) -> VerifierShape | None:
+        """The escrow's allowlist entry for the verifier at `verifier`, or None if it is not allowed."""
+        code_hash, chunk, depth, proof_seconds = self.read("verifierShapes", self.code_hash(verifier))
+        if chunk == 0:
+            return None
+        return VerifierShape(code_hash=bytes(code_hash), chunk=chunk, depth=depth, proof_seconds=proof_seconds)
 
     def attach(self, escrow: str) -> str:
         """Talk to the escrow at `escrow` (and its token)."""
@@ -156,8 +190,8 @@ class ChainClient:
         return self.transact("withdraw")
 
     def stake_of(self, peer: str | None = None) -> StakeState:
-        active, unbonding, ready_at = self.read("stakes", Web3.to_checksum_address(peer or self.address))
-        return StakeState(active=active, unbonding=unbonding, unbonding_ready_at=ready_at)
+        active, locked, unbonding, ready_at = self.read("stakes", Web3.to_checksum_address(peer or self.address))
+        return StakeState(active=active, locked=locked, unbonding=unbonding, unbonding_ready_at=ready_at)
 
     # -------------------------------------------------------------------------------------- experiments
 
@@ -198,9 +232,9 @@ class ChainClient:
         return self.transact("claimMany", experiment, list(rounds), list(stages))
 
     def round_state(self, experiment: int, round: int) -> RoundState:
-        acc, n, slashed, finalized, share = self.read("getRound", experiment, round)
-        return RoundState(accumulator=bytes(acc), contributions=n, slashed_before_finalize=slashed,
-                          finalized=finalized, share=share)
+        acc, n, unanswered, finalized, share = self.read("getRound", experiment, round)
+        return RoundState(accumulator=bytes(acc), contributions=n, unanswered=unanswered, finalized=finalized,
+                          share=share)
 
     def record(self, experiment: int, round: int, stage: int, peer: str) -> RecordState:
         fields = self.read("getRecord", experiment, round, stage, Web3.to_checksum_address(peer))
@@ -211,8 +245,35 @@ class ChainClient:
     def audit_chunk(self, experiment: int, round: int, stage: int, peer: str, j: int) -> int:
         return self.read("auditChunk", experiment, round, stage, Web3.to_checksum_address(peer), j)
 
-    def open_audit(self, experiment: int, round: int, stage: int, peer: str, j: int) -> TxReceipt:
+    def _approve_bond(self, approve: bool) -> None:
+        if approve:
+            self.approve(self.read("auditBond"))
+
+    def open_audit(
+        self, experiment: int, round: int, stage: int, peer: str, j: int, *, approve: bool = True
+    ) -> TxReceipt:
+        """Open sampled audit j (first half of the audit window); deposits the escrow's auditBond."""
+        self._approve_bond(approve)
         return self.transact("openAudit", experiment, round, stage, Web3.to_checksum_address(peer), j)
+
+    def open_targeted_audit(
+        self, experiment: int, round: int, stage: int, peer: str, chunk: int, *, approve: bool = True
+    ) -> int:
+        """Open an audit of chunk `chunk` of `peer`'s contribution (receivers' evidence); returns its index j.
+
+        Possible from the contribution until the first half of the round's audit window ends. Deposits the
+        escrow's auditBond: paid to the accused if it answers, returned with the reporter's share of the
+        collateral if it is slashed (`slash(experiment, round, stage, peer, j)` after the audit window).
+        """
+        self._approve_bond(approve)
+        receipt = self.transact("openTargetedAudit", experiment, round, stage, Web3.to_checksum_address(peer),
+                                chunk)
+        (event,) = self._escrow().events.AuditOpened().process_receipt(receipt)
+        return int(event["args"]["j"])
+
+    def audit(self, experiment: int, round: int, stage: int, peer: str, j: int) -> AuditState:
+        opener, chunk, settled = self.read("getAudit", experiment, round, stage, Web3.to_checksum_address(peer), j)
+        return AuditState(opener=opener, chunk=chunk, settled=settled)
 
     def answer_audit(self, c: Contribution, j: int) -> TxReceipt:
         """Answer audit j of our contribution `c`; `c.chunk` must be c_j and `c.proof` prove it."""
@@ -232,13 +293,29 @@ class ChainClient:
 
     # ------------------------------------------------------------------------------------------- events
 
-    def events(self, name: str, from_block: int = 0, to_block: int | str = "latest") -> list[dict]:
-        """The escrow's events named `name` in [from_block, to_block], oldest first."""
+    def block_number(self) -> int:
+        return int(self._reader.rpc("reading the block number", lambda: self.w3.eth.block_number))
+
+    def events(
+        self, name: str, from_block: int = 0, to_block: int | str = "latest", *,
+        where: dict[str, Any] | None = None, max_range: int = LOG_RANGE,
+    ) -> list[dict]:  # fmt: skip
+        """The escrow's events named `name` in [from_block, to_block], oldest first.
+
+        `where` filters on indexed arguments (e.g. {"experimentId": 3, "peer": addr}) at the node; the range is
+        read in requests of at most `max_range` blocks.
+        """
         event = getattr(self._escrow().events, name)
-        logs = self._reader.rpc(f"reading {name} events", event().get_logs, from_block=from_block,
-                                to_block=to_block)
-        return [{"event": name, "block": log["blockNumber"], "index": log["logIndex"],
-                 "tx": log["transactionHash"].to_0x_hex(), **dict(log["args"])} for log in logs]  # fmt: skip
+        last = self.block_number() if to_block == "latest" else int(to_block)
+        filters = {k: (Web3.to_checksum_address(v) if isinstance(v, str) else v) for k, v in (where or {}).items()}
+        out = []
+        for lo in range(from_block, last + 1, max_range):
+            hi = min(lo + max_range - 1, last)
+            logs = self._reader.rpc(f"reading {name} events", event().get_logs, from_block=lo, to_block=hi,
+                                    argument_filters=filters or None)
+            out += [{"event": name, "block": log["blockNumber"], "index": log["logIndex"],
+                     "tx": log["transactionHash"].to_0x_hex(), **dict(log["args"])} for log in logs]  # fmt: skip
+        return out
 
     def follow_events(
         self, names: Sequence[str], *, from_block: int = 0, poll_s: float = 1.0, stop_after: float | None = None

@@ -15,8 +15,10 @@ from swarm.chain.build import load_artifacts
 from swarm.chain.client import ChainClient
 from swarm.chain.devchain import DevChain
 from swarm.chain.models import ExperimentSpec
+from swarm.chain.safety import REAL_PROOF_SECONDS, STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
 from swarm.chain.standin import STANDIN_VERIFIER
 from swarm.chain.wallet import Wallet
+from zk.circuit import DEFAULT_PARAMS
 
 logger = logging.getLogger("swarm.chain.deploy")
 
@@ -34,14 +36,16 @@ class DemoConfig(BaseModel):
     chunk_size: int = 1024
     round_duration: int = 30
     submit_window: int = 30
-    audit_window: int = 30
+    audit_window: int = 80  # the escrow's floor for k = 2 real proofs: 2 * (10 + 2 * 15) (safety.min_audit_window)
     audits_per_peer: int = 2
     num_rounds: int = 1000
     norm_bound: int = 1 << 100
+    min_norm_log2: int = 0  # normSq >= 1: an all-zero update is refused
+    audit_bond: int = 1 * TOKEN
     reward_per_round: int = 10 * TOKEN
     pool: int = 10_000 * TOKEN
-    min_stake: int = 100 * TOKEN
-    stake: int = 100 * TOKEN
+    min_stake: int = 10 * TOKEN  # collateral locked per contribution until it is claimed or slashed
+    stake: int = 100 * TOKEN  # 10 contributions in flight (a round stays liable ~4 rounds of 30 s)
     peer_tokens: int = 1_000 * TOKEN
     unbonding_delay: int = 600
     slash_grace: int = 120
@@ -81,16 +85,21 @@ def deploy_demo(chain: DevChain, config: DemoConfig | None = None, *, stakers: S
     verifier_name = choose_verifier(cfg.verifier)
     verifier, _ = funder.deploy(verifier_name)
     token, _ = funder.deploy("TestToken")
+    standin = verifier_name in STANDIN_VERIFIERS
+    shape = funder.verifier_shape(
+        verifier, chunk=cfg.chunk_size if standin else DEFAULT_PARAMS.chunk, depth=DEFAULT_PARAMS.depth,
+        proof_seconds=STANDIN_PROOF_SECONDS if standin else REAL_PROOF_SECONDS,
+    )  # fmt: skip
     funder.deploy_escrow(
         token, min_stake=cfg.min_stake, unbonding_delay=cfg.unbonding_delay, slash_grace=cfg.slash_grace,
-        reporter_bps=cfg.reporter_bps,
+        reporter_bps=cfg.reporter_bps, audit_bond=cfg.audit_bond, verifiers=[shape],
     )  # fmt: skip
     start = funder.block_timestamp()
     spec = ExperimentSpec(
         verifier=verifier, start=start, round_duration=cfg.round_duration, submit_window=cfg.submit_window,
         audit_window=cfg.audit_window, audits_per_peer=cfg.audits_per_peer, num_rounds=cfg.num_rounds,
         chunk_size=cfg.chunk_size, reward_per_round=cfg.reward_per_round, norm_bound=cfg.norm_bound,
-        stage_params=list(cfg.stage_params),
+        min_norm_log2=cfg.min_norm_log2, stage_params=list(cfg.stage_params),
     )  # fmt: skip
     experiment_id = funder.create_experiment(spec)
     funder.transact("mint", funder.address, cfg.pool, contract=funder.token)

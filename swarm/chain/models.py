@@ -20,14 +20,29 @@ class ExperimentSpec(BaseModel):
     chunk_size: int = Field(gt=0, lt=1 << 32)
     reward_per_round: int = Field(ge=0, lt=1 << 128)
     norm_bound: int = Field(ge=0, lt=1 << 128)
+    min_norm_log2: int = Field(default=0, ge=0, lt=128)  # normSq >= 2**min_norm_log2: a zero update is refused
     stage_params: list[int] = Field(min_length=1, max_length=(1 << 16) - 1)
 
     def abi_tuple(self) -> tuple:
         return (
             self.verifier, self.start, self.round_duration, self.submit_window, self.audit_window,
             self.audits_per_peer, self.num_rounds, self.chunk_size, self.reward_per_round, self.norm_bound,
-            list(self.stage_params),
+            self.min_norm_log2, list(self.stage_params),
         )  # fmt: skip
+
+
+class VerifierShape(BaseModel):
+    """A verifier the escrow accepts (pinned by runtime code hash) and its circuit's shape (ISwarmEscrow)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code_hash: bytes = Field(min_length=32, max_length=32)
+    chunk: int = Field(gt=0, lt=1 << 32)
+    depth: int = Field(gt=0, le=24)
+    proof_seconds: int = Field(gt=0, lt=1 << 32)
+
+    def abi_tuple(self) -> tuple:
+        return (self.code_hash, self.chunk, self.depth, self.proof_seconds)
 
 
 class ExperimentState(BaseModel):
@@ -45,6 +60,8 @@ class ExperimentState(BaseModel):
     pool: int
     norm_bound: int
     num_rounds: int
+    min_norm_log2: int
+    pending_rounds: int
 
     def round_at(self, timestamp: int) -> int:
         """round(t) = (t - start) // round_duration (docs/protocol.md); 0 before the start."""
@@ -60,7 +77,7 @@ class ExperimentState(BaseModel):
 class RoundState(BaseModel):
     accumulator: bytes
     contributions: int
-    slashed_before_finalize: int
+    unanswered: int  # records with an open, unanswered audit: they get no share
     finalized: bool
     share: int
 
@@ -81,5 +98,16 @@ class RecordState(BaseModel):
 
 class StakeState(BaseModel):
     active: int
+    locked: int  # the part of `active` that backs contributions still liable (minStake each)
     unbonding: int
     unbonding_ready_at: int
+
+    @property
+    def free(self) -> int:
+        return self.active - self.locked
+
+
+class AuditState(BaseModel):
+    opener: str
+    chunk: int  # targeted audits only
+    settled: bool

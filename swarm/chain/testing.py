@@ -14,8 +14,11 @@ from protocol.sampling import contribute_chunk
 from swarm.chain.client import ChainClient
 from swarm.chain.devchain import DevChain
 from swarm.chain.models import ExperimentSpec
+from swarm.chain.safety import STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
 from swarm.chain.standin import STANDIN_VERIFIER, prove_standin
 from swarm.chain.wallet import Wallet
+
+STANDIN_CHUNK, STANDIN_DEPTH = 1_000, 8  # the shape the tests declare for the stand-in verifiers
 
 
 class Timing(BaseModel):
@@ -43,16 +46,23 @@ class EscrowWorld:
         timing: Timing | None = None,
         peer_tokens: int = 10_000,
         verifier_contract: str = STANDIN_VERIFIER,
+        audit_bond: int = 10,
     ) -> None:
         self.chain = chain
         self.timing = timing or Timing()
         self.clients = [ChainClient(chain.rpc_url, Wallet(a.private_key)) for a in chain.accounts]
         self.funder = self.clients[0]
-        self.verifier, _ = self.funder.deploy(verifier_contract)  # must verify stand-in proofs
+        # both stand-in verifiers are deployed and pinned; experiments use `verifier_contract` by default
+        self.verifiers = {name: self.funder.deploy(name)[0] for name in STANDIN_VERIFIERS}
+        self.verifier = self.verifiers[verifier_contract]  # must verify stand-in proofs
         self.token, _ = self.funder.deploy(token_contract)
+        shapes = [self.funder.verifier_shape(a, chunk=STANDIN_CHUNK, depth=STANDIN_DEPTH,
+                                             proof_seconds=STANDIN_PROOF_SECONDS) for a in self.verifiers.values()]
+        self.audit_bond = audit_bond
         self.escrow = self.funder.deploy_escrow(
             self.token, min_stake=min_stake, unbonding_delay=self.timing.unbonding_delay,
-            slash_grace=self.timing.slash_grace, reporter_bps=reporter_bps,
+            slash_grace=self.timing.slash_grace, reporter_bps=reporter_bps, audit_bond=audit_bond,
+            verifiers=shapes,
         )  # fmt: skip
         for c in self.clients[1:]:
             c.attach(self.escrow)
@@ -73,20 +83,23 @@ class EscrowWorld:
         self.funder.transact("mint", to, amount, contract=self.funder.token)
 
     def create_experiment(
-        self, *, stage_params: Sequence[int] = (5_000, 3_000), chunk_size: int = 1_000, audits: int = 2,
+        self, *, stage_params: Sequence[int] = (5_000, 3_000), chunk_size: int = STANDIN_CHUNK, audits: int = 2,
         num_rounds: int = 10, reward_per_round: int = 1_000, norm_bound: int = 10**6, pool: int = 0,
-        start: int | None = None, verifier: str | None = None,
+        start: int | None = None, verifier: str | None = None, min_norm_log2: int = 0,
+        client: ChainClient | None = None, timing: Timing | None = None,
     ) -> int:  # fmt: skip
-        t = self.timing
+        """Create (as `client`, default the funder) and fund an experiment; returns its id."""
+        t = timing or self.timing
         spec = ExperimentSpec(
             verifier=verifier or self.verifier, start=self.funder.block_timestamp() if start is None else start,
             round_duration=t.round_duration, submit_window=t.submit_window, audit_window=t.audit_window,
             audits_per_peer=audits, num_rounds=num_rounds, chunk_size=chunk_size, reward_per_round=reward_per_round,
-            norm_bound=norm_bound, stage_params=list(stage_params),
+            norm_bound=norm_bound, min_norm_log2=min_norm_log2, stage_params=list(stage_params),
         )  # fmt: skip
-        exp = self.funder.create_experiment(spec)
+        creator = client or self.funder
+        exp = creator.create_experiment(spec)
         if pool:
-            self.funder.fund(exp, pool)
+            creator.fund(exp, pool)
         return exp
 
     def goto(self, experiment: int, round: int, phase: str = "train", offset: int = 0) -> None:

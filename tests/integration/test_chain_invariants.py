@@ -1,5 +1,11 @@
 """Hypothesis state machine on a real anvil: after every step the escrow holds exactly stakes + unclaimed
-shares + pools, and every account holds exactly what an independent model says it is owed."""
+shares + pools + open audit bonds, every account (and the burn address) holds exactly what an independent model
+says, and each peer's locked collateral is minStake per contribution still liable.
+
+Besides honest peers and an auditor there is an attacker: it stakes, contributes to the funder's experiment and
+to an experiment it created itself (as its funder), audits and slashes itself there, funds and reclaims its own
+pool. The model gives it no path by which a slash comes back to it.
+"""
 
 from __future__ import annotations
 
@@ -17,23 +23,27 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from swarm.chain import DevChain
+from swarm.chain import DevChain, RevertError
 from swarm.chain.testing import EscrowWorld, Timing
 
 pytestmark = pytest.mark.integration
 
-N_PEERS, ROUNDS, STAGES, REWARD, MIN_STAKE, REPORTER_BPS = 3, 2, 2, 1_000, 100, 2_000
+N_PEERS, ROUNDS, STAGES, REWARD, MIN_STAKE, REPORTER_BPS, BOND = 3, 2, 2, 1_000, 100, 2_000, 10
+MAIN, OWN = "main", "own"  # the funder's experiment, the attacker's experiment
 
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[tuple[DevChain, EscrowWorld, dict]]:
-    with DevChain(accounts=N_PEERS + 2) as chain:
+    with DevChain(accounts=N_PEERS + 3) as chain:
         # audit window < round duration: the model's "after round r" must still be inside round r+1's submission
         # window (audit_end(r) < submission_end(r+1)), or a contribute the model allows reverts SubmissionClosed
-        world = EscrowWorld(chain, min_stake=MIN_STAKE, reporter_bps=REPORTER_BPS, timing=Timing(audit_window=60))
+        world = EscrowWorld(chain, min_stake=MIN_STAKE, reporter_bps=REPORTER_BPS, timing=Timing(audit_window=60),
+                            audit_bond=BOND)  # fmt: skip
         exp = world.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD)
+        stakers = world.peers[:N_PEERS] + [world.peers[N_PEERS + 1]]
         wanted = [world.contribution(p, exp, r, s, 1_000 + 10 * i + 3 * r + s)
-                  for i, p in enumerate(world.peers[:N_PEERS]) for r in range(ROUNDS) for s in range(STAGES)]
+                  for i, p in enumerate(stakers) for r in range(ROUNDS) for s in range(STAGES)]
+        # the proof's public inputs do not name the experiment: one proof serves both experiments (same shape)
         proofs = {(c.peer, c.round, c.stage): c for c in world.prove(wanted, exp)}
         yield chain, world, proofs
 
@@ -47,49 +57,65 @@ class EscrowMachine(RuleBasedStateMachine):
     def start(self) -> None:
         self.snapshot = self.chain.rpc("evm_snapshot", [])
         w = self.world
-        self.peers = w.peers[:N_PEERS]
+        self.honest = w.peers[:N_PEERS]
         self.auditor = w.peers[N_PEERS]
-        self.exp = w.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD)
-        self.accounts = [w.funder.address, *[p.address for p in w.peers]]
+        self.attacker = w.peers[N_PEERS + 1]
+        self.stakers = [*self.honest, self.attacker]
+        start = w.funder.block_timestamp() + 5
+        self.exps = {
+            MAIN: w.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD, start=start),
+            OWN: w.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD, start=start,
+                                     client=self.attacker),
+        }  # fmt: skip
+        self.funders = {MAIN: w.funder, OWN: self.attacker}
+        self.burn = w.funder.read("BURN_ADDRESS")
+        self.accounts = [w.funder.address, *[p.address for p in w.peers], self.burn]
         self.balance = {a: w.funder.token_balance(a) for a in self.accounts}
         self.escrow_balance = w.funder.token_balance(w.escrow)
-        self.stake = {p.address: [0, 0] for p in self.peers}  # active, unbonding (this machine's deposits only)
-        self.pool, self.round, self.phase = 0, 0, "train"
-        self.records: dict[tuple, dict] = {}
-        self.finalized: dict[int, int] = {}  # round -> share
-        self.base_stakes = {p.address: self._chain_stake(p.address) for p in self.peers}
+        self.stake = {p.address: [0, 0] for p in self.stakers}  # active, unbonding
+        self.pool = {MAIN: 0, OWN: 0}
+        self.round, self.phase = 0, "train"
+        self.records: dict[tuple, dict] = {}  # (exp, peer, round, stage) -> claimed, slashed, opener
+        self.finalized: dict[tuple[str, int], int] = {}  # (exp, round) -> share
+        self.bonds = 0
+        w.goto(self.exps[MAIN], 0, "train")
 
     def teardown(self) -> None:
         self.world.revert_to(self.snapshot)
-
-    def _chain_stake(self, addr: str) -> int:
-        s = self.world.funder.stake_of(addr)
-        return s.active + s.unbonding
 
     def _move(self, who: str, amount: int) -> None:  # tokens from `who` into the escrow (negative: out)
         self.balance[who] -= amount
         self.escrow_balance += amount
 
-    @rule(i=st.integers(0, N_PEERS - 1), amount=st.integers(MIN_STAKE, 300))
+    def _locked(self, addr: str) -> int:
+        return MIN_STAKE * sum(1 for (_, p, _, _), v in self.records.items()
+                               if p == addr and not v["claimed"] and not v["slashed"])  # fmt: skip
+
+    @rule(i=st.integers(0, N_PEERS), amount=st.integers(MIN_STAKE, 300))
     def stake_tokens(self, i: int, amount: int) -> None:
-        p = self.peers[i]
+        p = self.stakers[i]
         p.stake(amount)
         self.stake[p.address][0] += amount
         self._move(p.address, amount)
 
-    @rule(amount=st.integers(1, 2_000))
-    def fund(self, amount: int) -> None:
-        self.world.funder.fund(self.exp, amount)
-        self.pool += amount
-        self._move(self.world.funder.address, amount)
+    @rule(amount=st.integers(1, 2_000), own=st.booleans())
+    def fund(self, amount: int, own: bool) -> None:
+        which = OWN if own else MAIN
+        funder = self.funders[which]
+        funder.fund(self.exps[which], amount)
+        self.pool[which] += amount
+        self._move(funder.address, amount)
 
-    @rule(i=st.integers(0, N_PEERS - 1), data=st.data())
+    @rule(i=st.integers(0, N_PEERS), data=st.data())
     def unbond_and_withdraw(self, i: int, data: st.DataObject) -> None:
-        p = self.peers[i]
+        p = self.stakers[i]
         active = self.stake[p.address][0]
-        if active == 0:
+        free = active - self._locked(p.address)
+        amount = data.draw(st.integers(1, max(1, active)))
+        if amount > free:  # locked collateral cannot leave
+            with pytest.raises(RevertError, match="InsufficientStake"):
+                p.request_unbond(amount)
             return
-        amount = data.draw(st.integers(1, active))
         p.request_unbond(amount)
         self.stake[p.address] = [active - amount, self.stake[p.address][1] + amount]
         if data.draw(st.booleans()):  # wait out the delay (this ends the rounds) and withdraw
@@ -101,24 +127,32 @@ class EscrowMachine(RuleBasedStateMachine):
             self._move(p.address, -out)
 
     @precondition(lambda self: self.phase == "train")
-    @rule(i=st.integers(0, N_PEERS - 1), stage=st.integers(0, STAGES - 1))
-    def contribute(self, i: int, stage: int) -> None:
-        p = self.peers[i]
-        key = (p.address, self.round, stage)
-        if self.stake[p.address][0] < MIN_STAKE or key in self.records:
+    @rule(i=st.integers(0, N_PEERS), stage=st.integers(0, STAGES - 1), own=st.booleans())
+    def contribute(self, i: int, stage: int, own: bool) -> None:
+        p = self.stakers[i]
+        which = OWN if own and p is self.attacker else MAIN
+        key = (which, p.address, self.round, stage)
+        if key in self.records:
             return
-        c = self.proofs[(p.address.lower(), self.round, stage)]
-        p.contribute(c.model_copy(update={"experiment": self.exp}))
-        self.records[key] = {"claimed": False, "slashed": False, "audit": False}
+        c = self.proofs[(p.address.lower(), self.round, stage)].model_copy(update={"experiment": self.exps[which]})
+        if self.stake[p.address][0] - self._locked(p.address) < MIN_STAKE:  # one stake cannot back two
+            with pytest.raises(RevertError, match="CollateralUnavailable"):
+                p.contribute(c)
+            return
+        p.contribute(c)
+        self.records[key] = {"claimed": False, "slashed": False, "opener": None}
 
     @precondition(lambda self: self.phase == "audit")
     @rule(data=st.data())
     def open_audit(self, data: st.DataObject) -> None:
-        keys = [k for k in self.records if k[1] == self.round and not self.records[k]["audit"]]
+        keys = [k for k, v in self.records.items() if k[2] == self.round and v["opener"] is None]
         if keys:
-            peer, r, stage = data.draw(st.sampled_from(keys))
-            self.auditor.open_audit(self.exp, r, stage, peer, 0)
-            self.records[(peer, r, stage)]["audit"] = True
+            which, peer, r, stage = key = data.draw(st.sampled_from(keys))
+            opener = self.attacker if which == OWN else self.auditor  # the attacker audits itself at home
+            opener.open_audit(self.exps[which], r, stage, peer, 0)
+            self.records[key]["opener"] = opener.address
+            self._move(opener.address, BOND)
+            self.bonds += BOND
 
     @precondition(lambda self: self.phase in ("train", "audit", "after") and self.round < ROUNDS)
     @rule()
@@ -128,72 +162,88 @@ class EscrowMachine(RuleBasedStateMachine):
             if self.round + 1 >= ROUNDS:
                 return
             self.round += 1
-        self.world.goto(self.exp, self.round, nxt)
+        self.world.goto(self.exps[MAIN], self.round, nxt)
         self.phase = nxt
 
     @precondition(lambda self: self.phase in ("after", "over"))
     @rule(data=st.data())
     def slash(self, data: st.DataObject) -> None:
-        keys = [k for k, v in self.records.items() if v["audit"] and not v["slashed"] and self._audit_over(k[1])]
+        keys = [k for k, v in self.records.items() if v["opener"] and not v["slashed"] and self._audit_over(k[2])]
         if not keys:
             return
-        peer, r, stage = key = data.draw(st.sampled_from(keys))
-        self.auditor.slash(self.exp, r, stage, peer, 0)
+        which, peer, r, stage = key = data.draw(st.sampled_from(keys))
+        caller = data.draw(st.sampled_from([self.attacker, self.auditor, self.world.funder]))
+        caller.slash(self.exps[which], r, stage, peer, 0)
         rec = self.records[key]
         rec["slashed"] = True
-        amount = sum(self.stake[peer]) + self.base_stakes[peer]
-        self.stake[peer] = [0, 0]
-        self.base_stakes[peer] = 0
-        reward = amount * REPORTER_BPS // 10_000
-        self.pool += amount - reward
-        if r in self.finalized and not rec["claimed"]:
-            self.pool += self.finalized[r]
-        self._move(self.auditor.address, -reward)
+        self.stake[peer][0] -= MIN_STAKE  # only this contribution's collateral
+        reward = MIN_STAKE * REPORTER_BPS // 10_000
+        self._move(rec["opener"], -(reward + BOND))  # the opener is paid, whoever calls
+        self.bonds -= BOND
+        self._move(self.burn, -(MIN_STAKE - reward))  # the rest is burned: no pool receives it
 
     @precondition(lambda self: self.phase in ("after", "over"))
-    @rule()
-    def finalize(self) -> None:
+    @rule(own=st.booleans())
+    def finalize(self, own: bool) -> None:
+        which = OWN if own else MAIN
         for r in range(min(self.round + 1, ROUNDS)):
-            if r in self.finalized or not self._audit_over(r):
+            if (which, r) in self.finalized or not self._audit_over(r):
                 continue
-            self.world.funder.finalize(self.exp, r)
-            valid = sum(1 for k, v in self.records.items() if k[1] == r and not v["slashed"])
-            share = min(REWARD, self.pool) // valid if valid else 0
-            self.pool -= share * valid
-            self.finalized[r] = share
+            self.funders[which].finalize(self.exps[which], r)
+            valid = sum(1 for k, v in self.records.items() if k[0] == which and k[2] == r and not v["opener"])
+            share = min(REWARD, self.pool[which]) // valid if valid else 0
+            self.pool[which] -= share * valid
+            self.finalized[(which, r)] = share
 
     @rule(data=st.data())
     def claim(self, data: st.DataObject) -> None:
         keys = [k for k, v in self.records.items()
-                if k[1] in self.finalized and not v["claimed"] and not v["slashed"] and not v["audit"]]
+                if (k[0], k[2]) in self.finalized and not v["claimed"] and not v["opener"]]  # fmt: skip
         if not keys:
             return
-        peer, r, stage = key = data.draw(st.sampled_from(keys))
-        next(p for p in self.peers if p.address == peer).claim(self.exp, r, stage)
+        which, peer, r, stage = key = data.draw(st.sampled_from(keys))
+        next(p for p in self.stakers if p.address == peer).claim(self.exps[which], r, stage)
         self.records[key]["claimed"] = True
-        self._move(peer, -self.finalized[r])
+        self._move(peer, -self.finalized[(which, r)])
+
+    @precondition(lambda self: self.phase == "over")
+    @rule()
+    def attacker_reclaims_its_pool(self) -> None:
+        pending = {r for (w, _, r, _) in self.records if w == OWN and (OWN, r) not in self.finalized}
+        if pending:  # it cannot take what its finished rounds owe
+            with pytest.raises(RevertError, match="RoundsNotFinalized"):
+                self.attacker.reclaim_pool(self.exps[OWN])
+        elif self.pool[OWN]:
+            self.attacker.reclaim_pool(self.exps[OWN])
+            self._move(self.attacker.address, -self.pool[OWN])
+            self.pool[OWN] = 0
 
     def _audit_over(self, r: int) -> bool:
         return self.phase == "over" or r < self.round or (r == self.round and self.phase == "after")
 
     @invariant()
-    def escrow_holds_stakes_unclaimed_shares_and_pools(self) -> None:
+    def escrow_holds_stakes_unclaimed_shares_pools_and_bonds(self) -> None:
         f = self.world.funder
-        stakes = sum(self._chain_stake(p.address) for p in self.world.peers)
-        unclaimed = sum(f.round_state(self.exp, r).share for (_, r, _), v in self.records.items()
-                        if r in self.finalized and not v["claimed"] and not v["slashed"])
+        stakes = 0
+        for p in self.stakers:
+            s = f.stake_of(p.address)
+            stakes += s.active + s.unbonding
+            assert s.locked == self._locked(p.address)  # minStake per contribution still liable
+            assert [s.active, s.unbonding] == self.stake[p.address]
+        unclaimed = sum(self.finalized[(w, r)] for (w, _, r, _), v in self.records.items()
+                        if (w, r) in self.finalized and not v["claimed"] and not v["opener"])  # fmt: skip
         pools = sum(f.experiment(e).pool for e in range(1, f.read("nextExperimentId")))
-        assert f.token_balance(self.world.escrow) == stakes + unclaimed + pools
+        assert f.token_balance(self.world.escrow) == stakes + unclaimed + pools + self.bonds
         assert f.token_balance(self.world.escrow) == self.escrow_balance
 
     @invariant()
     def every_account_holds_exactly_what_it_is_owed(self) -> None:
         f = self.world.funder
         assert {a: f.token_balance(a) for a in self.accounts} == self.balance
-        assert f.experiment(self.exp).pool == self.pool
+        assert {w: f.experiment(e).pool for w, e in self.exps.items()} == self.pool
 
 
 def test_random_sequences_keep_the_books_balanced(setup: tuple[DevChain, EscrowWorld, dict]) -> None:
     EscrowMachine.chain, EscrowMachine.world, EscrowMachine.proofs = setup
     run_state_machine_as_test(EscrowMachine, settings=settings(
-        max_examples=8, stateful_step_count=14, deadline=None, suppress_health_check=list(HealthCheck)))
+        max_examples=8, stateful_step_count=16, deadline=None, suppress_health_check=list(HealthCheck)))
