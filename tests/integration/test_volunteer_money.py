@@ -37,11 +37,11 @@ def contribute(world: EscrowWorld, peer, exp: int, round: int, stage: int, root:
 def test_earnings_follow_the_chain_through_windows_finalize_and_claims(world: EscrowWorld) -> None:
     exp = world.create_experiment(reward_per_round=900, pool=5_000)
     a, b = world.peers[:2]
-    a.stake(150)
+    a.stake(200)  # each contribution locks minStake (100) until it is claimed
     b.stake(100)
     reader = EarningsReader(a, exp, a.address)
     e = reader.read()
-    assert (e.stake, e.contributions, e.claimed, e.claimable) == (150, 0, 0, 0) and e.min_stake == 100
+    assert (e.stake, e.contributions, e.claimed, e.claimable) == (200, 0, 0, 0) and e.min_stake == 100
     contribute(world, a, exp, 0, 0, 11)
     contribute(world, a, exp, 0, 1, 12)  # two stages in one round: two shares
     contribute(world, b, exp, 0, 0, 21)
@@ -64,7 +64,7 @@ def test_earnings_follow_the_chain_through_windows_finalize_and_claims(world: Es
 def test_claim_all_finalizes_and_claims_what_a_killed_peer_left(world: EscrowWorld) -> None:
     exp = world.create_experiment(reward_per_round=1_000, pool=10_000)
     a = world.peers[2]
-    a.stake(100)
+    a.stake(300)  # three contributions in flight, minStake (100) of collateral each
     for r in range(3):  # the peer contributed three rounds, then died before claiming any of them
         world.goto(exp, r, "train", offset=1)
         contribute(world, a, exp, r, r % 2, 100 + r)
