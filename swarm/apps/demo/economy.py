@@ -11,12 +11,13 @@ from typing import Self
 
 from swarm.chain.deploy import TOKEN, DemoConfig, DemoDeployment, deploy_demo
 from swarm.chain.devchain import DevChain
+from swarm.chain.safety import REAL_PROOF_SECONDS, min_audit_window
 from swarm.chain.wallet import create_key_file
 
 logger = logging.getLogger("swarm.demo")
 
 SUBMIT_WINDOW_S = 120  # a round's proof may take this long on a busy 2-core laptop (3 provers + training)
-AUDIT_WINDOW_S = 10
+AUDIT_WINDOW_S = min_audit_window(2, REAL_PROOF_SECONDS)  # the escrow's floor for k = 2 audits (80 s)
 
 
 def stage_sizes(workload_name: str, n_stages: int) -> tuple[int, ...]:
