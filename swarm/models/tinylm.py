@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from swarm.models import data
-from swarm.models.workload import Batch, Workload
+from swarm.models.workload import Batch, Workload, token_error
 
 VOCAB = 256  # bytes
 
@@ -32,6 +32,9 @@ class Embedding(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(VOCAB, cfg.n_embd)
         self.pos = nn.Embedding(cfg.block_size, cfg.n_embd)
+
+    def input_error(self, idx: torch.Tensor) -> str | None:
+        return token_error(idx, VOCAB, self.pos.num_embeddings)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(idx.shape[1], device=idx.device)

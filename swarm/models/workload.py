@@ -103,6 +103,44 @@ def run_stages(stages: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def input_error(stage: nn.Module, x: torch.Tensor) -> str | None:
+    """Why `x` cannot be the input of `stage` (None if it fits): checked before any compute, so that a bad input is
+    told apart from a failing stage. The first block decides: its own `input_error(x)` if it has one, otherwise
+    its first Linear / LayerNorm / Embedding layer (feature size, dtype, token range)."""
+    if x.dim() < 1 or len(x) == 0:
+        return f"an input needs a non-empty batch dimension, got shape {tuple(x.shape)}"
+    first = stage[0] if isinstance(stage, nn.Sequential) and len(stage) else stage
+    if hasattr(first, "input_error"):
+        return first.input_error(x)
+    for layer in first.modules():
+        if isinstance(layer, nn.Linear):
+            return _float_features(x, layer.in_features)
+        if isinstance(layer, nn.LayerNorm):
+            return _float_features(x, layer.normalized_shape[-1])
+        if isinstance(layer, nn.Embedding):
+            return token_error(x, layer.num_embeddings)
+    return None
+
+
+def _float_features(x: torch.Tensor, features: int) -> str | None:
+    if not x.is_floating_point():
+        return f"this stage takes floating-point activations, got {x.dtype}"
+    if x.shape[-1] != features:
+        return f"this stage takes {features} features, got shape {tuple(x.shape)}"
+    return None
+
+
+def token_error(x: torch.Tensor, vocabulary: int, max_length: int | None = None) -> str | None:
+    """Why `x` is not a batch of token ids below `vocabulary` (of at most `max_length` per row), or None."""
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        return f"this stage takes integer token ids, got {x.dtype}"
+    if max_length is not None and (x.dim() != 2 or not 1 <= x.shape[1] <= max_length):
+        return f"this stage takes (batch, length <= {max_length}) token ids, got shape {tuple(x.shape)}"
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocabulary):
+        return f"token ids must lie in [0, {vocabulary}), got [{int(x.min())}, {int(x.max())}]"
+    return None
+
+
 def _as_forward(model: Callable[[torch.Tensor], torch.Tensor] | Sequence[nn.Module]):
     if isinstance(model, nn.Module) or callable(model):
         return model

@@ -14,20 +14,21 @@ class LocalStages:
 
     def __init__(
         self, workload: Workload, n_stages: int, *, lr: float, seed: int = 0, optimizer: str = "adam",
-        device: str = "cpu",
+        device: str = "cpu", keep_activations: bool = True,
     ) -> None:  # fmt: skip
-        self.n_stages = n_stages
+        self.n_stages, self.keep_activations = n_stages, keep_activations
         self.workers = [
-            StageWorker(m, lr=lr, optimizer=optimizer, device=device) for m in workload.build_stages(n_stages, seed)
+            StageWorker(m, lr=lr, optimizer=optimizer, device=device)
+            for m in workload.build_stages(n_stages, seed)
         ]
 
-    def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str | None]:
-        return self.workers[stage].forward(x), None
+    def forward(self, stage: int, x: torch.Tensor, mb: str | None = None) -> tuple[torch.Tensor, str | None]:
+        return self.workers[stage].forward(x, keep=mb if self.keep_activations else None), None
 
     def backward(
-        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None
+        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None, mb: str | None = None
     ) -> torch.Tensor | None:
-        return self.workers[stage].backward(x, grad_output)
+        return self.workers[stage].backward(x, grad_output, key=mb if self.keep_activations else None)
 
     @property
     def modules(self) -> list[torch.nn.Module]:

@@ -1,7 +1,9 @@
 """Route a trainer's micro-batches: per stage, pick a peer from the DHT's stage records and call it over P2P.
 
-Peers are drawn at random, weighted by announced throughput / (1 + load); a call that fails (timeout, peer gone,
-error) bans that peer for a while and is retried on another peer of the same stage.
+Peers are drawn at random, weighted by announced throughput / (1 + load). Every outcome of a call, the status a
+peer answered or the exception the call raised, goes through one `classify`: a bad input is the caller's error
+(`RequestRejected`, no retry), a busy peer is skipped, a failing or vanished peer is banned for a while, and both
+are retried on another peer of the same stage.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from enum import Enum
 
 import hivemind
 import torch
@@ -18,26 +21,54 @@ from hivemind.p2p import PeerID
 from hivemind.proto import runtime_pb2
 
 from runtime.loops import StartStop
+from swarm.errors import SwarmError
 from swarm.network.p2p import P2PClient
 from swarm.network.records import StageAnnouncement, fetch_stage_announcements
-from swarm.pipeline.serving import (
-    CALL_TIMEOUT,
-    RequestRejected,
-    ServingError,
-    handler_name,
-    pack_tensors,
-    unpack_tensors,
-)
+from swarm.pipeline import wire
+from swarm.pipeline.serving import CALL_TIMEOUT, handler_name
+from swarm.pipeline.wire import Status
 
 logger = logging.getLogger(__name__)
 
-UNMEASURED_THROUGHPUT = 1.0  # weight of a peer that has not measured its throughput yet (relative to its stage)
+UNMEASURED_THROUGHPUT = (
+    1.0  # weight of a peer that has not measured its throughput yet (relative to its stage)
+)
 LATENCY_EMA = 0.8  # weight of the past in the per-(stage, kind) latency estimate
 TIMEOUT_FACTOR = 10.0  # a call may take this many times the usual latency before the peer counts as gone
 
 
-class RoutingError(RuntimeError):
+class RoutingError(SwarmError):
     """No peer of a stage could serve a call (none announced, or all that were tried failed)."""
+
+
+class RequestRejected(RoutingError):
+    """The input is invalid (cannot be sent, or a peer found it does not fit the stage): retrying won't help."""
+
+
+class Verdict(Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"  # the input is invalid: raise RequestRejected, no ban, no retry
+    RETRY = "retry"  # try another peer, no ban (busy)
+    RESEND = "resend"  # ask the same peer again with the full input (it no longer keeps the activations)
+    BAN = "ban"  # the peer failed: ban it and try another
+
+
+_VERDICTS = {
+    Status.OK: Verdict.ACCEPT,
+    Status.REJECTED: Verdict.REJECT,
+    Status.BUSY: Verdict.RETRY,
+    Status.MISSING: Verdict.RESEND,
+    Status.WRONG_STAGE: Verdict.BAN,  # it serves another stage now; its new record will replace the old one
+    Status.ERROR: Verdict.BAN,
+}
+
+
+def classify(outcome: Status | BaseException) -> Verdict:
+    """What the router does after a call: by the status the peer answered, or by the exception the call raised
+    (timeout, connection lost, handler missing, an unreadable response: all the peer's fault)."""
+    if isinstance(outcome, BaseException):
+        return Verdict.BAN
+    return _VERDICTS[outcome]
 
 
 def peer_weight(ann: StageAnnouncement, fallback_throughput: float, extra_load: int = 0) -> float:
@@ -80,11 +111,20 @@ class StageRouter(StartStop):
         ban_seconds: float = 20.0,
         wait_for_peers: float = 15.0,
         seed: int | None = None,
+        codec: str = "none",
+        keep_activations: bool = True,
     ) -> None:
+        if codec not in wire.CODECS:
+            raise ValueError(f"unknown codec {codec!r}: use one of {wire.CODECS}")
         self.dht, self.experiment, self.n_stages = dht, experiment, n_stages
+        self.codec, self.keep_activations = codec, keep_activations
         self.timeout, self.min_timeout, self.max_attempts = timeout, min_timeout, max_attempts
         self._latency: dict[tuple[int, str], float] = {}
-        self.refresh_period, self.ban_seconds, self.wait_for_peers = refresh_period, ban_seconds, wait_for_peers
+        self.refresh_period, self.ban_seconds, self.wait_for_peers = (
+            refresh_period,
+            ban_seconds,
+            wait_for_peers,
+        )
         self.rng = random.Random(seed)
         self.retries = self.calls = self.bytes_sent = self.bytes_received = 0
         self._announcements: dict[int, list[StageAnnouncement]] = {}
@@ -129,27 +169,58 @@ class StageRouter(StartStop):
 
     # --- calls ------------------------------------------------------------------------------------------------
 
-    def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str]:
-        """Output of stage `stage` for input `x`, and the peer that computed it."""
-        (y,), peer = self._call(stage, "forward", [x], n_out=1)
+    def forward(self, stage: int, x: torch.Tensor, *, mb: str | None = None) -> tuple[torch.Tensor, str]:
+        """Output of stage `stage` for input `x`, and the peer that computed it. With `mb` (a micro-batch key) and
+        `keep_activations`, the peer keeps the activations so that `backward(..., mb=mb)` need not resend `x`."""
+        keep = mb is not None and self.keep_activations
+        (y,), peer = self._call(stage, "forward", [x], n_out=1, meta={"mb": mb, "keep": True} if keep else {})
         return y, peer
 
     def backward(
-        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, *, prefer: str | None = None
-    ) -> torch.Tensor | None:
+        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, *, prefer: str | None = None,
+        mb: str | None = None,
+    ) -> torch.Tensor | None:  # fmt: skip
         """Gradient w.r.t. the stage's input (None for integer inputs); the serving peer takes an optimizer step.
 
-        `prefer` (the peer that ran the forward) is tried first; if it fails, another peer of the stage answers.
-        """
-        out, _ = self._call(stage, "backward", [x, grad_output], n_out=None, prefer=prefer)
+        `prefer` (the peer that ran the forward) is tried first, with the gradient only if it kept micro-batch
+        `mb`'s activations (and with `x` again if it answers that it no longer has them); if it fails, another
+        peer of the stage answers from `x`."""
+        slim = [grad_output] if mb is not None and prefer is not None and self.keep_activations else None
+        out, _ = self._call(
+            stage,
+            "backward",
+            [x, grad_output],
+            n_out=None,
+            prefer=prefer,
+            slim=slim,
+            meta={"mb": mb} if slim else {},
+        )
         return out[0] if out else None
 
     def _call(
-        self, stage: int, kind: str, tensors: list[torch.Tensor], *, n_out: int | None, prefer: str | None = None
+        self,
+        stage: int,
+        kind: str,
+        tensors: list[torch.Tensor],
+        *,
+        n_out: int | None,
+        prefer: str | None = None,
+        slim: list[torch.Tensor] | None = None,
+        meta: dict | None = None,
     ) -> tuple[list[torch.Tensor], str]:
+        """Call `kind` of `stage` on some peer; `slim` is the shorter request the `prefer`red peer may take."""
         self._check_stage(stage)
         name = handler_name(self.experiment, stage, kind)
-        request = pack_tensors(name, tensors)
+        meta = {"codec": self.codec, **(meta or {})}
+        try:
+            full = wire.pack(runtime_pb2.ExpertRequest, tensors, uid=name, codec=self.codec, meta=meta)
+            short = (
+                None
+                if slim is None
+                else wire.pack(runtime_pb2.ExpertRequest, slim, uid=name, codec=self.codec, meta=meta)
+            )
+        except wire.WireError as exc:
+            raise RequestRejected(f"stage {stage} {kind}: {exc}") from exc
         tried: set[str] = set()
         errors: list[str] = []
         deadline = time.monotonic() + self.wait_for_peers
@@ -162,23 +233,50 @@ class StageRouter(StartStop):
                 self.refresh(force=True)
                 continue
             tried.add(peer)
-            try:
-                response = self._send_counted(peer, name, request, self.call_timeout(stage, kind), (stage, kind))
-                outputs = unpack_tensors(response, n_out if n_out is not None else len(response.tensors), name)
+            request = short if short is not None and peer == prefer else full
+            outcome, outputs, detail = self._attempt(peer, name, request, stage, kind, n_out)
+            verdict = classify(outcome)
+            if verdict is Verdict.ACCEPT:
                 return outputs, peer
-            except Exception as exc:
-                if RequestRejected.__name__ in str(exc):
-                    raise RoutingError(f"stage {stage} {kind} rejected the input: {_describe(exc)}") from exc
+            if verdict is Verdict.REJECT:
+                raise RequestRejected(f"stage {stage} {kind} rejected the input: {detail}")
+            if verdict is Verdict.RESEND and request is short:
+                short = None
+                tried.discard(peer)
+                continue
+            if verdict is not Verdict.RETRY:
                 self.ban(peer)
-                with self._lock:
-                    self.retries += 1
-                errors.append(f"{peer[:12]}…: {_describe(exc)}")
-                logger.info("stage %d %s failed on %s (%s); retrying elsewhere", stage, kind, peer, _describe(exc))
+            with self._lock:
+                self.retries += 1
+            errors.append(f"{peer[:12]}…: {detail}")
+            logger.info("stage %d %s failed on %s (%s); retrying elsewhere", stage, kind, peer, detail)
         detail = "; ".join(errors) if errors else "no peer announced it"
         raise RoutingError(
             f"no peer could serve stage {stage} {kind} of experiment {self.experiment!r} ({detail}). "
             "Check that stage peers are running and reachable."
         )
+
+    def _attempt(
+        self,
+        peer: str,
+        name: str,
+        request: runtime_pb2.ExpertRequest,
+        stage: int,
+        kind: str,
+        n_out: int | None,
+    ) -> tuple[Status | BaseException, list[torch.Tensor], str]:
+        """One call to one peer: (the status or the exception, the outputs if OK, a description)."""
+        try:
+            response = self._send_counted(peer, name, request, self.call_timeout(stage, kind), (stage, kind))
+        except Exception as exc:  # noqa: BLE001 - every transport failure is classified, none is fatal here
+            return exc, [], _describe(exc)
+        status, detail = wire.response_status(response)
+        if status is not Status.OK:
+            return status, [], f"{status}: {detail}"
+        try:
+            return status, wire.unpack(response, n_out, f"the response of {name}"), ""
+        except wire.WireError as exc:
+            return exc, [], str(exc)
 
     def _pick(self, stage: int, tried: set[str], prefer: str | None) -> str | None:
         candidates = self.peers(stage)
@@ -229,7 +327,9 @@ class StageRouter(StartStop):
         client = self._client
         if client is None:
             raise RoutingError("the router is not started: call start() or use it as a context manager")
-        coro = client.p2p.call_protobuf_handler(PeerID.from_base58(peer), name, request, runtime_pb2.ExpertResponse)
+        coro = client.p2p.call_protobuf_handler(
+            PeerID.from_base58(peer), name, request, runtime_pb2.ExpertResponse
+        )
         return client.run(coro, timeout)
 
     def _check_stage(self, stage: int) -> None:
@@ -240,6 +340,4 @@ class StageRouter(StartStop):
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, ServingError):
-        return str(exc)
     return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,8 +1,9 @@
 """Serve one pipeline stage over hivemind's P2P: forward/backward RPCs, local optimizer steps, DHT announcements.
 
-Calls are unary protobuf RPCs (hivemind's `ExpertRequest`/`ExpertResponse`) on the DHT's own p2pd, named
-`"{experiment}.s{stage}.forward"` and `".backward"`; backward carries the stage input again (stateless, so any
-peer of the stage can answer it). A stage peer re-announces itself on the DHT every few seconds.
+Calls are unary protobuf RPCs (hivemind's `ExpertRequest`/`ExpertResponse`, see `swarm.pipeline.wire`) on the
+DHT's own p2pd, named `"{experiment}.s{stage}.forward"` and `".backward"`. A handler answers every request it can
+read with a status (ok, rejected, busy, wrong_stage, missing, error) instead of raising, so the router can tell
+a bad input from a failing peer. A stage peer re-announces itself on the DHT every few seconds.
 """
 
 from __future__ import annotations
@@ -14,57 +15,35 @@ from typing import Literal
 
 import hivemind
 import torch
-from hivemind.compression import deserialize_torch_tensor, serialize_torch_tensor
 from hivemind.p2p import P2PContext
-from hivemind.p2p.p2p_daemon_bindings.control import DEFAULT_MAX_MSG_SIZE
 from hivemind.proto import runtime_pb2
 from torch import nn
 
 from runtime.loops import StartStop
+from swarm.errors import SwarmError
 from swarm.models import Workload
 from swarm.network.p2p import P2PClient
 from swarm.network.records import StageAnnouncement, announce_stage
-from swarm.pipeline.stage_worker import StageWorker
+from swarm.pipeline import wire
+from swarm.pipeline.stage_worker import InvalidInput, MissingActivations, StageWorker
+from swarm.pipeline.wire import Status
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = DEFAULT_MAX_MSG_SIZE - 64 * 1024  # p2pd's unary limit, minus room for the envelope
 CALL_TIMEOUT = 30.0
+MAX_QUEUE = 64  # requests queued or computing beyond which a peer answers "busy"
 
 
-class ServingError(RuntimeError):
-    """The stage server could not start, or a request it got is malformed."""
+class ServingError(SwarmError):
+    """The stage server could not start or switch stages."""
 
 
-class RequestRejected(ServingError):
-    """The peer is fine but the request is not (wrong shape, wrong stage's input): retrying elsewhere won't help."""
+class _StageSwitched(Exception):
+    """The request was accepted for a stage this peer no longer serves."""
 
 
 def handler_name(experiment: str, stage: int, kind: Literal["forward", "backward"]) -> str:
     return f"{experiment}.s{stage}.{kind}"
-
-
-def pack_tensors(uid: str, tensors: list[torch.Tensor], cls=runtime_pb2.ExpertRequest):
-    """A request/response carrying `tensors` uncompressed; too large a message is a clear error, not a hang."""
-    msg = cls(tensors=[serialize_torch_tensor(t.detach()) for t in tensors])
-    if cls is runtime_pb2.ExpertRequest:
-        msg.uid = uid
-    size = msg.ByteSize()
-    if size > MAX_MESSAGE_BYTES:
-        raise RequestRejected(
-            f"a {uid} message of {size / 2**20:.1f} MiB exceeds p2pd's {MAX_MESSAGE_BYTES / 2**20:.1f} MiB limit: "
-            "use a smaller micro-batch"
-        )
-    return msg
-
-
-def unpack_tensors(msg, expected: int, what: str) -> list[torch.Tensor]:
-    if len(msg.tensors) != expected:
-        raise ServingError(f"{what} must carry {expected} tensor(s), got {len(msg.tensors)}")
-    try:
-        return [deserialize_torch_tensor(t) for t in msg.tensors]
-    except Exception as exc:  # protobuf/numpy errors on garbage
-        raise ServingError(f"{what} carries a tensor that cannot be decoded: {exc}") from exc
 
 
 class StageServer(StartStop):
@@ -83,13 +62,15 @@ class StageServer(StartStop):
         optimizer: str = "adam",
         announce_period: float = 5.0,
         device: str = "cpu",
+        max_queue: int = MAX_QUEUE,
     ) -> None:
         self.dht, self.experiment, self.workload, self.stage = dht, experiment, workload, stage
         self.wallet = wallet
         self.worker = StageWorker(module, lr=lr, optimizer=optimizer, device=device)
-        self.announce_period = announce_period
+        self.announce_period, self.max_queue = announce_period, max_queue
         self.params_version = 0  # set by the averager: the round whose parameters this peer serves
         self.bytes_received = self.bytes_sent = self.requests = self.errors = 0
+        self.answers: dict[Status, int] = dict.fromkeys(Status, 0)  # how requests were answered, by status
         self.in_flight = 0  # requests received and not yet answered (queued or computing): the announced load
         self._client: P2PClient | None = None
         self._compute = ThreadPoolExecutor(1, thread_name_prefix=f"stage{stage}-compute")
@@ -147,8 +128,11 @@ class StageServer(StartStop):
             raise ServingError("start the server before switching stages")
         old = self.stage
         self._client.run(self._unregister(old), CALL_TIMEOUT)
-        self.worker.replace_module(module)
-        self.stage = stage
+        with (
+            self.params_lock
+        ):  # a request accepted for the old stage and not yet computed answers wrong_stage
+            self.worker.replace_module(module)
+            self.stage = stage
         self._client.run(self._register(stage), CALL_TIMEOUT)
         self.announce()
         logger.info("switched from stage %d to stage %d", old, stage)
@@ -157,7 +141,7 @@ class StageServer(StartStop):
         """Stop answering, stop announcing, release the p2pd client (the record expires after `ttl`)."""
         client, self._client = self._client, None
         if client is not None:
-            client.close(before=self._unregister(self.stage))
+            client.close(before=self._unregister(self.stage, client))
         self._compute.shutdown(wait=True, cancel_futures=True)
 
     async def _register(self, stage: int) -> None:
@@ -166,9 +150,11 @@ class StageServer(StartStop):
                 handler_name(self.experiment, stage, kind), handler, runtime_pb2.ExpertRequest
             )
 
-    async def _unregister(self, stage: int) -> None:
+    async def _unregister(self, stage: int, client: P2PClient | None = None) -> None:
+        """Remove the stage's handlers (`client`: the one being closed, when `self._client` is already cleared)."""
+        p2p = (client or self._client).p2p
         for kind in ("forward", "backward"):
-            await self._client.p2p.remove_protobuf_handler(handler_name(self.experiment, stage, kind))
+            await p2p.remove_protobuf_handler(handler_name(self.experiment, stage, kind))
 
     async def _announce_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -179,49 +165,94 @@ class StageServer(StartStop):
             except Exception as exc:  # noqa: BLE001 - a failed store is retried next period
                 logger.warning("stage %d: announcing failed: %r", self.stage, exc)
 
-    async def _forward(self, request: runtime_pb2.ExpertRequest, context: P2PContext) -> runtime_pb2.ExpertResponse:
-        self.in_flight += 1
-        try:
-            (x,) = self._accept(request, 1, "forward")
-            y = await self._run(self.worker.forward, x)
-            return self._reply(request.uid, [y])
-        finally:
-            self.in_flight -= 1
+    async def _forward(
+        self, request: runtime_pb2.ExpertRequest, context: P2PContext
+    ) -> runtime_pb2.ExpertResponse:
+        return await self._serve(request, "forward")
 
     async def _backward(
         self, request: runtime_pb2.ExpertRequest, context: P2PContext
     ) -> runtime_pb2.ExpertResponse:
+        return await self._serve(request, "backward")
+
+    async def _serve(self, request: runtime_pb2.ExpertRequest, kind: str) -> runtime_pb2.ExpertResponse:
+        """Answer one request with its outputs or a status; never raises for a request it could read."""
         self.in_flight += 1
+        self.requests += 1
+        self.bytes_received += request.ByteSize()
         try:
-            x, grad_output = self._accept(request, 2, "backward")
-            grad_input = await self._run(self.worker.backward, x, grad_output)
-            return self._reply(request.uid, [] if grad_input is None else [grad_input])
+            stage = self.stage
+            expected = handler_name(self.experiment, stage, kind)
+            if request.uid != expected:  # this peer switched stages while the request travelled
+                return self._status(
+                    Status.WRONG_STAGE, f"{request.uid!r} reached the handler of {expected!r}"
+                )
+            if self.in_flight > self.max_queue:
+                return self._status(Status.BUSY, f"{self.in_flight - 1} requests queued")
+            try:
+                meta = wire.metadata(request)
+                tensors = wire.unpack(request, None, f"a {kind} request")
+                call = self._parse(kind, tensors, meta)
+            except (wire.WireError, InvalidInput) as exc:
+                return self._status(Status.REJECTED, str(exc))
+            try:
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self._compute, self._compute_for, stage, *call
+                )
+            except InvalidInput as exc:
+                return self._status(Status.REJECTED, str(exc))
+            except MissingActivations as exc:
+                return self._status(Status.MISSING, str(exc.args[0]))
+            except _StageSwitched:
+                return self._status(
+                    Status.WRONG_STAGE, f"this peer switched from stage {stage} to {self.stage}"
+                )
+            except Exception as exc:  # noqa: BLE001 - a compute failure is this peer's fault: the router bans it
+                logger.warning("stage %d: %s failed: %r", stage, kind, exc)
+                return self._status(
+                    Status.ERROR, f"stage {stage} failed to compute: {type(exc).__name__}: {exc}"
+                )
+            try:
+                response = wire.pack(
+                    runtime_pb2.ExpertResponse,
+                    outputs,
+                    codec=str(meta.get("codec", "none")),
+                    meta={"status": str(Status.OK)},
+                )
+            except wire.WireError as exc:
+                return self._status(Status.ERROR, str(exc))
+            self.answers[Status.OK] += 1
+            self.bytes_sent += response.ByteSize()
+            return response
         finally:
             self.in_flight -= 1
 
-    def _accept(self, request: runtime_pb2.ExpertRequest, n: int, kind: str) -> list[torch.Tensor]:
-        self.requests += 1
-        self.bytes_received += request.ByteSize()
-        expected = handler_name(self.experiment, self.stage, kind)
-        if request.uid != expected:  # e.g. this peer switched stages: the caller should try another peer
-            self.errors += 1
-            raise ServingError(f"request for {request.uid!r} reached the handler of {expected!r}")
-        try:
-            return unpack_tensors(request, n, f"a {kind} request")
-        except ServingError as exc:
-            self.errors += 1
-            raise RequestRejected(str(exc)) from exc
+    def _parse(self, kind: str, tensors: list[torch.Tensor], meta: dict) -> tuple:
+        """What to compute for a request: (function, args, kwargs)."""
+        mb = meta.get("mb")
+        if kind == "forward":
+            if len(tensors) != 1:
+                raise InvalidInput(f"a forward request must carry 1 tensor, got {len(tensors)}")
+            return self.worker.forward, tensors, {"keep": mb if meta.get("keep") else None}
+        if len(tensors) == 1 and mb is not None:  # the gradient only: the peer kept the activations
+            return self.worker.backward, [None, tensors[0]], {"key": mb}
+        if len(tensors) != 2:
+            raise InvalidInput(
+                f"a backward request must carry (input, gradient), got {len(tensors)} tensor(s)"
+            )
+        return self.worker.backward, tensors, {"key": mb}
 
-    async def _run(self, fn, *args):
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._compute, fn, *args)
-        except Exception as exc:
-            self.errors += 1
-            logger.info("stage %d: rejected a request: %s", self.stage, exc)
-            raise RequestRejected(f"stage {self.stage} could not process the request: {exc}") from exc
+    def _compute_for(self, stage: int, fn, args: list, kwargs: dict) -> list[torch.Tensor]:
+        with self.params_lock:
+            if self.stage != stage:
+                raise _StageSwitched
+            out = fn(*args, **kwargs)
+        return [] if out is None else [out]
 
-    def _reply(self, uid: str, tensors: list[torch.Tensor]) -> runtime_pb2.ExpertResponse:
-        response = pack_tensors(uid, tensors, runtime_pb2.ExpertResponse)
+    def _status(self, status: Status, detail: str) -> runtime_pb2.ExpertResponse:
+        self.errors += 1
+        self.answers[status] += 1
+        logger.info("stage %d: answered %s: %s", self.stage, status, detail)
+        response = wire.status_reply(status, detail)
         self.bytes_sent += response.ByteSize()
         return response
-

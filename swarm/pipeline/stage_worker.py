@@ -7,19 +7,49 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import Hashable
 
 import torch
 from torch import nn
+from torch.func import functional_call
+
+from swarm.models.workload import input_error
 
 EMA = 0.9  # weight of the past in the throughput estimate
+MAX_KEPT = (
+    16  # micro-batches whose activations a stage keeps for their backward (the oldest is dropped first)
+)
+
+
+class InvalidInput(ValueError):
+    """The input does not fit this stage (shape, dtype, values) or the gradient does not fit its output."""
+
+
+class MissingActivations(KeyError):
+    """A backward without its input, for a micro-batch whose activations this stage no longer keeps."""
 
 
 class StageWorker:
-    """Holds a stage module and its optimizer; `params_lock` guards the parameters (the averager takes it too)."""
+    """Holds a stage module and its optimizer; `params_lock` guards the parameters (the averager takes it too).
 
-    def __init__(self, module: nn.Module, *, lr: float, optimizer: str = "adam", device: str = "cpu") -> None:
+    `forward(x, keep=key)` keeps the autograd graph of that micro-batch (at most `max_kept`, oldest dropped first),
+    so `backward(None, grad, key=key)` needs neither the input again nor a second forward. The graph is built on a
+    snapshot of the parameters as they were at that forward (shared by forwards between two updates), so the
+    optimizer steps of other micro-batches in between do not invalidate it: the gradient is the one of the
+    forward that was actually run (weight stashing), applied to the current parameters.
+    Without a kept graph, backward recomputes the forward of `x` with the current parameters.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        lr: float,
+        optimizer: str = "adam",
+        device: str = "cpu",
+        max_kept: int = MAX_KEPT,
+    ) -> None:
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
         self.device = resolve_device(device)
@@ -28,10 +58,11 @@ class StageWorker:
         self.optimizer = _make_optimizer(module, lr, optimizer)
         self.params_lock = threading.RLock()
         self.steps = 0
-        self.samples = 0
-        self.in_flight = 0
+        self.max_kept = max_kept
+        self._kept: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor, dict]] = OrderedDict()
+        self._snapshot: tuple[tuple[int, ...], dict[str, torch.Tensor]] | None = None
         self._seconds_per_sample: float | None = None
-        self._count_lock = threading.Lock()
+        self._forward_seconds = 0.0
 
     @property
     def throughput(self) -> float:
@@ -39,55 +70,112 @@ class StageWorker:
         spp = self._seconds_per_sample
         return 0.0 if not spp else 1.0 / spp
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._busy(), self.params_lock, torch.no_grad():
-            return self.module(x.to(self.device)).cpu()
+    @property
+    def kept(self) -> int:
+        """Micro-batches whose activations are held for their backward."""
+        return len(self._kept)
 
-    def backward(self, x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor | None:
-        """Recompute the forward of `x`, backpropagate `grad_output`, take one optimizer step, return d loss/d x."""
+    def forward(self, x: torch.Tensor, *, keep: Hashable | None = None) -> torch.Tensor:
+        """The stage's output for `x`; with `keep`, hold the graph for `backward(None, grad, key=keep)`."""
+        self._check_input(x)
         start = time.perf_counter()
-        with self._busy(), self.params_lock:
-            x, grad_output = x.detach().to(self.device), grad_output.to(self.device)
+        with self.params_lock:
+            x = x.to(self.device)
+            if keep is None:
+                with torch.no_grad():
+                    return self.module(x).cpu()
+            params = self._current_snapshot()
             if x.is_floating_point():
-                x.requires_grad_(True)
-            self.optimizer.zero_grad(set_to_none=True)
+                x = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                output = self.module(x)
-            if output.shape != grad_output.shape:
-                raise ValueError(f"gradient shape {tuple(grad_output.shape)} != output shape {tuple(output.shape)}")
-            output.backward(grad_output)
+                output = functional_call(self.module, params, (x,))
+            self._kept[keep] = (x, output, params)
+            while len(self._kept) > self.max_kept:
+                self._kept.popitem(last=False)
+        self._forward_seconds = time.perf_counter() - start
+        return output.detach().cpu()
+
+    def backward(
+        self, x: torch.Tensor | None, grad_output: torch.Tensor, *, key: Hashable | None = None
+    ) -> torch.Tensor | None:
+        """Backpropagate `grad_output`, take one optimizer step, return d loss / d input (None for token inputs).
+
+        Uses the graph kept under `key` if there is one; otherwise recomputes the forward of `x`
+        (MissingActivations if `x` is None)."""
+        start = time.perf_counter()
+        with self.params_lock:
+            kept = self._kept.pop(key, None) if key is not None else None
+            if kept is None:
+                if x is None:
+                    raise MissingActivations(f"no activations kept for micro-batch {key!r}: send the input")
+                self._check_input(x)
+                x = x.detach().to(self.device)
+                if x.is_floating_point():
+                    x.requires_grad_(True)
+                with torch.enable_grad():
+                    output = self.module(x)
+                params = None
+            else:
+                x, output, params = kept
+            grad_output = grad_output.to(self.device)
+            if output.shape != grad_output.shape or not grad_output.is_floating_point():
+                raise InvalidInput(
+                    f"gradient {tuple(grad_output.shape)} {grad_output.dtype} does not fit the output "
+                    f"{tuple(output.shape)} {output.dtype}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            if params is None:
+                output.backward(grad_output)
+            else:
+                named = dict(self.module.named_parameters())
+                leaves = [p for p in params.values() if p.requires_grad]
+                grads = torch.autograd.grad(
+                    output, [*leaves, x] if x.is_floating_point() else leaves, grad_output, allow_unused=True
+                )
+                for name, g in zip([n for n, p in params.items() if p.requires_grad], grads, strict=False):
+                    named[name].grad = g
+                if x.is_floating_point():
+                    x.grad = grads[-1]
             self.optimizer.step()
             self.steps += 1
-            self.samples += len(x)
-        self._measure(time.perf_counter() - start, len(x))
+        self._measure(time.perf_counter() - start, len(x), recomputed=params is None)
         return x.grad.cpu() if x.is_floating_point() else None
 
     def replace_module(self, module: nn.Module) -> None:
-        """Serve another module (stage switch); the optimizer state starts afresh."""
+        """Serve another module (stage switch); the optimizer state and the kept activations start afresh."""
         with self.params_lock:
             self.module = module.to(self.device)
             self.optimizer = _make_optimizer(module, self.lr, type(self.optimizer).__name__.lower())
+            self._kept.clear()
+            self._snapshot = None
             self._seconds_per_sample = None
 
-    def _measure(self, seconds: float, n: int) -> None:
-        # backward recomputes forward, so its time is a fair estimate of one forward + backward
+    def _check_input(self, x: torch.Tensor) -> None:
+        problem = input_error(self.module, x)
+        if problem:
+            raise InvalidInput(problem)
+
+    def _current_snapshot(self) -> dict[str, torch.Tensor]:
+        """Detached copies of the parameters, re-taken only when something wrote to them since the last one."""
+        named = dict(self.module.named_parameters())
+        version = tuple(p._version for p in named.values())
+        if self._snapshot is None or self._snapshot[0] != version:
+            copies = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in named.items()}
+            copies.update(dict(self.module.named_buffers()))
+            self._snapshot = (version, copies)
+        return self._snapshot[1]
+
+    def _measure(self, seconds: float, n: int, recomputed: bool) -> None:
+        # a recomputing backward includes its forward; otherwise add the forward's own time
+        if not recomputed:
+            seconds += self._forward_seconds
         spp = seconds / max(n, 1)
         old = self._seconds_per_sample
         self._seconds_per_sample = spp if old is None else EMA * old + (1 - EMA) * spp
 
-    @contextmanager
-    def _busy(self) -> Iterator[None]:
-        with self._count_lock:
-            self.in_flight += 1
-        try:
-            yield
-        finally:
-            with self._count_lock:
-                self.in_flight -= 1
-
 
 def resolve_device(device: str) -> torch.device:
-    """"cpu", "cuda", "cuda:N" or "auto" (the GPU if there is one); an unusable device is a clear error."""
+    """ "cpu", "cuda", "cuda:N" or "auto" (the GPU if there is one); an unusable device is a clear error."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

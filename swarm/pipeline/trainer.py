@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -30,14 +31,17 @@ logger = logging.getLogger(__name__)
 
 
 class StagePipeline(Protocol):
-    """Forward and backward of each stage, wherever it runs; `route` ties a backward to its forward's peer."""
+    """Forward and backward of each stage, wherever it runs; `route` ties a backward to its forward's peer, `mb`
+    names the micro-batch (a stage may keep its activations between the two)."""
 
     n_stages: int
 
-    def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str | None]: ...
+    def forward(
+        self, stage: int, x: torch.Tensor, mb: str | None = None
+    ) -> tuple[torch.Tensor, str | None]: ...
 
     def backward(
-        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None
+        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None, mb: str | None = None
     ) -> torch.Tensor | None: ...
 
 
@@ -47,13 +51,22 @@ class RemoteStages:
     def __init__(self, router: StageRouter) -> None:
         self.router, self.n_stages = router, router.n_stages
 
-    def forward(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, str | None]:
-        return self.router.forward(stage, x)
+    def forward(self, stage: int, x: torch.Tensor, mb: str | None = None) -> tuple[torch.Tensor, str | None]:
+        return self.router.forward(stage, x, mb=mb)
 
     def backward(
-        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None
+        self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None, mb: str | None = None
     ) -> torch.Tensor | None:
-        return self.router.backward(stage, x, grad_output, prefer=route)
+        return self.router.backward(stage, x, grad_output, prefer=route, mb=mb)
+
+
+_MB_PREFIX = f"{os.getpid():x}-{os.urandom(4).hex()}"
+_MB_COUNTER = itertools.count()
+
+
+def micro_batch_key() -> str:
+    """A key for one micro-batch, unique across trainers (a stage keeps activations under it)."""
+    return f"{_MB_PREFIX}-{next(_MB_COUNTER)}"
 
 
 class StepRecord(BaseModel):
@@ -80,17 +93,18 @@ class TrainReport(BaseModel):
 def train_step(pipeline: StagePipeline, workload: Workload, x: torch.Tensor, y: torch.Tensor) -> float:
     """One micro-batch: forward through every stage, loss, backward through every stage (each stage steps)."""
     inputs, routes = [], []
+    mb = micro_batch_key()
     h = x
     for stage in range(pipeline.n_stages):
         inputs.append(h)
-        h, route = pipeline.forward(stage, h)
+        h, route = pipeline.forward(stage, h, mb)
         routes.append(route)
     output = h.detach().requires_grad_(True)
     loss = workload.loss(output, y)
     loss.backward()
     grad = output.grad
     for stage in reversed(range(pipeline.n_stages)):
-        grad = pipeline.backward(stage, inputs[stage], grad, routes[stage])
+        grad = pipeline.backward(stage, inputs[stage], grad, routes[stage], mb)
     return float(loss.detach())
 
 
@@ -171,7 +185,7 @@ class Trainer(StartStop):
         seed: int = 0,
         concurrency: int = 1,
         router: StageRouter | None = None,
-        **router_options: float,
+        **router_options: float | str | bool,
     ) -> None:
         self.workload, self.batch_size, self.concurrency = workload, batch_size, concurrency
         from swarm.pipeline.routing import StageRouter
@@ -179,18 +193,9 @@ class Trainer(StartStop):
         self.router = router or StageRouter(dht, experiment, n_stages, seed=seed, **router_options)
         self.pipeline = RemoteStages(self.router)
         self.batches = workload.batches(batch_size, seed)
-        self.samples = 0
 
     def start(self) -> None:
         self.router.start()
-
-    def step(self) -> float:
-        """Train on one micro-batch; returns its loss."""
-        self.router.start()
-        x, y = next(self.batches)
-        loss = train_step(self.pipeline, self.workload, x, y)
-        self.samples += len(x)
-        return loss
 
     def run(
         self,
@@ -203,17 +208,23 @@ class Trainer(StartStop):
         """Train on `steps` micro-batches; `on_step` sees each step's record (for progress displays); the report
         keeps the last `history` records."""
         self.router.start()
-        report = run_training(
-            self.pipeline, self.workload, self.batches, steps=steps, concurrency=self.concurrency,
-            on_step=on_step, stop=stop, history=history,
+        return run_training(
+            self.pipeline,
+            self.workload,
+            self.batches,
+            steps=steps,
+            concurrency=self.concurrency,
+            on_step=on_step,
+            stop=stop,
+            history=history,
         )
-        self.samples += report.samples
-        return report
 
     def evaluate(self, batch_size: int | None = None) -> float:
         """Test loss of the model as the swarm serves it now (forward only, micro-batches of `batch_size`)."""
         self.router.start()
-        return self.workload.evaluate(lambda x: forward_all(self.pipeline, x), batch_size=batch_size or self.batch_size)
+        return self.workload.evaluate(
+            lambda x: forward_all(self.pipeline, x), batch_size=batch_size or self.batch_size
+        )
 
     def shutdown(self) -> None:
         self.router.shutdown()

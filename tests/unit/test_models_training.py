@@ -7,7 +7,7 @@ import torch
 
 from swarm.models import get_workload, run_stages
 from swarm.pipeline.baseline import LocalStages, train_baseline
-from swarm.pipeline.stage_worker import StageWorker, resolve_device
+from swarm.pipeline.stage_worker import InvalidInput, MissingActivations, StageWorker, resolve_device
 from swarm.pipeline.trainer import run_training, train_step
 
 
@@ -44,9 +44,51 @@ def test_concurrent_micro_batches_all_train():
 
 def test_backward_rejects_a_gradient_of_the_wrong_shape():
     worker = StageWorker(torch.nn.Linear(4, 3), lr=0.1)
-    with pytest.raises(ValueError, match="gradient shape"):
+    before = worker.module.weight.detach().clone()
+    with pytest.raises(InvalidInput, match="does not fit the output"):
         worker.backward(torch.zeros(2, 4), torch.zeros(2, 5))
-    assert worker.steps == 0 and worker.in_flight == 0
+    assert worker.steps == 0 and torch.equal(worker.module.weight, before)
+
+
+def test_inputs_that_do_not_fit_the_stage_are_told_apart_from_compute_failures():
+    lm = get_workload("tinylm", n_layer=2, n_embd=16, n_head=2, block_size=8)
+    first, second = (StageWorker(m, lr=1e-3) for m in lm.build_stages(2))
+    with pytest.raises(InvalidInput, match="integer token ids"):
+        first.forward(torch.zeros(2, 8))
+    with pytest.raises(InvalidInput, match="length <= 8"):
+        first.forward(torch.zeros(2, 9, dtype=torch.long))
+    with pytest.raises(InvalidInput, match=r"\[0, 256\)"):
+        first.forward(torch.full((2, 8), 300))
+    with pytest.raises(InvalidInput, match="16 features"):
+        second.forward(torch.zeros(2, 8, 15))
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_kept_activations_train_as_recomputing_does(concurrency):
+    """Keeping each micro-batch's graph (no second forward, no input on backward) gives the same losses as
+    recomputing with concurrency 1, and still trains when other micro-batches step in between."""
+    w = get_workload("digits")
+    runs = {}
+    for keep in (True, False):
+        stages = LocalStages(w, 2, lr=3e-3, keep_activations=keep)
+        runs[keep] = run_training(stages, w, w.batches(16, seed=0), steps=60, concurrency=concurrency)
+        assert all(worker.kept == 0 for worker in stages.workers)
+    if concurrency == 1:
+        assert [s.loss for s in runs[True].steps] == pytest.approx(
+            [s.loss for s in runs[False].steps], rel=1e-6
+        )
+    assert runs[True].final_loss < 0.5 * runs[True].steps[0].loss
+    assert runs[True].final_loss < 1.2 * runs[False].final_loss
+
+
+def test_a_stage_keeps_a_bounded_number_of_micro_batches():
+    worker = StageWorker(torch.nn.Linear(4, 3), lr=0.1, max_kept=2)
+    for key in "abc":
+        worker.forward(torch.randn(2, 4), keep=key)
+    assert worker.kept == 2
+    with pytest.raises(MissingActivations):
+        worker.backward(None, torch.ones(2, 3), key="a")  # the oldest was dropped
+    assert worker.backward(None, torch.ones(2, 3), key="c").shape == (2, 4) and worker.kept == 1
 
 
 def test_integer_inputs_get_no_gradient_back():
