@@ -50,15 +50,19 @@ class EconomySection(_Section):
                                                       "--key-file; none: train without rewards")
     escrow: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$", description="rpc only: an escrow already "
                                "deployed (default: deploy verifier, token and escrow)")
+    verifier_address: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$", description="with escrow: "
+                                         "the verifier contract (one that escrow allows) the experiment uses")
     reward_per_round: float = Field(10.0, ge=0, le=1e9, description="tokens shared by a round's contributors")
     pool: float = Field(10_000.0, gt=0, le=1e12, description="tokens put in escrow for the experiment")
     norm_bound: int = Field(1 << 100, gt=0, lt=1 << 128, description="largest ‖Δ‖² (fixed point) a proof may "
                             "claim")
-    audits_per_peer: int = Field(2, ge=0, le=16, description="extra chunks anyone may ask a contributor to prove")
+    audits_per_peer: int = Field(2, ge=1, le=8, description="chunks anyone may ask a contributor to prove later")
     chunk_size: int = Field(1024, ge=16, le=1 << 20, description="parameters per proven chunk (must match the "
                             "circuit's keys: 1024 for the default circuit)")
-    submit_window: int = Field(120, ge=1, le=86_400, description="seconds after a round for proofs to arrive")
-    audit_window: int = Field(10, ge=1, le=86_400, description="seconds after submission for audits")
+    submit_window: int | None = Field(None, ge=1, le=86_400, description="seconds after a round for its proofs "
+                                      "to arrive (default: the deployer's, above the escrow's floor)")
+    audit_window: int | None = Field(None, ge=1, le=86_400, description="seconds after submission for audits "
+                                     "(default: the deployer's; the escrow refuses one too short for k proofs)")
     num_rounds: int = Field(1000, ge=1, le=1 << 40, description="rounds the experiment pays for")
     verifier: Literal["auto", "FastChunkVerifier", "ChunkVerifier", "StandInChunkVerifier"] = Field(
         "auto", description="proof verifier contract to deploy (auto: the fastest one built)")

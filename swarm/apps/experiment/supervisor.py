@@ -45,6 +45,13 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+class _RpcTarget:
+    """What deploy_demo needs of a chain (RPC URL, chain id, the funder's account), for any RPC."""
+
+    def __init__(self, rpc_url: str, chain_id: int, accounts: list) -> None:
+        self.rpc_url, self.chain_id, self.accounts = rpc_url, chain_id, accounts
+
+
 class Economy:
     """The escrow side: an embedded anvil with everything deployed, or an RPC with the researcher's key file."""
 
@@ -70,11 +77,13 @@ class Economy:
         from swarm.chain.deploy import TOKEN, DemoConfig
 
         e, c = self.cfg.economy, self.cfg
+        windows = {k: v for k, v in (("submit_window", e.submit_window), ("audit_window", e.audit_window))
+                   if v is not None}  # unset: the deployer's defaults, which meet the escrow's floors
         return DemoConfig(
             stage_params=sizes, chunk_size=e.chunk_size, round_duration=c.experiment.round_duration,
-            submit_window=e.submit_window, audit_window=e.audit_window, audits_per_peer=e.audits_per_peer,
-            num_rounds=e.num_rounds, norm_bound=e.norm_bound, reward_per_round=c.reward_wei(), pool=c.pool_wei(),
-            verifier=e.verifier, peer_tokens=1_000 * TOKEN,
+            audits_per_peer=e.audits_per_peer, num_rounds=e.num_rounds, norm_bound=e.norm_bound,
+            reward_per_round=c.reward_wei(), pool=c.pool_wei(), verifier=e.verifier, peer_tokens=1_000 * TOKEN,
+            **windows,
         )  # fmt: skip
 
     def _embedded(self, stack: ExitStack, sizes: tuple[int, ...]) -> dict[str, Any]:
@@ -97,26 +106,33 @@ class Economy:
                 "anvil_pid": chain.pid}  # fmt: skip
 
     def _rpc(self, sizes: tuple[int, ...]) -> dict[str, Any]:
+        """On any RPC with the researcher's key file: deploy everything as on the embedded chain (deploy_demo,
+        with this one account and no stakers), or attach to `economy.escrow` and create + fund the experiment."""
+        from pydantic import SecretStr
+
         from swarm.chain.client import ChainClient
-        from swarm.chain.deploy import choose_verifier
+        from swarm.chain.deploy import deploy_demo
+        from swarm.chain.devchain import DevAccount
         from swarm.chain.models import ExperimentSpec
         from swarm.chain.wallet import Wallet
 
         if self.chain_rpc is None or self.key_file is None:
             raise LaunchError("economy.chain = 'rpc' needs --chain-rpc URL and --key-file PATH (chmod 600)")
+        wallet = Wallet.from_file(self.key_file)  # refuses a key file others can read
+        client = ChainClient(self.chain_rpc, wallet)
         e, d = self.cfg.economy, self._demo_config(sizes)
-        client = ChainClient(self.chain_rpc, Wallet.from_file(self.key_file))
-        verifier_name = choose_verifier(e.verifier)
-        verifier, _ = client.deploy(verifier_name)
-        if e.escrow is not None:
-            client.attach(e.escrow)
-        else:
-            token, _ = client.deploy("TestToken")
-            client.deploy_escrow(token, min_stake=d.min_stake, unbonding_delay=d.unbonding_delay,
-                                 slash_grace=d.slash_grace, reporter_bps=d.reporter_bps)  # fmt: skip
-            client.transact("mint", client.address, d.pool, contract=client.token)
+        if e.escrow is None:
+            key = SecretStr(self.key_file.read_text().strip())
+            target = _RpcTarget(self.chain_rpc, int(client.w3.eth.chain_id), [DevAccount(address=wallet.address,
+                                                                                         private_key=key)])
+            dep = deploy_demo(target, d, stakers=[])
+            return {"kind": "rpc", "rpc_url": self.chain_rpc, "escrow": dep.escrow, "token": dep.token,
+                    "verifier": dep.verifier_name, "experiment_id": dep.experiment_id, "funder": dep.funder}
+        if e.verifier_address is None:
+            raise LaunchError("economy.escrow needs economy.verifier_address: a verifier that escrow allows")
+        client.attach(e.escrow)
         spec = ExperimentSpec(
-            verifier=verifier, start=client.block_timestamp(), round_duration=d.round_duration,
+            verifier=e.verifier_address, start=client.block_timestamp(), round_duration=d.round_duration,
             submit_window=d.submit_window, audit_window=d.audit_window, audits_per_peer=d.audits_per_peer,
             num_rounds=d.num_rounds, chunk_size=d.chunk_size, reward_per_round=d.reward_per_round,
             norm_bound=d.norm_bound, stage_params=list(sizes),
@@ -124,7 +140,7 @@ class Economy:
         experiment_id = client.create_experiment(spec)
         client.fund(experiment_id, d.pool)
         return {"kind": "rpc", "rpc_url": self.chain_rpc, "escrow": client.escrow_address,
-                "token": client.token.address, "verifier": verifier_name, "experiment_id": experiment_id,
+                "token": client.token.address, "verifier": e.verifier_address, "experiment_id": experiment_id,
                 "funder": client.address}  # fmt: skip
 
     def chain_args(self) -> list[str]:
