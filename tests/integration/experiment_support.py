@@ -25,7 +25,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m swarm.experiment ARGS` in `cwd`, as a researcher runs it."""
-    return subprocess.run([sys.executable, "-m", "swarm.experiment", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "swarm.experiment", *args], cwd=cwd, capture_output=True, check=False,
                           text=True, timeout=timeout)  # fmt: skip
 
 

@@ -38,11 +38,11 @@ def test_launch_join_status_stop_results_export(tmp_path: Path, children):
         env = {**os.environ, "SWARM_CHECKPOINT_DIR": st["checkpoint_dir"], "SWARM_CHECKPOINT_EVERY": "2"}
         hook = ["--round-hooks", "swarm.apps.experiment.checkpoint:on_round"]
         for s in (0, 1):
-            children.start([*argv, "--stage", str(s), *hook], name=f"s{s}", env=env,
-                           stderr=open(tmp_path / f"s{s}.log", "wb"))  # fmt: skip
+            with open(tmp_path / f"s{s}.log", "wb") as log:
+                children.start([*argv, "--stage", str(s), *hook], name=f"s{s}", env=env, stderr=log)
         wait_for("both stage peers on the dashboard", lambda: (snapshot(sd) or {}).get("n_peers") == 2, 180)
-        children.start([*argv, "--role", "trainer", "--steps", "400"], name="trainer",
-                       stderr=open(tmp_path / "trainer.log", "wb"))  # fmt: skip
+        with open(tmp_path / "trainer.log", "wb") as log:
+            children.start([*argv, "--role", "trainer", "--steps", "400"], name="trainer", stderr=log)
 
         status = cli("status", "--state-dir", str(sd), cwd=tmp_path)
         assert status.returncode == 0, status.stderr
