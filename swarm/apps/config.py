@@ -49,6 +49,22 @@ class PeerConfig(BaseSettings):
     duration: float | None = Field(None, gt=0, description="leave after this many seconds (a trainer: of "
                                    "training; default: run until Ctrl-C)")
     rebalance: bool = Field(True, description="stage: move to a slower stage when the balance shifts")
+    verify: bool = Field(True, description="stage: verified rounds: peers average only the updates they committed "
+                         "to, each part checked before it enters the sum; off (--no-verify): hivemind's unchecked "
+                         "all-reduce of the parameters, the benchmarks' baseline")
+    outer_optimizer: Literal["sgd", "nesterov"] = Field("sgd", description="stage: how the group's averaged update "
+                                                        "moves the shared anchor: sgd (lr 1, plain averaging) or "
+                                                        "nesterov (DiLoCo's outer momentum: lr 0.7, momentum 0.9)")
+    aggregation: Literal["mean", "centered_clip"] = Field("mean", description="stage: mean of the verified updates, "
+                                                         "or CenteredClip (BTARD), robust to a bounded minority")
+    norm_bound: float | None = Field(None, gt=0, description="stage: drop an update whose L2 norm is above this "
+                                     "(always: above 10x the group's median norm)")
+    byzantine: bool = Field(False, description="stage, tests and experiments only: cheat every round as --attack says")
+    attack: Literal["poison", "scale", "random", "stale", "norm"] = Field(
+        "poison", description="with --byzantine: poison (commit the honest update, send its scales x1000), random "
+        "(send random codes), norm (commit and send an update far above the norm bound), stale (replay the previous "
+        "round's commitment and data), scale (commit and send -9x the honest update: passes every check; only "
+        "--aggregation centered_clip limits it)")
     wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
     wallet_key: SecretStr | None = Field(None, description="the L2 wallet's private key: env SWARM_WALLET_KEY "
                                          "only, never a flag or a profile")

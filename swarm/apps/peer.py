@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-rebalance", dest="rebalance", action="store_false", help="stay on the first stage chosen"
     )
+    p.add_argument("--no-verify", dest="verify", action="store_false", help=fields["verify"].description)
+    opt("outer_optimizer", choices=["sgd", "nesterov"])
+    opt("aggregation", choices=["mean", "centered_clip"])
+    opt("norm_bound", type=float, metavar="L2")
+    opt("byzantine", action="store_true")
+    opt("attack", choices=["poison", "scale", "random", "stale", "norm"])
     opt("wallet_key_file", type=Path, metavar="PATH")
     opt("chain_rpc", metavar="URL")
     opt("escrow", metavar="ADDRESS")
