@@ -99,3 +99,15 @@ def test_plan_of_a_real_stage_on_this_machine():
         probe = stages[0](x)
     plan = plan_stage_memory(stages[1], probe, device="cpu")
     assert plan.max_batch >= 64 and plan.params == sum(p.numel() * 4 for p in stages[1].parameters())
+
+
+def test_laptop_gpu_profile_serves_a_stage_on_the_gpu():
+    from pathlib import Path
+
+    from swarm.apps.config import load_config
+
+    profile = Path(__file__).resolve().parents[2] / "peers" / "laptop-gpu.toml"
+    config = load_config({"join": True, "initial_peers": ["/ip4/10.0.0.1/tcp/1/p2p/QmX"]}, profile)
+    assert config.role == "stage" and config.device.startswith("cuda")
+    assert load_config({"join": True, "initial_peers": ["/ip4/10.0.0.1/tcp/1/p2p/QmX"], "device": "cpu"},
+                       profile).device == "cpu"  # fmt: skip
