@@ -15,7 +15,7 @@ from protocol.fixed_point import QMAX
 from zk.circuit import DEFAULT_PARAMS, NORM_BITS, CircuitParams
 from zk.leaves import Node, leaf_nodes
 from zk.leaves import leaf_of as _leaf_of
-from zk.poseidon import poseidon
+from zk.poseidon import poseidon, poseidon_many
 from zk.quantize import QuantizedUpdate
 
 EMPTY: Node = (0, 0)
@@ -39,6 +39,13 @@ class ChunkOpening(BaseModel):
 
 def node(left: Node, right: Node) -> Node:
     return poseidon([left[0], left[1], right[0], right[1]]), left[1] + right[1]
+
+
+def level_above(row: list[Node]) -> list[Node]:
+    """The parents of consecutive pairs of an even-length row of nodes, hashed in one batch."""
+    flat = [x for left, right in zip(row[::2], row[1::2]) for x in (*left, *right)]
+    hashes = poseidon_many(4, flat) if flat else []
+    return [(h, row[2 * i][1] + row[2 * i + 1][1]) for i, h in enumerate(hashes)]
 
 
 def root_of(top: Node) -> int:
@@ -66,7 +73,7 @@ class MerkleTree:
             cur = levels[-1]
             if len(cur) % 2:
                 cur = [*cur, empty[lvl]]
-            levels.append([node(cur[i], cur[i + 1]) for i in range(0, len(cur), 2)])
+            levels.append(level_above(cur))
         return cls(depth, levels, empty)
 
     @property

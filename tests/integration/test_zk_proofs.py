@@ -15,7 +15,7 @@ from zk.background import BackgroundProver
 from zk.chunk_prover import ChunkProver
 from zk.circuit import SMALL_PARAMS as PARAMS
 from zk.commit import ChunkOpening, Commitment, MerkleTree, commit_update, leaf_of, root_of
-from zk.poseidon import poseidon
+from zk.poseidon import poseidon, poseidon_python
 from zk.prover import ProofError, ZkWorker
 from zk.quantize import quantize_update
 
@@ -53,11 +53,15 @@ def honest(prover, commitment, bound) -> Contribution:
     return prover.prove(commitment, chunk=c0, norm_bound=bound, **CLAIM)
 
 
-def test_python_poseidon_equals_the_circuit_stdlib(worker):
+def test_native_and_python_poseidon_equal_the_circuit_stdlib(worker):
+    """Test vectors made by the circuit itself (zokrates-js computing the stdlib's poseidon), random and edge."""
     rng = np.random.default_rng(0)
-    for n in (2, 4, 6):  # the widths the commitment uses: root, inner node, leaf sponge
-        xs = [int.from_bytes(rng.bytes(32), "big") % FIELD_MODULUS for _ in range(n)]
-        assert int(worker.request("poseidon", inputs=[str(x) for x in xs])["hash"]) == poseidon(xs)
+    edges = [0, 1, FIELD_MODULUS - 1, 2**248 - 1, 2**128]
+    for n in (1, 2, 4, 6):  # the widths the commitment uses: root, inner node, leaf sponge (and 1)
+        for xs in ([int.from_bytes(rng.bytes(32), "big") % FIELD_MODULUS for _ in range(n)],
+                   [edges[(k + n) % len(edges)] for k in range(n)]):
+            expected = int(worker.request("poseidon", inputs=[str(x) for x in xs])["hash"])
+            assert poseidon(xs) == poseidon_python(xs) == expected
 
 
 def test_honest_update_proves_and_verifies(prover, honest, commitment, bound):

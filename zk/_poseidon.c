@@ -1,0 +1,328 @@
+/* Native Poseidon over the BN254 scalar field: the same function as zk/poseidon.py (ZoKrates' stdlib, circomlib's
+ * parameters), in 4x64-bit Montgomery arithmetic. Built at install time as the optional extension zk._poseidon
+ * (pyproject.toml); zk/poseidon.py falls back to pure Python when it is missing.
+ *
+ * Python hands the (sparse-form) constants over with load(); every field element crosses the boundary as 32
+ * little-endian bytes, canonical (< p). The batch functions release the GIL, so threads hash in parallel. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef uint64_t u64;
+typedef unsigned __int128 u128;
+typedef u64 fe[4];
+
+static const u64 P[4] = {0x43e1f593f0000001ULL, 0x2833e84879b97091ULL, 0xb85045b68181585dULL, 0x30644e72e131a029ULL};
+static const u64 INV = 0xc2e1f593efffffffULL; /* -p^-1 mod 2^64 */
+static const u64 R2[4] = {0x1bb8e645ae216da7ULL, 0x53fe3ab1e35c59e3ULL, 0x8c49833d53bb8085ULL, 0x0216d0b17f4e44a5ULL};
+static const u64 ONE[4] = {1, 0, 0, 0};
+
+#define MAX_T 7
+#define FULL 8
+#define MAX_PARTIAL 64
+
+static inline int geq_p(const u64 *a) {
+    for (int i = 3; i >= 0; i--) {
+        if (a[i] != P[i]) return a[i] > P[i];
+    }
+    return 1;
+}
+
+static inline void sub_p(u64 *a) {
+    u128 borrow = 0;
+    for (int i = 0; i < 4; i++) {
+        u128 d = (u128)a[i] - P[i] - borrow;
+        a[i] = (u64)d;
+        borrow = (d >> 64) & 1;
+    }
+}
+
+/* Montgomery product a * b / 2^256 mod p (CIOS; p's top word leaves room, so no extra carry word). */
+static inline void mul(u64 *r, const u64 *a, const u64 *b) {
+    u64 t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4;
+    for (int i = 0; i < 4; i++) {
+        u128 c = (u128)a[0] * b[i] + t0;
+        t0 = (u64)c;
+        c = (c >> 64) + (u128)a[1] * b[i] + t1;
+        t1 = (u64)c;
+        c = (c >> 64) + (u128)a[2] * b[i] + t2;
+        t2 = (u64)c;
+        c = (c >> 64) + (u128)a[3] * b[i] + t3;
+        t3 = (u64)c;
+        t4 = (u64)(c >> 64);
+        u64 m = t0 * INV;
+        c = (u128)m * P[0] + t0;
+        c = (c >> 64) + (u128)m * P[1] + t1;
+        t0 = (u64)c;
+        c = (c >> 64) + (u128)m * P[2] + t2;
+        t1 = (u64)c;
+        c = (c >> 64) + (u128)m * P[3] + t3;
+        t2 = (u64)c;
+        t3 = t4 + (u64)(c >> 64);
+    }
+    r[0] = t0, r[1] = t1, r[2] = t2, r[3] = t3;
+    if (geq_p(r)) sub_p(r);
+}
+
+static inline void add(u64 *r, const u64 *a, const u64 *b) {
+    u128 c = 0;
+    for (int i = 0; i < 4; i++) {
+        c = (c >> 64) + a[i] + b[i];
+        r[i] = (u64)c;
+    }
+    if (geq_p(r)) sub_p(r);
+}
+
+static inline void pow5(u64 *x) {
+    fe x2, x4;
+    mul(x2, x, x);
+    mul(x4, x2, x2);
+    mul(x, x4, x);
+}
+
+/* sum_j m[j] * s[j] */
+static inline void dot(u64 *r, const fe *m, const fe *s, int n) {
+    fe acc, p;
+    mul(acc, m[0], s[0]);
+    for (int j = 1; j < n; j++) {
+        mul(p, m[j], s[j]);
+        add(acc, acc, p);
+    }
+    memcpy(r, acc, sizeof(fe));
+}
+
+typedef struct {
+    int loaded, partial;
+    fe c[FULL][MAX_T];        /* full rounds' constants: rounds 0..3, then the last 4 */
+    fe mds[MAX_T][MAX_T];
+    fe pre[MAX_T][MAX_T];     /* the last first-half full round's matrix, with the partial rounds' factor */
+    fe fpc[MAX_T];            /* constant added before the first partial round */
+    fe post[MAX_PARTIAL];     /* constant added after each partial round's S-box */
+    fe a00[MAX_PARTIAL];
+    fe w[MAX_PARTIAL][MAX_T - 1];
+    fe v[MAX_PARTIAL][MAX_T - 1];
+} Params;
+
+static Params PARAMS[MAX_T + 1];
+
+static void to_mont(u64 *r, const unsigned char *le) {
+    fe a;
+    memcpy(a, le, 32); /* x86-64 and aarch64 are little-endian */
+    mul(r, a, R2);
+}
+
+static void from_mont(unsigned char *le, const u64 *a) {
+    fe r;
+    mul(r, a, ONE);
+    memcpy(le, r, 32);
+}
+
+static void matvec(fe *s, const fe m[MAX_T][MAX_T], int t) {
+    fe out[MAX_T];
+    for (int i = 0; i < t; i++) dot(out[i], m[i], s, t);
+    memcpy(s, out, sizeof(fe) * t);
+}
+
+/* Poseidon of t - 1 inputs in Montgomery form; the result (Montgomery form) goes to out. */
+static void permute(u64 *out, const fe *inputs, int t) {
+    const Params *p = &PARAMS[t];
+    fe s[MAX_T];
+    memset(s[0], 0, sizeof(fe));
+    memcpy(s[1], inputs, sizeof(fe) * (t - 1));
+    int half = FULL / 2;
+    for (int r = 0; r < half; r++) {
+        for (int i = 0; i < t; i++) {
+            add(s[i], s[i], p->c[r][i]);
+            pow5(s[i]);
+        }
+        matvec(s, r < half - 1 ? p->mds : p->pre, t);
+    }
+    for (int i = 0; i < t; i++) add(s[i], s[i], p->fpc[i]);
+    for (int r = 0; r < p->partial; r++) {
+        fe x, acc, tmp;
+        memcpy(x, s[0], sizeof(fe));
+        pow5(x);
+        add(x, x, p->post[r]);
+        mul(acc, p->a00[r], x);
+        for (int i = 1; i < t; i++) {
+            mul(tmp, p->w[r][i - 1], s[i]);
+            add(acc, acc, tmp);
+            mul(tmp, p->v[r][i - 1], x);
+            add(s[i], s[i], tmp);
+        }
+        memcpy(s[0], acc, sizeof(fe));
+    }
+    for (int r = half; r < FULL; r++) {
+        for (int i = 0; i < t; i++) {
+            add(s[i], s[i], p->c[r][i]);
+            pow5(s[i]);
+        }
+        if (r < FULL - 1) {
+            matvec(s, p->mds, t);
+        } else {
+            dot(out, p->mds[0], s, t); /* only the first element is the hash */
+        }
+    }
+}
+
+static int check_t(int t) {
+    if (t < 2 || t > MAX_T || !PARAMS[t].loaded) {
+        PyErr_Format(PyExc_ValueError, "no Poseidon constants loaded for %d inputs", t - 1);
+        return 0;
+    }
+    return 1;
+}
+
+/* load(t, partial, blob): blob = canonical LE elements c (8t), mds (t*t), pre (t*t), fpc (t), post, a00 (partial
+ * each), w, v (partial * (t - 1) each). */
+static PyObject *py_load(PyObject *self, PyObject *args) {
+    int t, partial;
+    Py_buffer blob;
+    if (!PyArg_ParseTuple(args, "iiy*", &t, &partial, &blob)) return NULL;
+    Py_ssize_t need = 32 * (Py_ssize_t)(FULL * t + 2 * t * t + t + 2 * partial + 2 * partial * (t - 1));
+    if (t < 2 || t > MAX_T || partial < 1 || partial > MAX_PARTIAL || blob.len != need) {
+        PyBuffer_Release(&blob);
+        PyErr_Format(PyExc_ValueError, "bad Poseidon constants for t=%d, partial=%d (%zd bytes, expected %zd)", t,
+                     partial, blob.len, need);
+        return NULL;
+    }
+    Params *p = &PARAMS[t];
+    const unsigned char *b = blob.buf;
+#define NEXT(dst) (to_mont((dst), b), b += 32)
+    for (int r = 0; r < FULL; r++)
+        for (int i = 0; i < t; i++) NEXT(p->c[r][i]);
+    for (int i = 0; i < t; i++)
+        for (int j = 0; j < t; j++) NEXT(p->mds[i][j]);
+    for (int i = 0; i < t; i++)
+        for (int j = 0; j < t; j++) NEXT(p->pre[i][j]);
+    for (int i = 0; i < t; i++) NEXT(p->fpc[i]);
+    for (int r = 0; r < partial; r++) NEXT(p->post[r]);
+    for (int r = 0; r < partial; r++) NEXT(p->a00[r]);
+    for (int r = 0; r < partial; r++)
+        for (int i = 0; i < t - 1; i++) NEXT(p->w[r][i]);
+    for (int r = 0; r < partial; r++)
+        for (int i = 0; i < t - 1; i++) NEXT(p->v[r][i]);
+#undef NEXT
+    p->partial = partial;
+    p->loaded = 1;
+    PyBuffer_Release(&blob);
+    Py_RETURN_NONE;
+}
+
+/* hash(n, data) -> bytes: data holds k groups of n canonical elements; returns k hashes (32 bytes each). */
+static PyObject *py_hash(PyObject *self, PyObject *args) {
+    int n;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &n, &data)) return NULL;
+    if (!check_t(n + 1) || data.len % (32 * n)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "data is not a whole number of input groups");
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    Py_ssize_t k = data.len / (32 * n);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 32 * k);
+    if (!out) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *in = data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t g = 0; g < k; g++) {
+        fe inputs[MAX_T - 1], h;
+        for (int i = 0; i < n; i++) to_mont(inputs[i], in + 32 * (g * n + i));
+        permute(h, inputs, n + 1);
+        from_mont(o + 32 * g, h);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    return out;
+}
+
+/* leaves(values, scales, chunk, block, values_per_field, scales_per_field, rate) -> (hashes, norms):
+ * values = k * chunk int8 codes, scales = k * chunk / block uint32 (LE). Per chunk: the bytes v + 127 packed
+ * values_per_field per element (LE), then the scales scales_per_field per element (32-bit LE words); a sponge
+ * of Poseidon(rate + 1) over them (h, then rate elements, zero-padded); and the norm sum_b S_b^2 sum v^2 as a
+ * 16-byte LE integer. zk/leaves.py is the reference. */
+static PyObject *py_leaves(PyObject *self, PyObject *args) {
+    Py_buffer values, scales;
+    int chunk, block, vpf, spf, rate;
+    if (!PyArg_ParseTuple(args, "y*y*iiiii", &values, &scales, &chunk, &block, &vpf, &spf, &rate)) return NULL;
+    PyObject *result = NULL;
+    int per = block > 0 ? chunk / block : 0;
+    if (chunk <= 0 || block <= 0 || chunk % block || vpf < 1 || vpf > 31 || spf < 1 || spf > 7 || rate < 1 || rate > MAX_T - 2 ||
+        !check_t(rate + 2) || values.len % chunk || scales.len != 4 * (values.len / chunk) * per) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "leaves: inconsistent sizes");
+        goto done;
+    }
+    Py_ssize_t k = values.len / chunk;
+    int packed_len = (chunk + vpf - 1) / vpf + (per + spf - 1) / spf;
+    PyObject *hashes = PyBytes_FromStringAndSize(NULL, 32 * k);
+    PyObject *norms = PyBytes_FromStringAndSize(NULL, 16 * k);
+    fe *packed = PyMem_RawMalloc(sizeof(fe) * (packed_len + rate));
+    if (!hashes || !norms || !packed) {
+        Py_XDECREF(hashes);
+        Py_XDECREF(norms);
+        PyMem_RawFree(packed);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    unsigned char *ho = (unsigned char *)PyBytes_AS_STRING(hashes);
+    unsigned char *no = (unsigned char *)PyBytes_AS_STRING(norms);
+    const int8_t *v = values.buf;
+    const unsigned char *sc = scales.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t g = 0; g < k; g++) {
+        const int8_t *cv = v + g * chunk;
+        const unsigned char *cs = sc + 4 * g * per;
+        unsigned char buf[32];
+        int slot = 0;
+        for (int i = 0; i < chunk; i += vpf) {
+            memset(buf, 0, 32);
+            for (int j = 0; j < vpf && i + j < chunk; j++) buf[j] = (unsigned char)(cv[i + j] + 127);
+            to_mont(packed[slot++], buf);
+        }
+        for (int i = 0; i < per; i += spf) {
+            memset(buf, 0, 32);
+            for (int j = 0; j < spf && i + j < per; j++) memcpy(buf + 4 * j, cs + 4 * (i + j), 4);
+            to_mont(packed[slot++], buf);
+        }
+        for (int i = 0; i < rate; i++) memset(packed[slot + i], 0, sizeof(fe));
+        fe h = {0, 0, 0, 0}, inp[MAX_T - 1];
+        for (int a = 0; a < slot; a += rate) {
+            memcpy(inp[0], h, sizeof(fe));
+            memcpy(inp[1], packed[a], sizeof(fe) * rate);
+            permute(h, inp, rate + 2); /* h and rate elements: t = rate + 2 */
+        }
+        from_mont(ho + 32 * g, h);
+        u128 norm = 0;
+        for (int b = 0; b < per; b++) {
+            uint32_t s;
+            memcpy(&s, cs + 4 * b, 4);
+            u64 sq = 0;
+            for (int i = b * block; i < (b + 1) * block; i++) sq += (u64)((int64_t)cv[i] * cv[i]);
+            norm += (u128)((u64)s * s) * sq;
+        }
+        memcpy(no + 16 * g, &norm, 16);
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(packed);
+    result = Py_BuildValue("(NN)", hashes, norms);
+done:
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&scales);
+    return result;
+}
+
+static PyMethodDef METHODS[] = {
+    {"load", py_load, METH_VARARGS, "load(t, partial, blob): constants for Poseidon of t - 1 inputs"},
+    {"hash", py_hash, METH_VARARGS, "hash(n, data) -> bytes: Poseidon of each group of n 32-byte LE elements"},
+    {"leaves", py_leaves, METH_VARARGS, "leaves(values, scales, chunk, block, vpf, spf, rate) -> (hashes, norms)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_poseidon", "Native Poseidon (zk/_poseidon.c)", -1,
+                                    METHODS};
+
+PyMODINIT_FUNC PyInit__poseidon(void) { return PyModule_Create(&MODULE); }
