@@ -15,6 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from swarm.apps.earnings import EarningsReader, claim_all, format_amount
+from swarm.apps.status import main as status_main
+from swarm.apps.view.render import summary_lines
+from swarm.apps.view.state import ChainInfo, PeerState
+from swarm.apps.view.status_file import status_path, write_status
 from swarm.chain import DevChain
 from swarm.chain.testing import EscrowWorld
 
@@ -107,3 +111,30 @@ def test_claim_command_uses_the_env_key_and_says_what_it_claimed(world: EscrowWo
 
 def a_index(world: EscrowWorld, peer) -> int:
     return next(i for i, c in enumerate(world.clients) if c.address == peer.address)
+
+
+def test_status_and_summary_show_the_chains_figures_for_a_running_peers_wallet(world: EscrowWorld, tmp_path, capsys):
+    exp = world.create_experiment(reward_per_round=800, pool=10_000)
+    a, b = world.peers[1], world.peers[2]
+    for p in (a, b):
+        p.stake(500)  # collateral for two more contributions
+    for r, stage in ((0, 0), (1, 1)):
+        world.goto(exp, r, "train", offset=1)
+        contribute(world, a, exp, r, stage, 40 + r)
+        contribute(world, b, exp, r, stage, 50 + r)
+    world.goto(exp, 1, "after")
+    world.funder.finalize(exp, 0)
+    world.funder.finalize(exp, 1)
+    a.claim(exp, 0, 0)  # 400 claimed; round 1's 400 still claimable
+    state = PeerState(role="stage", peer_id="QmA", paid=True)
+    state.chain = ChainInfo(rpc_url=world.chain.rpc_url, escrow=world.escrow, experiment=exp, address=a.address)
+    write_status(status_path(os.getpid(), tmp_path), state)  # this test process plays the running peer
+    assert status_main(["--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    e = EarningsReader(a, exp, a.address).read()
+    assert (e.claimed, e.claimable) == (400, 400)
+    assert f"rewards: claimed {e.amount(e.claimed)}, claimable {e.amount(e.claimable)}" in out
+    assert f"stake {e.amount(a.stake_of().active)}" in out
+    state.set_earnings(e)
+    text = "\n".join(summary_lines(state, "swarm-peer claim ..."))
+    assert f"claimed {e.amount(400)}, claimable {e.amount(400)}" in text and "swarm-peer claim ..." in text
