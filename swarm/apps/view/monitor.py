@@ -125,11 +125,12 @@ class PeerMonitor:
                                                Path(info.key_file) if info.key_file else None)  # fmt: skip
             self._next_chain = 0.0
 
-    def joined(self, dht: Any, config: Any, reach: Any = None, wallet: str | None = None) -> None:
+    def joined(self, dht: Any, config: Any, reach: Any = None, wallet: Any = None) -> None:
         """The peer is on the DHT (`config`: its PeerConfig; `reach`: swarm.network.reachability's result)."""
         from swarm.network.dht import visible_multiaddrs
 
-        self._config, self._wallet = config, wallet
+        self._config = config
+        self._wallet = getattr(wallet, "address", wallet)  # a Wallet or its address; its key is never kept here
         with self._lock:
             s = self.state
             s.role, s.peer_id, s.stage_pinned = config.role, dht.peer_id.to_base58(), config.stage is not None
