@@ -57,6 +57,12 @@ class RoundDone(_Event):
     seconds: float
     update_norm: float
     requests: int = 0  # forward/backward calls served so far
+    verified: bool = False  # a verified round (swarm/rounds/verified.py): the fields below say what was checked
+    included: list[str] = []  # peer ids whose checked update entered the average
+    dropped: dict[str, str] = {}  # peer id -> why the honest peers left it out of this round
+    accusations: int = 0  # accusations this peer made (the evidence it published)
+    parts_checked: int = 0  # parts of others' updates this peer verified
+    check_seconds: float = 0.0  # exchange, checks and agreement
 
 
 class StageChanged(_Event):

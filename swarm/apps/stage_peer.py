@@ -27,6 +27,7 @@ from swarm.pipeline.serving import StageServer
 from swarm.pipeline.stage_choice import Announcements, choose_stage, rebalance_target
 from swarm.rounds.averager import StageAverager
 from swarm.rounds.clock import RoundClock
+from swarm.rounds.verified import VerifiedAverager
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,12 @@ class RoundReport:
     stage: int
     peer_id: str
     wallet: str | None
-    delta: torch.Tensor  # flattened fp32 update Δ of this round (local steps only, before averaging)
+    delta: torch.Tensor  # flattened fp32 update Δ of this round: parameters at the round's end - the anchor
     result: Any  # swarm.rounds.averager.RoundResult
     module: torch.nn.Module  # the stage's parameters after averaging (hold `params_lock` to read them)
     params_lock: Any
+    commitment: Any = None  # zk.commit.Commitment of Δ that the group checked and averaged (verified rounds)
+
 
 
 RoundHook = Callable[[RoundReport], None]
@@ -100,6 +103,7 @@ class StagePeer:
         self.config, self.dht, self.experiment, self.workload = config, dht, experiment, workload
         self.events, self.wallet = events, wallet
         self.round_hooks: list[RoundHook] = list(hooks or [])
+        self.evidence_sinks: list[Callable[[Any], None]] = []  # get each accusation this peer makes (gossip, chain)
         self.clock = RoundClock(experiment.start_time, experiment.round_duration)
         self.stage: int = -1
         self.server: StageServer | None = None
@@ -141,10 +145,14 @@ class StagePeer:
         server = self.server or StageServer(
             self.dht, self.name, self.workload, stage, module, lr=self.config.lr, wallet=self.wallet
         )
-        with _sigint_kept():  # hivemind's averager start sets SIGINT to SIG_IGN in *our* process too
-            averager = StageAverager(
-                self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
-            )
+        averager: StageAverager | VerifiedAverager
+        if self.config.verify:
+            averager = self._verified_averager(stage, module, server.params_lock)
+        else:
+            with _sigint_kept():  # hivemind's averager start sets SIGINT to SIG_IGN in *our* process too
+                averager = StageAverager(
+                    self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
+                )
         logger.info("stage %d: averager started", stage)
         started = time.monotonic()
         seed_params = flat_params(module)
@@ -169,6 +177,22 @@ class StagePeer:
         self.events.emit(Ready(role="stage", peer_id=server.peer_id, stage=stage))
         logger.info("serving stage %d of %s (%d other peer(s) serve it)", stage, self.name, serving_now)
 
+    def on_accusation(self, accusation: Any) -> None:
+        """A peer of our group sent a part that fails its commitment: hand the signed evidence to every sink."""
+        for sink in self.evidence_sinks:
+            try:
+                sink(accusation)
+            except Exception:  # publishing evidence must not stop the round
+                logger.exception("round %d: evidence sink %r failed", accusation.round, sink)
+
+    def _verified_averager(self, stage: int, module: torch.nn.Module, lock: Any) -> VerifiedAverager:
+        c = self.config
+        return VerifiedAverager(
+            self.dht, self.name, stage, module, clock=self.clock, lock=lock, aggregation=c.aggregation,
+            outer=c.outer_optimizer, norm_bound=c.norm_bound, attack=c.attack if c.byzantine else None,
+            on_accusation=self.on_accusation,
+        )  # fmt: skip
+
     def _one_round(self, stop: threading.Event, deadline: float | None) -> None:
         assert self.server is not None and self.averager is not None
         if time.monotonic() - self._published_at >= REPUBLISH_PERIOD_S:
@@ -180,23 +204,22 @@ class StagePeer:
             wait = self.clock.seconds_to_next_round()
             stop.wait(wait if deadline is None else min(wait, max(0.0, deadline - time.monotonic())))
             return
-        with self.server.params_lock:
-            before = flat_params(self.server.module)
         wait = self.clock.seconds_to_next_round()
         if deadline is not None:
             wait = min(wait, max(0.0, deadline - time.monotonic()))
         if stop.wait(wait) or (deadline is not None and time.monotonic() >= deadline):
             return
-        with self.server.params_lock:
-            delta = flat_params(self.server.module) - before
         result = self.averager.step(r, timeout=min(0.8 * self.experiment.round_duration, 30.0))
+        delta = self.averager.last_delta  # the averager owns Δ: from the anchor to the parameters at the round's end
         self.server.params_version = r + 1
         self.rounds_done += 1
         self.events.emit(
             RoundDone(
                 round=r, stage=self.stage, group_size=result.group_size, bytes_sent=result.bytes_sent,
                 bytes_received=result.bytes_received, seconds=result.seconds, update_norm=float(delta.norm()),
-                requests=self.server.requests,
+                requests=self.server.requests, verified=result.verified, included=result.included,
+                dropped=result.dropped, accusations=result.accusations, parts_checked=result.parts_checked,
+                check_seconds=result.check_seconds,
             )
         )  # fmt: skip
         self._call_hooks(r, delta, result)
@@ -206,10 +229,11 @@ class StagePeer:
             self._maybe_rebalance()
 
     def _call_hooks(self, r: int, delta: torch.Tensor, result: Any) -> None:
-        assert self.server is not None
+        assert self.server is not None and self.averager is not None
         report = RoundReport(
             experiment=self.experiment, round=r, stage=self.stage, peer_id=self.server.peer_id, wallet=self.wallet,
             delta=delta, result=result, module=self.server.module, params_lock=self.server.params_lock,
+            commitment=self.averager.last_commitment,
         )  # fmt: skip
         for hook in self.round_hooks:
             try:

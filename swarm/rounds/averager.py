@@ -109,8 +109,10 @@ class StageAverager:
         params = self._params()
         if not params:
             raise AveragingError(f"stage {stage}'s module has no parameters to average")
-        self._anchor = [p.detach().clone() for p in params]  # parameters at the end of the previous round
+        self._anchor = [p.detach().clone() for p in params]  # previous round's snapshot + its averaging shift
         self.last_round: int | None = None
+        self.last_delta: torch.Tensor | None = None  # the round's update Δ: snapshot - anchor (flat fp32)
+        self.last_commitment = None  # this averager commits nothing (checks off): the settler commits Δ itself
         # one flat buffer, not a tensor per parameter: hivemind re-declares the averager on the DHT after every
         # averaged tensor, and a burst of such stores backs up the DHT process's request pipe
         self._averager = _StageAveragerProcess(
@@ -194,16 +196,18 @@ class StageAverager:
         sent0, received0 = self._wire_counts()
         with self.lock, torch.no_grad():
             snapshot = [p.detach().clone() for p in self._params()]
-        update_norm = _norm([s - a for s, a in zip(snapshot, self._anchor)])
-        group_size, shift_norm = 1, 0.0
+        self.last_delta = _flatten([s - a for s, a in zip(snapshot, self._anchor)])
+        update_norm = float(self.last_delta.norm())
+        group_size, shift = 1, [torch.zeros_like(s) for s in snapshot]
         if self.other_peers() == 0:
             logger.info(
                 "stage %d round %d: no other peer serves this stage; skipping averaging", self.stage, round
             )
         else:
-            group_size, shift_norm = self._all_reduce(round, snapshot, timeout)
-        with self.lock, torch.no_grad():
-            self._anchor = [p.detach().clone() for p in self._params()]
+            group_size, shift = self._all_reduce(round, snapshot, timeout)
+        shift_norm = _norm(shift)
+        # Δ of the next round starts here, so the local steps taken while this round averaged belong to it
+        self._anchor = [s + d for s, d in zip(snapshot, shift)]
         self.last_round = round
         self._set_sharing_priority()
         seconds = time.monotonic() - started
@@ -219,7 +223,8 @@ class StageAverager:
             shift_norm=shift_norm,
         )
 
-    def _all_reduce(self, r: int, snapshot: list[torch.Tensor], timeout: float) -> tuple[int, float]:
+    def _all_reduce(self, r: int, snapshot: list[torch.Tensor], timeout: float) -> tuple[int, list[torch.Tensor]]:
+        none = [torch.zeros_like(s) for s in snapshot]
         self._averager.set_group_bits(round_group_bits(r))
         with self._averager.get_tensors() as (buffer,):
             buffer.copy_(_flatten(snapshot))
@@ -230,12 +235,12 @@ class StageAverager:
             logger.warning(
                 "stage %d round %d: averaging failed (%s); keeping local parameters", self.stage, r, exc
             )
-            return 1, 0.0
+            return 1, none
         if not gathered:
             logger.warning(
                 "stage %d round %d: no averaging group formed; keeping local parameters", self.stage, r
             )
-            return 1, 0.0
+            return 1, none
         rounds = {v.get("round") if isinstance(v, dict) else None for v in gathered.values()}
         if rounds != {r}:
             logger.warning(
@@ -247,7 +252,7 @@ class StageAverager:
         with self.lock, torch.no_grad():
             for p, d in zip(self._params(), shift):
                 p.add_(d.to(p.dtype))
-        return len(gathered), _norm(shift)
+        return len(gathered), shift
 
     def load_state_from_peers(self, timeout: float = 30.0) -> bool:
         """Download this stage's current parameters from a peer serving it; False if none answered in time."""

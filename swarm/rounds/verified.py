@@ -656,3 +656,20 @@ def _sleep_until(t: float) -> None:
     delay = t - get_dht_time()
     if delay > 0:
         time.sleep(delay)
+
+
+def commitment_of(report: object, params: CircuitParams) -> Commitment:
+    """The commitment a round's settlement proves: the one the group checked and averaged (`report.commitment`).
+
+    Only a round that committed nothing (checks off, `--no-verify`) has its Δ quantized and committed here. A
+    verified round that committed nothing in time raises ValueError: there is nothing honest to prove."""
+    commitment = getattr(report, "commitment", None)
+    if commitment is not None:
+        if commitment.params != params:
+            raise ValueError(f"round {getattr(report, 'round', '?')} was committed for circuit {commitment.params} "
+                             f"but the settler proves {params}: give both the same CircuitParams")
+        return commitment
+    if getattr(getattr(report, "result", None), "verified", False):
+        raise ValueError(f"round {getattr(report, 'round', '?')}: this peer committed nothing in time, so there is "
+                         "nothing to prove")
+    return commit_update(quantize_update(report.delta, block_size=params.block), params)

@@ -21,11 +21,12 @@ from protocol.sampling import contribute_chunk
 from runtime.loops import StartStop
 from swarm.chain.client import ChainClient
 from swarm.chain.errors import ChainError, RevertError
+from swarm.rounds.verified import commitment_of
 from zk.background import BackgroundProver
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
-from zk.commit import Commitment, commit_update
+from zk.commit import Commitment
 from zk.prover import ProofError
-from zk.quantize import QuantizationError, quantize_update
+from zk.quantize import QuantizationError
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class RoundSettler(StartStop):
         if self._now() >= self._state.submission_end(r):
             logger.info("round %d: submission window already closed, not contributing", r)
             return
-        commitment = commit_update(quantize_update(report.delta), self.params)
+        commitment = commitment_of(report, self.params)  # the root the group averaged: not quantized again
         n = self.client.num_chunks(self.experiment_id, s)
         if n != commitment.num_chunks:
             raise ValueError(f"stage {s} has {commitment.num_chunks} chunks here but {n} on-chain: the experiment "

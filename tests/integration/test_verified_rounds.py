@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pathlib
+import signal
+import sys
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,7 +14,7 @@ import pytest
 import torch
 from hivemind.utils import get_dht_time
 
-from swarm.network.dht import local_dhts
+from swarm.network.dht import create_dht, local_dhts, visible_multiaddrs
 from swarm.rounds.clock import RoundClock
 from swarm.rounds.outer import exact_mean
 from swarm.rounds.verified import RoundTiming, VerifiedAverager
@@ -94,3 +99,132 @@ def test_an_honest_group_of_three_ends_with_bit_identical_anchors_equal_to_the_c
     torch.testing.assert_close(avs[0].anchor, expected, rtol=0, atol=1e-7)
     honest_float_mean = anchor + torch.stack(deltas).mean(0)
     assert float((avs[0].anchor - honest_float_mean).abs().max()) < 1e-3  # only int8 rounding away from it
+
+
+def run_group(experiment, attacks, rounds, **kwargs):
+    """3 peers from one anchor, each round a different local change; returns (averagers, results per round,
+    anchor before each round, accusations published per peer)."""
+    modules = [make_module(0) for _ in attacks]
+    published: list[list] = [[] for _ in attacks]
+    with local_dhts(len(attacks)) as dhts:
+        avs = averagers(dhts, experiment, modules, clock_ending_now(0), attacks=attacks, **kwargs)
+        for a, sink in zip(avs, published):
+            a.on_accusation = sink.append
+        try:
+            history = []
+            for r in rounds:
+                before = avs[-1].anchor.clone()  # the last peer is honest in every test
+                for i, m in enumerate(modules):
+                    train_locally(m, 10 * r + i)
+                results = step_all(avs, r)
+                history.append((before, results))
+        finally:
+            for a in avs:
+                a.shutdown()
+    return avs, history, published
+
+
+@pytest.mark.parametrize("attack", ["poison", "random", "norm", "stale"])
+def test_a_cheater_is_dropped_by_every_honest_peer_in_the_same_round(experiment, attack):
+    rounds = [0, 1] if attack == "stale" else [0]  # a replay needs an earlier round to replay
+    avs, history, published = run_group(experiment, [attack, None, None], rounds)
+    cheater, honest = avs[0], avs[1:]
+    before, results = history[-1]
+    for a, res in zip(honest, results[1:]):
+        assert cheater.peer_id in res.dropped, (attack, res)
+        assert res.included == sorted(h.peer_id for h in honest)
+        assert torch.equal(a.anchor, honest[0].anchor)
+    r = rounds[-1]
+    honest_updates = [h.last_commitment.update for h in sorted(honest, key=lambda h: h.peer_id)]
+    assert torch.equal(honest[0].anchor, before + exact_mean(honest_updates))  # the honest-only mean, exactly
+    assert all(h.anchor_round == r for h in honest)
+    if attack in ("poison", "random"):  # its data did not match its root: both receivers caught and published it
+        for a, sink in zip(honest, published[1:]):
+            assert [acc.accused for acc in sink] == [cheater.peer_id]
+            assert sink[0].round == r and sink[0].reason
+    else:  # refused from its commitment alone: no data needed, no accusation
+        assert published == [[], [], []]
+
+
+def test_a_bounded_adversary_passes_the_checks_and_centered_clip_limits_its_pull(experiment):
+    avs, history, _ = run_group(experiment, ["scale", None, None], [0], aggregation="centered_clip")
+    before, results = history[0]
+    honest = avs[1:]
+    assert results[1].dropped == {} and len(results[1].included) == 3  # well-formed and within the bound
+    assert torch.equal(honest[0].anchor, honest[1].anchor)
+    updates = {a.peer_id: a.last_commitment.update for a in avs}
+    plain = before + exact_mean([updates[p] for p in sorted(updates)])
+    honest_mean = before + exact_mean([a.last_commitment.update for a in honest])
+    clipped_error = float((honest[0].anchor - honest_mean).norm())
+    plain_error = float((plain - honest_mean).norm())
+    assert clipped_error < 0.5 * plain_error, (clipped_error, plain_error)
+
+
+def test_a_peer_killed_after_committing_does_not_stop_the_round(experiment, children, tmp_path):
+    modules = [make_module(0) for _ in range(2)]
+    lines: list[str] = []
+    clock_file = tmp_path / "start_time"
+    with local_dhts(2) as dhts:
+        avs = averagers(dhts, experiment, modules, clock_ending_now(0))
+        try:
+            for i, m in enumerate(modules):
+                train_locally(m, i)
+            victim = children.start([sys.executable, __file__, "peer", visible_multiaddrs(dhts[0])[0], experiment,
+                                     str(clock_file)], name="victim-verified", on_line=lines.append)
+            assert wait_for(lambda: "ready" in lines, 60.0), f"the victim peer did not start: {lines}"
+            clock = clock_ending_now(0)
+            clock_file.write_text(repr(clock.start_time))
+            for a in avs:
+                a.clock = clock
+            with ThreadPoolExecutor(2) as pool:
+                futures = [pool.submit(a.step, 0) for a in avs]
+                # kill -9 once the exchange has begun: its record is fixed and the others are pulling its parts
+                commit_deadline = clock.round_end(0) + TIMING.commit_s
+                assert wait_for(lambda: get_dht_time() > commit_deadline + 0.3, 40.0)
+                assert victim.alive, "the victim died before the exchange: the kill would not be mid-round"
+                victim.send_signal(signal.SIGKILL)
+                victim.stop()  # its DHT process and p2pd go too: the whole peer vanishes
+                results = [f.result() for f in futures]
+        finally:
+            for a in avs:
+                a.shutdown()
+    survivors = sorted(a.peer_id for a in avs)
+    for a, res in zip(avs, results):
+        assert len(a._rounds[0].records) == 3  # the victim had committed: the kill landed inside the round
+        assert set(survivors) <= set(res.included)
+        assert res.included == results[0].included and res.dropped.keys() == results[0].dropped.keys()
+    assert torch.equal(avs[0].anchor, avs[1].anchor) and avs[0].anchor_round == 0
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _run_peer(initial_peer: str, experiment: str, clock_file: str) -> None:
+    """A peer in its own process (for the kill test): commit round 0, serve its parts, wait to be killed."""
+    dht = create_dht([initial_peer])
+    module = make_module(0)
+    train_locally(module, 2)
+    averager = VerifiedAverager(dht, experiment, 0, module, clock=RoundClock(0.0, ROUND_S), params=PARAMS,
+                                part_chunks=8, timing=TIMING)
+    try:
+        averager.anchor = flat(make_module(0)).clone()
+        print("ready", flush=True)
+        path = pathlib.Path(clock_file)
+        while not path.exists() or not path.read_text():
+            time.sleep(0.02)
+        averager.clock = RoundClock(float(path.read_text()), ROUND_S)
+        averager.step(0)
+        threading.Event().wait(60)
+    finally:
+        averager.shutdown()
+        dht.shutdown()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["peer"]:
+    _run_peer(sys.argv[2], sys.argv[3], sys.argv[4])

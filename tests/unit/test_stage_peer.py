@@ -42,6 +42,7 @@ class FakeServer:
     module: torch.nn.Module
     lr: float = 0.0
     wallet: str | None = None
+    device: str = "cpu"
     params_lock: threading.RLock = field(default_factory=threading.RLock)
     peer_id: str = ME
     requests: int = 0
@@ -69,19 +70,29 @@ class FakeAverager:
     def __init__(self, dht, experiment, stage, module, **kwargs) -> None:
         self.stage, self.module, self.kwargs = stage, module, kwargs
         self.loaded = self.shut = False
+        self.anchor = self._flat()
+        self.last_delta, self.last_commitment = None, None
         FakeAverager.created.append(self)
+
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.module.parameters()]).clone()
 
     def load_state_from_peers(self, timeout: float) -> bool:
         with torch.no_grad():
             for p in self.module.parameters():
                 p.fill_(3.0)  # "the stage's current parameters" held by the other peer
+        self.anchor = self._flat()
         self.loaded = True
         return True
 
     def step(self, round: int, timeout: float) -> RoundResult:
+        """Like both averagers: Δ = parameters at the round's end - anchor; the shift moves the anchor too."""
+        snapshot = self._flat()
+        self.last_delta = snapshot - self.anchor
         with torch.no_grad():
             for p in self.module.parameters():
                 p.add_(AVERAGING_SHIFT)
+        self.anchor = snapshot + AVERAGING_SHIFT
         return RoundResult(round=round, group_size=2, averaged=True, bytes_sent=10, bytes_received=10, seconds=0.0,
                            update_norm=0.0)  # fmt: skip
 
@@ -112,6 +123,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict:
     FakeAverager.created = []
     monkeypatch.setattr(sp, "StageServer", FakeServer)
     monkeypatch.setattr(sp, "StageAverager", FakeAverager)
+    monkeypatch.setattr(sp, "VerifiedAverager", FakeAverager)
     monkeypatch.setattr(sp, "fetch_stage_announcements", lambda dht, name: announcements)
     monkeypatch.setattr(sp, "publish_experiment", lambda dht, record: True)
     return announcements
@@ -124,13 +136,14 @@ def make_peer(out: io.StringIO, hooks=(), **settings) -> sp.StagePeer:
     return sp.StagePeer(config, FakeDHT(), record, get_workload("digits"), EventWriter("p", out), hooks=list(hooks))
 
 
-def test_round_hooks_get_the_rounds_local_update_and_a_failing_hook_does_not_stop_training(fakes):
+@pytest.mark.parametrize("verify", [True, False])
+def test_round_hooks_get_the_averagers_update_and_a_failing_hook_does_not_stop_training(fakes, verify):
     reports: list[sp.RoundReport] = []
 
     def broken(report: sp.RoundReport) -> None:
         raise RuntimeError("prover crashed")
 
-    peer = make_peer(io.StringIO(), hooks=[broken, reports.append], stage=0)
+    peer = make_peer(io.StringIO(), hooks=[broken, reports.append], stage=0, verify=verify)
     peer.run(TrainingStop(peer, rounds=3))
     assert len(reports) == 3 and peer.rounds_done == 3
     for report in reports:
@@ -138,7 +151,10 @@ def test_round_hooks_get_the_rounds_local_update_and_a_failing_hook_does_not_sto
         n_params = sum(p.numel() for p in report.module.parameters())
         # only the round's own training, not the averaging shift applied after the previous round
         assert torch.allclose(report.delta, torch.full((n_params,), TRAIN_STEP))
-    assert FakeAverager.created[0].kwargs["lock"] is reports[0].params_lock  # averaging takes the server's lock
+        assert report.commitment is None  # the fake commits nothing
+    averager = FakeAverager.created[0]
+    assert averager.kwargs["lock"] is reports[0].params_lock  # averaging takes the server's lock
+    assert ("clock" in averager.kwargs) == verify  # the verified averager runs its phases on the round clock
 
 
 def test_joiner_resyncs_from_a_peer_of_its_stage_before_serving(fakes):
