@@ -130,9 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"swarm-peer: {exc}\n(see swarm-peer --help)", file=sys.stderr)
         return EXIT_CONFIG
     _setup_logging(config.log_level)
-    events = EventWriter(peer="", enabled=config.events)
+    from swarm.apps.view.monitor import start_view
+
+    view, events = start_view(config)  # live panel, plain lines or (--events) JSON; status file; exit summary
     try:
-        return run_peer(config, events)
+        with view:
+            return run_peer(config, events)
     except ConfigError as exc:
         return _fail(events, f"swarm-peer: {exc}", EXIT_CONFIG)
     except _join_errors() as exc:
@@ -164,6 +167,7 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
     from swarm.apps.roles.common import find_experiment
     from swarm.apps.roles.stage import run_stage, wallet_address
     from swarm.apps.roles.trainer import run_trainer
+    from swarm.apps.view.monitor import view_of
 
     stop = _install_stop_handlers()
     deadline = None if config.duration is None else time.monotonic() + config.duration
@@ -176,7 +180,8 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
         if dht is None:
             return EXIT_OK  # Ctrl-C while retrying to reach the swarm
         cleanup.callback(dht.shutdown)
-        _reachability().report_reachability(dht, config.role, config.initial_peers)
+        reach = _reachability().report_reachability(dht, config.role, config.initial_peers)
+        view_of(events).joined(dht, config, reach, wallet)
         peer_id = dht.peer_id.to_base58()
         logger.info("on the DHT as %s (%.1f s)", peer_id, time.monotonic() - t0)
         events.peer = events.peer or peer_id[-8:]
@@ -187,6 +192,7 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
         if record is None:
             return EXIT_OK  # stopped while waiting
         logger.info("found experiment %r (%.1f s)", record.name, time.monotonic() - t0)
+        view_of(events).found_experiment(record)
         from swarm.models import get_workload
 
         workload = get_workload(record.workload)
