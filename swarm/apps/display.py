@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from swarm.apps.events import Failed, Left, PeerEvent, RoundDone, Step
+from swarm.apps.events import Failed, Left, PeerEvent, Ready, RoundDone, Step
 from swarm.apps.view.render import DEMO_COLUMNS, human_bytes, peer_row, sparkline
 from swarm.apps.view.state import PeerState
 
@@ -36,6 +36,8 @@ class SwarmView:
     rounds: set[int] = field(default_factory=set)
     eval_losses: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # peer id -> demo name
+    checks: dict[tuple[int, int], RoundChecks] = field(default_factory=dict)  # (stage, round) -> verified round
 
     def peer(self, name: str) -> PeerState:
         return self.peers.setdefault(name, PeerState(name=name, pid=0))
@@ -47,13 +49,31 @@ class SwarmView:
                 self.losses.append(event.loss)
                 self.samples[event.peer] = event.samples
                 self.samples_per_second[event.peer] = event.samples_per_second
+            case Ready():
+                self.names[event.peer_id] = event.peer
             case RoundDone():
                 self.rounds.add(event.round)
+                if event.verified:
+                    c = self.checks.setdefault((event.stage, event.round), RoundChecks())
+                    c.checkers.add(event.peer)
+                    c.parts += event.parts_checked
+                    c.accusations += event.accusations
+                    c.seconds = max(c.seconds, event.check_seconds)
+                    c.dropped.update({self.names.get(p, p[-6:]): why for p, why in event.dropped.items()})
             case Left():
                 if event.eval_loss is not None:
                     self.eval_losses[event.peer] = event.eval_loss
             case Failed():
                 self.failures.append(f"{event.peer}: {event.message}")
+
+    def verification_lines(self, last: int = 3) -> list[str]:
+        """Per verified round (the latest `last`): who checked, who was dropped and why, the evidence sent."""
+        out = []
+        for (stage, r), c in sorted(self.checks.items())[-last:]:
+            dropped = "; ".join(f"{p} dropped: {why}" for p, why in sorted(c.dropped.items())) or "nobody dropped"
+            out.append(f"stage {stage} round {r}: checked by {', '.join(sorted(c.checkers))} ({c.parts} parts, "
+                       f"{c.seconds:.1f} s); {dropped}; accusations sent: {c.accusations}")
+        return out
 
     def mark_exited(self, name: str, code: int | None) -> None:
         p = self.peer(name)
@@ -80,6 +100,17 @@ class SwarmView:
         return sum(tail) / len(tail) if tail else None
 
 
+@dataclass
+class RoundChecks:
+    """What the stage peers of one (stage, round) reported about their verified exchange."""
+
+    checkers: set[str] = field(default_factory=set)
+    parts: int = 0
+    accusations: int = 0
+    seconds: float = 0.0
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
 def render(view: SwarmView, title: str = "swarm demo") -> Panel:
     """The live panel: headline figures, the loss sparkline and one row per peer."""
     elapsed = time.monotonic() - view.started
@@ -100,6 +131,7 @@ def render(view: SwarmView, title: str = "swarm demo") -> Panel:
     for name, p in view.peers.items():
         table.add_row(*peer_row(name, p))
     parts = [head, Text(sparkline(view.losses), style="cyan"), table]
+    parts += [Text(line, style="yellow" if "dropped:" in line else "dim") for line in view.verification_lines()]
     parts += [Text(f) for f in view.failures[-3:]]
     return Panel(Group(*parts), title=title)
 
@@ -116,6 +148,12 @@ def summary_lines(view: SwarmView, seconds: float, layout: list[int] | None = No
         f"rounds averaged: {len(view.rounds)}; bytes averaged: {human_bytes(view.bytes_averaged)}",
         f"peers per stage at the end of training: {layout if layout is not None else view.peers_per_stage()}",
     ]
+    if view.checks:
+        checks = view.checks.values()
+        dropped = sorted({f"{p} ({why})" for c in checks for p, why in c.dropped.items()})
+        lines.append(f"verified rounds: {len(view.checks)}; parts checked: {sum(c.parts for c in checks)}; "
+                     f"checking took up to {max(c.seconds for c in checks):.1f} s a round; accusations sent: "
+                     f"{sum(c.accusations for c in checks)}; dropped: {', '.join(dropped) or 'nobody'}")
     if view.eval_losses:
         lines.append("test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in view.eval_losses.items()))
     lines += [f"failure: {f}" for f in view.failures]
