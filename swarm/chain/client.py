@@ -14,6 +14,7 @@ from eth_abi import encode
 from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from protocol.contribution import Contribution
@@ -268,7 +269,7 @@ class ChainClient:
         self._approve_bond(approve)
         receipt = self.transact("openTargetedAudit", experiment, round, stage, Web3.to_checksum_address(peer),
                                 chunk)
-        (event,) = self._escrow().events.AuditOpened().process_receipt(receipt)
+        (event,) = self._escrow().events.AuditOpened().process_receipt(receipt, errors=DISCARD)  # + token Transfer
         return int(event["args"]["j"])
 
     def audit(self, experiment: int, round: int, stage: int, peer: str, j: int) -> AuditState:
