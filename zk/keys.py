@@ -11,6 +11,8 @@ import re
 import time
 from pathlib import Path
 
+from zk import backends
+from zk.backends import GROTH16PY, ZOKRATES
 from zk.circuit import CircuitParams
 from zk.prover import ProofError, ZkWorker
 
@@ -18,39 +20,57 @@ logger = logging.getLogger(__name__)
 
 KEYS_ROOT = Path(__file__).with_name("keys")
 VERIFIER_PATH = Path(__file__).resolve().parent.parent / "contracts" / "generated" / "ChunkVerifier.sol"
-KEY_FILES = ("program.bin", "abi.json", "proving.key", "verification.key.json", "source.zok")
+KEY_FILES = {
+    ZOKRATES: ("program.bin", "abi.json", "proving.key", "verification.key.json", "source.zok"),
+    GROTH16PY: ("program.bin", "abi.json", backends.R1CS, backends.PROVING_KEY, "verification.key.json", "source.zok"),
+}
 SETUP_TIMEOUT = 1800.0
 DEV_ENTROPY = "swarm development setup: this entropy is public, so these keys are NOT secure"
 
 
-def keys_dir(params: CircuitParams, root: Path = KEYS_ROOT, entropy: str | None = DEV_ENTROPY) -> Path:
-    """zk/keys/<circuit id>/ for the reproducible development keys, <circuit id>-private/ for random ones."""
+def keys_dir(params: CircuitParams, root: Path = KEYS_ROOT, entropy: str | None = DEV_ENTROPY,
+             backend: str = ZOKRATES) -> Path:
+    """zk/keys/<circuit id>/ for zokrates-js's reproducible development keys, <circuit id>-private/ for random
+    ones, <circuit id>-groth16py/ for groth16py's development keys (always fresh randomness: not reproducible)."""
+    if backends.check_backend(backend) == GROTH16PY:
+        return root / f"{params.circuit_id}-{GROTH16PY}"
     return root / (params.circuit_id if entropy == DEV_ENTROPY else f"{params.circuit_id}-private")
 
 
-def has_keys(params: CircuitParams, root: Path = KEYS_ROOT, entropy: str | None = DEV_ENTROPY) -> bool:
-    d = keys_dir(params, root, entropy)
-    return all((d / f).is_file() for f in KEY_FILES) and (d / "source.zok").read_text() == params.source()
+def has_key_files(d: Path, params: CircuitParams, backend: str = ZOKRATES) -> bool:
+    files = KEY_FILES[backends.check_backend(backend)]
+    return all((d / f).is_file() for f in files) and (d / "source.zok").read_text() == params.source()
+
+
+def has_keys(params: CircuitParams, root: Path = KEYS_ROOT, entropy: str | None = DEV_ENTROPY,
+             backend: str = ZOKRATES) -> bool:
+    return has_key_files(keys_dir(params, root, entropy, backend), params, backend)
 
 
 def ensure_keys(worker: ZkWorker, params: CircuitParams, root: Path = KEYS_ROOT, force: bool = False,
-                entropy: str | None = DEV_ENTROPY) -> Path:
+                entropy: str | None = DEV_ENTROPY, backend: str = ZOKRATES) -> Path:
     """Compile and set up the circuit unless keys for this exact source exist; returns the key folder.
 
-    `entropy=None` draws fresh randomness (keys no one else can reproduce, still single-party)."""
-    d = keys_dir(params, root, entropy)
-    if not force and has_keys(params, root, entropy):
+    `entropy=None` draws fresh randomness (keys no one else can reproduce, still single-party). With
+    `backend="groth16py"` the circuit is also written as circom R1CS and groth16py sets it up (single-party,
+    fresh randomness: development only; `python -m zk ceremony` makes real keys)."""
+    d = keys_dir(params, root, entropy, backend)
+    if not force and has_keys(params, root, entropy, backend):
         return d
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    info = worker.request("compile", timeout=SETUP_TIMEOUT, source=params.source(), dir=str(d))
+    info = worker.request("compile", timeout=SETUP_TIMEOUT, source=params.source(), dir=str(d),
+                          r1cs=backend == GROTH16PY)
     t1 = time.perf_counter()
-    worker.request("setup", timeout=SETUP_TIMEOUT, dir=str(d), entropy=entropy)
+    if backend == GROTH16PY:
+        backends.dev_setup(d)
+    else:
+        worker.request("setup", timeout=SETUP_TIMEOUT, dir=str(d), entropy=entropy)
     t2 = time.perf_counter()
     (d / "params.json").write_text(params.model_dump_json(indent=2))
     (d / "source.zok").write_text(params.source())  # written last: its presence marks a complete setup
-    logger.info("circuit %s: %d constraints, compiled in %.1f s, set up in %.1f s", params.circuit_id,
-                info["constraints"], t1 - t0, t2 - t1)
+    logger.info("circuit %s (%s): %d constraints, compiled in %.1f s, set up in %.1f s", params.circuit_id,
+                backend, info["constraints"], t1 - t0, t2 - t1)
     return d
 
 

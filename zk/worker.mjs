@@ -1,10 +1,15 @@
 // Long-lived ZoKrates worker: one JSON request per line on stdin, one JSON answer per line on stdout.
 // Request {id, op, ...}; answer {id, ok: true, result} or {id, ok: false, error}. Ops: ping, compile, setup,
-// load, prove, verify, export_verifier, poseidon, constants. Exits when stdin closes or its parent dies.
+// load, prove, witness, verify, export_verifier, compile_solidity, poseidon, constants. Exits when stdin closes
+// or its parent dies.
 import { initialize } from "zokrates-js";
 import { mkdirSync, readFileSync, writeFileSync, renameSync } from "node:fs";
-import { join } from "node:path";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 const out = process.stdout;
 console.log = console.error; // zokrates-js logs through console.log: keep stdout for answers only
@@ -63,14 +68,42 @@ def main(field[${n}] x) -> field { return poseidon(x); }`);
   return JSON.parse(zokrates.computeWitness(art, [inputs], { logCallback: () => {} }).output);
 }
 
+function computeWitness(c, args, snarkjs) {
+  try {
+    return zokrates.computeWitness({ program: c.program, abi: c.abi }, args, { snarkjs, logCallback: () => {} });
+  } catch (e) {
+    const why = String(e?.message ?? e).split("\n")[0].replace("Sum check failed", "a range check failed");
+    throw new Error(`the statement does not hold for these inputs: ${why}`);
+  }
+}
+
+// One Solidity source compiled by the project's pinned solc-js with contracts/compiler.json's settings.
+function compileSolidity(source, name) {
+  const config = JSON.parse(readFileSync(join(ROOT, "contracts", "compiler.json"), "utf8"));
+  const solc = createRequire(import.meta.url)(join(ROOT, "node_modules", "solc"));
+  const input = {
+    language: "Solidity",
+    sources: { [`${name}.sol`]: { content: source } },
+    settings: { optimizer: config.optimizer, evmVersion: config.evmVersion, viaIR: config.viaIR,
+                outputSelection: { "*": { "*": ["abi", "evm.bytecode.object"] } } },
+  };
+  const out = JSON.parse(solc.compile(JSON.stringify(input)));
+  const errors = (out.errors ?? []).filter((e) => e.severity === "error");
+  if (errors.length) throw new Error(`solc: ${errors.map((e) => e.formattedMessage).join("; ")}`);
+  const contract = out.contracts[`${name}.sol`][name];
+  return { abi: contract.abi, bytecode: "0x" + contract.evm.bytecode.object };
+}
+
 const ops = {
   ping: () => ({ pid: process.pid }),
   compile: (req) => {
     const dir = requireDir(req);
     mkdirSync(dir, { recursive: true });
-    const art = zokrates.compile(req.source);
+    // `r1cs`: also write the constraint system in circom's format (circuit.r1cs) for other Groth16 provers
+    const art = zokrates.compile(req.source, req.r1cs ? { snarkjs: true } : {});
     writeAtomic(join(dir, "program.bin"), art.program);
     writeAtomic(join(dir, "abi.json"), JSON.stringify(art.abi));
+    if (req.r1cs) writeAtomic(join(dir, "circuit.r1cs"), art.snarkjs.program);
     const c = circuit(dir);
     Object.assign(c, { program: art.program, abi: art.abi, pk: undefined, vk: undefined });
     return { constraints: art.constraintCount };
@@ -90,14 +123,14 @@ const ops = {
   },
   prove: (req) => {
     const c = loadArtifacts(requireDir(req), true);
-    let witness;
-    try {
-      witness = zokrates.computeWitness({ program: c.program, abi: c.abi }, req.args, { logCallback: () => {} });
-    } catch (e) {
-      const why = String(e?.message ?? e).split("\n")[0].replace("Sum check failed", "a range check failed");
-      throw new Error(`the statement does not hold for these inputs: ${why}`);
-    }
-    return provider(req).generateProof(c.program, witness.witness, c.pk);
+    return provider(req).generateProof(c.program, computeWitness(c, req.args, false).witness, c.pk);
+  },
+  // The witness in circom's .wtns format, written to `out`, for a prover of another backend (zk/backends.py).
+  witness: (req) => {
+    if (typeof req.out !== "string" || !req.out) throw new Error("request needs `out`, the .wtns path");
+    const c = loadArtifacts(requireDir(req), false);
+    writeFileSync(req.out, computeWitness(c, req.args, true).snarkjs.witness);
+    return {};
   },
   verify: (req) => {
     const vk = req.vk ?? loadArtifacts(requireDir(req), true).vk;
@@ -107,6 +140,7 @@ const ops = {
     const c = loadArtifacts(requireDir(req), true);
     return { source: zokrates.exportSolidityVerifier(c.vk) };
   },
+  compile_solidity: (req) => compileSolidity(req.source, req.name),
   poseidon: (req) => ({ hash: poseidonHash(req.inputs) }),
   constants: () => {
     const art = zokrates.compile(`from "hashes/poseidon/constants" import POSEIDON_C, POSEIDON_M;
