@@ -1,6 +1,7 @@
 """`swarm-peer` / `python -m swarm.peer`: run one peer of a swarm (bootstrap, stage or trainer) until Ctrl-C.
 
-Errors a volunteer can fix end in one line and an exit code: 2 for a bad setting, 3 when the swarm cannot be joined.
+Errors a volunteer can fix end in one line and an exit code: 2 for a bad setting, 3 when the swarm cannot be joined,
+4 when it was lost after joining, 130 when a second Ctrl-C forced the peer out. The roles are in `roles/`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from types import FrameType
 
 from swarm.apps.config import ConfigError, PeerConfig, load_config
 from swarm.apps.events import EventWriter, Failed
+from swarm.errors import SwarmError
 
 logger = logging.getLogger("swarm.peer")
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_JOIN = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_JOIN, EXIT_LOST, EXIT_FORCED = 0, 1, 2, 3, 4, 130
 
 EPILOG = """\
 examples:
@@ -39,8 +41,9 @@ settings: every flag is also an environment variable SWARM_<FLAG> (e.g. SWARM_IN
 a profile file; flags win over the environment, the environment over the profile.
 wallet: the L2 key that receives rewards is read from --wallet-key-file (must be chmod 600) or SWARM_WALLET_KEY;
 it is never a flag, never logged and never put on the DHT.
-Ctrl-C leaves cleanly (stops serving, averaging and the DHT); press it twice to force.
-exit codes: 0 left cleanly, 2 bad setting, 3 could not join the swarm, 1 anything else.
+Ctrl-C, SIGTERM or SIGHUP leaves cleanly (stops serving, averaging and the DHT); a second one forces the exit.
+exit codes: 0 left cleanly, 2 bad setting, 3 could not join the swarm, 4 lost the swarm after joining
+(e.g. a stage with no reachable peer for 60 s), 130 forced out by a second Ctrl-C, 1 anything else.
 """
 
 
@@ -95,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt("norm_bound", type=float, metavar="L2")
     opt("byzantine", action="store_true")
     opt("attack", choices=["poison", "scale", "random", "stale", "norm"])
+    opt("device", metavar="DEVICE")
+    opt("matchmaking_time", type=float, metavar="SECONDS")
+    opt("identity_path", type=Path, metavar="PATH")
     opt("wallet_key_file", type=Path, metavar="PATH")
+    opt("prover_workers", type=int, metavar="N")
     opt("chain_rpc", metavar="URL")
     opt("escrow", metavar="ADDRESS")
     opt("chain_experiment", type=int, metavar="ID")
@@ -136,12 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with view:
             return run_peer(config, events)
-    except ConfigError as exc:
-        return _fail(events, f"swarm-peer: {exc}", EXIT_CONFIG)
-    except _join_errors() as exc:
-        return _fail(events, f"swarm-peer: cannot join the swarm: {exc}", EXIT_JOIN)
+    except SwarmError as exc:  # ConfigError (2), JoinError (3), LostSwarmError (4), ...: one line each
+        return _fail(events, f"swarm-peer: {exc.summary}{exc}", exc.exit_code)
     except KeyboardInterrupt:  # the second Ctrl-C: clean-up already ran through the ExitStack
-        return EXIT_OK
+        print("swarm-peer: forced out (second Ctrl-C)", file=sys.stderr)
+        return EXIT_FORCED
     except Exception as exc:  # a bug or an unforeseen failure: the traceback goes to the log, once
         logger.exception("the peer stopped on an unexpected error")
         return _fail(events, f"swarm-peer: stopped on an unexpected error: {type(exc).__name__}: {exc}", EXIT_ERROR)
@@ -153,28 +159,22 @@ def _fail(events: EventWriter, message: str, code: int) -> int:
     return code
 
 
-def _join_errors() -> tuple[type[BaseException], ...]:
-    from swarm.network.dht import JoinError
-    from swarm.pipeline.routing import RoutingError
-
-    return (JoinError, RoutingError)
-
-
 def run_peer(config: PeerConfig, events: EventWriter) -> int:
     """Run the configured role until Ctrl-C/SIGTERM or `config.duration`; every part is shut down on the way out."""
     from runtime.procs import start_watchdog
     from swarm.apps.roles.bootstrap import run_bootstrap
     from swarm.apps.roles.common import find_experiment
-    from swarm.apps.roles.stage import run_stage, wallet_address
+    from swarm.apps.roles.stage import load_wallet, run_stage
     from swarm.apps.roles.trainer import run_trainer
     from swarm.apps.view.monitor import view_of
+    from swarm.models import get_workload
 
     stop = _install_stop_handlers()
     deadline = None if config.duration is None else time.monotonic() + config.duration
+    wallet = load_wallet(config)  # once, first: a bad key file stops us before anything starts
     with ExitStack() as cleanup:
         watchdog = start_watchdog()  # kills our DHT process and p2pd if we are killed without cleaning up
         cleanup.callback(watchdog.stop)
-        wallet = wallet_address(config)
         t0 = time.monotonic()
         dht = _start_dht(config, stop)
         if dht is None:
@@ -188,19 +188,15 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
         if config.role == "bootstrap":
             run_bootstrap(config, dht, events, stop, deadline)
             return EXIT_OK
-        record = find_experiment(config, dht, stop)
-        if record is None:
-            return EXIT_OK  # stopped while waiting
-        logger.info("found experiment %r (%.1f s)", record.name, time.monotonic() - t0)
-        view_of(events).found_experiment(record)
-        from swarm.models import get_workload
-
-        workload = get_workload(record.workload)
-        if config.role == "trainer":
-            run_trainer(config, dht, record, workload, events, stop, deadline)
-            return EXIT_OK
-        run_stage(config, dht, record, workload, events, stop, deadline, wallet)
-        return EXIT_OK
+        record = find_experiment(config, dht, stop)  # None: stopped while waiting for it
+        if record is not None:
+            logger.info("found experiment %r (%.1f s)", record.name, time.monotonic() - t0)
+            view_of(events).found_experiment(record)
+            workload = get_workload(record.workload)
+            if config.role == "trainer":
+                run_trainer(config, dht, record, workload, events, stop, deadline)
+            else:
+                run_stage(config, dht, record, workload, events, stop, deadline, wallet)
     return EXIT_OK
 
 
@@ -211,7 +207,8 @@ def _start_dht(config: PeerConfig, stop: threading.Event):
     from swarm.network.dht import create_dht
 
     def start():
-        return create_dht(config.initial_peers, host=config.host, port=config.port, client_mode=config.role == "trainer")
+        return create_dht(config.initial_peers, host=config.host, port=config.port,
+                          client_mode=config.role == "trainer", identity_path=config.identity_path)  # fmt: skip
 
     return _reachability().start_with_retry(start, stop, log=logger)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import signal
+import threading
 
 import pytest
 
+import swarm.apps.peer
 from swarm.apps.events import parse_event
-from swarm.apps.peer import EXIT_CONFIG, main, parse_config
+from swarm.apps.peer import EXIT_CONFIG, EXIT_FORCED, EXIT_JOIN, EXIT_LOST, main, parse_config
+from swarm.apps.roles import trainer as trainer_role
+from swarm.errors import JoinError, LostSwarmError
+from swarm.pipeline.routing import RoutingError
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
 KEY = "0x" + "5e" * 32
@@ -83,17 +87,7 @@ def test_wallet_key_file_must_be_0600(tmp_path, capsys: pytest.CaptureFixture):
     assert f"chmod 600 {path}" in err and KEY not in err
 
 
-def test_help_tells_a_volunteer_how_to_join():
-    result = subprocess.run(
-        [sys.executable, "-m", "swarm.peer", "--help"], capture_output=True, text=True, timeout=60, check=True
-    )
-    for needed in ("--join --initial-peers", "--role", "SWARM_WALLET_KEY", "Ctrl-C", "exit codes", "peers/"):
-        assert needed in result.stdout
-
-
 def test_an_unexpected_error_is_reported_as_an_event_and_exit_1(monkeypatch, capsys: pytest.CaptureFixture):
-    import swarm.apps.peer
-
     def crash(config, events):
         raise RuntimeError("boom")
 
@@ -103,3 +97,69 @@ def test_an_unexpected_error_is_reported_as_an_event_and_exit_1(monkeypatch, cap
     assert "swarm-peer: stopped on an unexpected error: RuntimeError: boom" in captured.err
     (event,) = [parse_event(line) for line in captured.out.splitlines()]
     assert event.kind == "failed" and "boom" in event.message
+
+
+def test_new_settings_are_flags(tmp_path):
+    config = parse_config(["--join", "--initial-peers", PEER, "--device", "cuda:1", "--matchmaking-time", "0.5",
+                           "--identity-path", str(tmp_path / "id.key"), "--prover-workers", "3", "--seed", "7"])
+    assert (config.device, config.matchmaking_time, config.prover_workers, config.seed) == ("cuda:1", 0.5, 3, 7)
+    assert config.identity_path == tmp_path / "id.key"
+    assert main(["--role", "bootstrap", "--device", "tpu"]) == EXIT_CONFIG
+
+
+class FlakyTrainer:
+    """A Trainer that makes `good` steps, then finds some stage without a reachable peer on every call."""
+
+    def __init__(self, good: int) -> None:
+        self.good, self.calls = good, 0
+
+    def run(self, steps, on_step, stop) -> None:
+        self.calls += 1
+        for _ in range(self.good if self.calls == 1 else 0):
+            on_step(object())
+        raise RoutingError("no peer serves stage 1")
+
+
+@pytest.mark.parametrize(("good", "error", "code"), [(3, LostSwarmError, EXIT_LOST), (0, JoinError, EXIT_JOIN)])
+def test_a_trainer_that_loses_its_stage_is_lost_not_unable_to_join(monkeypatch, good, error, code):
+    monkeypatch.setattr(trainer_role, "TRAINER_RETRY_S", 0.01)
+    steps: list[object] = []
+    trainer = FlakyTrainer(good)
+    with pytest.raises(error) as raised:
+        trainer_role.train_until_stopped(trainer, steps.append, threading.Event(), patience=0.2)
+    assert len(steps) == good and trainer.calls > 2  # it waited the stage out (retried) before giving up
+    assert raised.value.exit_code == code
+
+
+def test_lost_and_join_errors_map_to_their_exit_codes(monkeypatch, capsys: pytest.CaptureFixture):
+    for error, code, text in [(LostSwarmError("stage 1 gone"), EXIT_LOST, "lost the swarm: stage 1 gone"),
+                              (JoinError("nobody home"), EXIT_JOIN, "cannot join the swarm: nobody home")]:
+
+        def fail(config, events, error=error):
+            raise error
+
+        monkeypatch.setattr(swarm.apps.peer, "run_peer", fail)
+        assert main(["--role", "bootstrap"]) == code
+        assert f"swarm-peer: {text}" in capsys.readouterr().err
+
+
+def test_a_second_ctrl_c_forces_out_with_130_not_0(monkeypatch, capsys: pytest.CaptureFixture):
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stop = swarm.apps.peer._install_stop_handlers()
+        handler = signal.getsignal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGTERM) is handler and signal.getsignal(signal.SIGHUP) is handler
+        handler(signal.SIGTERM, None)  # the first: leave cleanly
+        assert stop.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)  # the second: force
+    finally:
+        for sig, h in saved.items():
+            signal.signal(sig, h)
+
+    def interrupted(config, events):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(swarm.apps.peer, "run_peer", interrupted)
+    assert main(["--role", "bootstrap"]) == EXIT_FORCED == 130
+    assert "forced out" in capsys.readouterr().err

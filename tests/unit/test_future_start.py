@@ -6,6 +6,7 @@ import io
 import threading
 from typing import ClassVar
 
+import torch
 from hivemind.p2p import PeerID
 
 import swarm.apps.stage_peer as sp
@@ -78,7 +79,7 @@ class FakeServer:
 
 class FakeAverager:
     def __init__(self, dht, experiment, stage, module, **kw) -> None:
-        pass
+        self.last_delta, self.last_commitment = torch.zeros(1), None
 
     def load_state_from_peers(self, timeout: float) -> bool:
         return False
@@ -101,7 +102,7 @@ def test_a_stage_peer_waits_for_an_experiment_that_starts_in_the_future(monkeypa
     monkeypatch.setattr(sp, "publish_experiment", lambda dht, record: True)
     FakeServer.announced = []
     record = ExperimentRecord(name="exp", workload="digits", n_stages=2, round_duration=1.0, start_time=T0 + 2.5)
-    config = load_config({"initial_peers": [PEER], "stage": 0, "rebalance": False})
+    config = load_config({"initial_peers": [PEER], "stage": 0, "rebalance": False, "verify": False})
     rounds: list[int] = []
     peer = sp.StagePeer(config, FakeDHT(), record, get_workload("digits"), EventWriter("p", io.StringIO()),
                         hooks=[lambda report: rounds.append(report.round)])  # fmt: skip

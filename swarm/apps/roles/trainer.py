@@ -46,15 +46,20 @@ def run_trainer(config: PeerConfig, dht, record, workload, events: EventWriter, 
     events.emit(Left(reason="stopped" if stop.is_set() else "done", eval_loss=eval_loss))
 
 
-def train_until_stopped(trainer, on_step, step_stop: threading.Event) -> None:
-    """Train until `step_stop`; a stage with no reachable peer for a while (churn, a peer moving) is waited out."""
+def train_until_stopped(trainer, on_step, step_stop: threading.Event, patience: float = TRAINER_PATIENCE_S) -> None:
+    """Train until `step_stop`; a stage with no reachable peer for a while (churn, a peer moving) is waited out.
+
+    After `patience` seconds without a step: JoinError (exit 3) if the trainer never made one, else LostSwarmError
+    (exit 4): it had joined, and the swarm went away.
+    """
+    from swarm.errors import JoinError, LostSwarmError
     from swarm.pipeline.routing import RoutingError
 
-    last_progress = time.monotonic()
+    last_progress, progressed = time.monotonic(), False
 
     def on_step_progress(record) -> None:
-        nonlocal last_progress
-        last_progress = time.monotonic()
+        nonlocal last_progress, progressed
+        last_progress, progressed = time.monotonic(), True
         on_step(record)
 
     while not step_stop.is_set():
@@ -62,7 +67,10 @@ def train_until_stopped(trainer, on_step, step_stop: threading.Event) -> None:
             trainer.run(steps=10**9, on_step=on_step_progress, stop=step_stop)
             return
         except RoutingError as exc:
-            if time.monotonic() - last_progress > TRAINER_PATIENCE_S:
-                raise
+            idle = time.monotonic() - last_progress
+            if idle > patience:
+                if not progressed:
+                    raise JoinError(f"{exc} (no training step in {idle:.0f} s since the trainer started)") from exc
+                raise LostSwarmError(f"{exc} (no training step for {idle:.0f} s after training)") from exc
             logger.warning("%s; retrying in %.0f s", exc, TRAINER_RETRY_S)
             step_stop.wait(TRAINER_RETRY_S)
