@@ -14,12 +14,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from swarm.errors import SwarmError
+
 Role = Literal["bootstrap", "stage", "trainer"]
 WORKLOADS = ("digits", "tinylm")
 
 
-class ConfigError(ValueError):
+class ConfigError(SwarmError, ValueError):
     """The peer's configuration is invalid; the message says which setting and how to fix it."""
+
+    exit_code = 2
 
 
 class PeerConfig(BaseSettings):
@@ -41,7 +45,8 @@ class PeerConfig(BaseSettings):
     round_duration: float = Field(10.0, gt=0, le=3600, description="seconds per averaging round (bootstrap)")
     stage: int | None = Field(None, ge=0, description="serve this stage instead of choosing one")
     lr: float = Field(1e-3, gt=0, description="learning rate of the stage's local optimizer")
-    seed: int = Field(0, ge=0, description="seed of the initial parameters (the same on every peer)")
+    seed: int = Field(0, ge=0, lt=1 << 63, description="bootstrap: seed of the initial parameters, published in the "
+                      "experiment record so every peer starts an empty stage alike; trainer: mixed into its data order")
     compression: Literal["int8", "none"] = Field("int8", description="what averaging puts on the wire")
     batch_size: int = Field(32, ge=1, le=65536, description="trainer: samples per micro-batch")
     concurrency: int = Field(1, ge=1, le=64, description="trainer: micro-batches in flight at once")
@@ -65,6 +70,13 @@ class PeerConfig(BaseSettings):
         "(send random codes), norm (commit and send an update far above the norm bound), stale (replay the previous "
         "round's commitment and data), scale (commit and send -9x the honest update: passes every check; only "
         "--aggregation centered_clip limits it)")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?|mps)$", description="stage: where the stage computes "
+                        "(cpu, cuda, cuda:N, mps)")
+    matchmaking_time: float | None = Field(None, gt=0, le=600, description="stage with --no-verify: seconds "
+                                           "hivemind's matchmaking gathers a group each round (default: 3 s)")
+    identity_path: Path | None = Field(None, description="file holding this peer's libp2p key (created, mode 0600, "
+                                       "on first use), so its /p2p/ address survives restarts (for a bootstrap peer)")
+    prover_workers: int = Field(1, ge=1, le=64, description="paid stage: processes proving in parallel (one core each)")
     wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
     wallet_key: SecretStr | None = Field(None, description="the L2 wallet's private key: env SWARM_WALLET_KEY "
                                          "only, never a flag or a profile")

@@ -139,11 +139,12 @@ class StagePeer:
 
     def _join(self, stage: int, announcements: Announcements) -> None:
         """Build, resync and serve `stage` (the server is started after the resync, so it serves fresh parameters)."""
-        module = self.workload.build_stage(self.experiment.n_stages, stage, seed=self.config.seed)
+        module = self.workload.build_stage(self.experiment.n_stages, stage, seed=self.experiment.seed)
         me = self.dht.peer_id.to_base58()
         serving_now = sum(1 for a in announcements.get(stage, ()) if a.peer_id != me)
         server = self.server or StageServer(
-            self.dht, self.name, self.workload, stage, module, lr=self.config.lr, wallet=self.wallet
+            self.dht, self.name, self.workload, stage, module, lr=self.config.lr, wallet=self.wallet,
+            device=self.config.device,
         )
         averager: StageAverager | VerifiedAverager
         if self.config.verify:
@@ -151,7 +152,8 @@ class StagePeer:
         else:
             with _sigint_kept():  # hivemind's averager start sets SIGINT to SIG_IGN in *our* process too
                 averager = StageAverager(
-                    self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock
+                    self.dht, self.name, stage, module, compression=self.config.compression, lock=server.params_lock,
+                    **({} if self.config.matchmaking_time is None else {"matchmaking_time": self.config.matchmaking_time}),
                 )
         logger.info("stage %d: averager started", stage)
         started = time.monotonic()

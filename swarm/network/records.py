@@ -61,7 +61,8 @@ class StageAnnouncement(BaseModel):
 
 
 class ExperimentRecord(BaseModel):
-    """What every peer of an experiment must agree on: workload, stage count, round clock, chain experiment."""
+    """What every peer of an experiment must agree on: workload, stage count, round clock, chain experiment, and
+    the seed of the initial parameters (so that peers starting an empty stage start it alike)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -71,6 +72,7 @@ class ExperimentRecord(BaseModel):
     round_duration: float = Field(gt=0.0, allow_inf_nan=False, description="seconds per round")
     start_time: float = Field(ge=0.0, allow_inf_nan=False, description="DHT time (unix seconds) of round 0")
     chain_experiment_id: int | None = Field(default=None, ge=0, lt=1 << 64)
+    seed: int = Field(default=0, ge=0, lt=1 << 63, description="seed of every stage's initial parameters")
 
     def to_wire(self) -> dict[str, Any]:
         d = self.model_dump()
@@ -98,6 +100,7 @@ class _ExperimentWire(pv1.BaseModel):
     round_duration: pv1.confloat(strict=True, gt=0.0)
     start_time: pv1.confloat(strict=True, ge=0.0)
     chain_experiment_id: Optional[pv1.conint(strict=True, ge=0, lt=1 << 64)]  # noqa: UP045
+    seed: pv1.conint(strict=True, ge=0, lt=1 << 63)
 
     class Config:
         extra = pv1.Extra.forbid

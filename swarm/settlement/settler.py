@@ -58,6 +58,7 @@ class RoundSettler(StartStop):
         params: CircuitParams = DEFAULT_PARAMS,
         on_event: Callable[[SettlementEvent], None] | None = None,
         publish: Callable[[Contribution, bool], None] | None = None,
+        prover_workers: int = 1,
     ) -> None:
         self.client, self.experiment_id, self.params = client, experiment_id, params
         self.on_event = on_event or (lambda e: None)
@@ -67,7 +68,7 @@ class RoundSettler(StartStop):
         self._answered: set[tuple[int, int, int]] = set()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._prover = BackgroundProver(params)
+        self._prover = BackgroundProver(params, workers=prover_workers)
         self._audit_block = 0
         self.earned = 0
 

@@ -133,3 +133,11 @@ def test_bad_experiment_names_get_a_clear_error():
         _check_name("my run")
     with pytest.raises(RecordError, match="letters, digits"):
         _check_name("x" * 65)
+
+
+def test_the_experiment_record_carries_the_seed_of_the_initial_parameters():
+    record = experiment(seed=7)
+    assert schema_accepts(experiment_key("exp"), record.to_wire())
+    assert ExperimentRecord(**record.to_wire()).seed == 7
+    assert experiment().seed == 0
+    assert not schema_accepts(experiment_key("exp"), experiment().to_wire() | {"seed": -1})

@@ -29,7 +29,7 @@ def run_bootstrap(config: PeerConfig, dht, events: EventWriter, stop: threading.
             start, duration, chain_id = chain_clock(config)
         record = ExperimentRecord(
             name=config.experiment, workload=config.workload, n_stages=config.n_stages,
-            round_duration=duration, start_time=start, chain_experiment_id=chain_id,
+            round_duration=duration, start_time=start, chain_experiment_id=chain_id, seed=config.seed,
         )  # fmt: skip
     if record.round_duration < MIN_SENSIBLE_ROUND_S:
         logger.warning(

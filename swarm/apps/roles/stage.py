@@ -6,67 +6,83 @@ import logging
 from contextlib import ExitStack
 
 from swarm.apps.config import ConfigError, PeerConfig
-from swarm.apps.events import EventWriter, Left
+from swarm.apps.events import EventWriter, Left, Settled
 
 logger = logging.getLogger("swarm.peer")
 
 
-def run_stage(config, dht, record, workload, events: EventWriter, stop, deadline, wallet) -> None:
+def run_stage(config: PeerConfig, dht, record, workload, events: EventWriter, stop, deadline, wallet) -> None:
+    """Serve a stage until `stop` or `deadline`; with a wallet and a chain experiment, also prove and claim."""
     from swarm.apps.stage_peer import StagePeer, load_hook
 
     try:
         hooks = [load_hook(spec) for spec in config.round_hooks]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    with ExitStack() as cleanup:  # settler first, gossip relay after it: stopped in reverse order
-        settler = round_settler(config, record, events, dht, cleanup)
+    check_device(config.device)
+    with ExitStack() as cleanup:
+        settler = paid_stack(config, record, wallet, events, dht, cleanup)
         if settler is not None:
             hooks.append(settler)
-        peer = StagePeer(config, dht, record, workload, events, wallet=wallet, hooks=hooks)
+        address = wallet.address if wallet is not None else None
+        peer = StagePeer(config, dht, record, workload, events, wallet=address, hooks=hooks)
         peer.run(stop, deadline)
     events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
 
 
-def round_settler(config: PeerConfig, record, events: EventWriter, dht, cleanup: ExitStack):
-    """The round hook that proves and contributes each round on-chain, or None when the peer is not paid."""
+def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cleanup: ExitStack):
+    """The round hook that proves, contributes and claims each round on-chain, or None when the peer is not paid.
+
+    The gossip relay is started first and the settler after it, so `cleanup` stops them in reverse order: the
+    settler's last publications still find the relay open.
+    """
     if config.chain_rpc is None or record.chain_experiment_id is None:
         return None
-    if config.wallet_key_file is None and config.wallet_key is None:
+    if wallet is None:
         logger.warning("no wallet: this peer trains but is not paid (give --wallet-key-file to be paid)")
         return None
-    from swarm.apps.events import Settled
     from swarm.chain.client import ChainClient
-    from swarm.chain.wallet import Wallet
     from swarm.settlement.settler import RoundSettler
 
-    wallet = Wallet.from_file(config.wallet_key_file) if config.wallet_key_file else Wallet(config.wallet_key)
     client = ChainClient(config.chain_rpc, wallet, escrow=config.escrow)
 
     def on_event(e) -> None:
         events.emit(Settled(action=e.kind, round=e.round, stage=e.stage, detail=e.detail))
 
     publish = None
-    try:  # contributions and audit answers also go out on GossipSub (swarm/gossip), best effort
+    try:  # contributions and audit answers also go out on GossipSub (swarm/network/gossip), best effort
         from swarm.network.gossip.relay import GossipRelay
 
         relay = cleanup.enter_context(GossipRelay(dht, record.name))
         publish = relay.publish_contribution
     except Exception as exc:  # noqa: BLE001 -- gossip is optional; settlement works without it
         logger.warning("gossip unavailable, contributions go on-chain only: %s", exc)
-    settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event,
-                           publish=lambda c, audit: publish and publish(c, audit=audit))
+    settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,
+                           publish=lambda c, audit: publish and publish(c, audit=audit))  # fmt: skip
     return cleanup.enter_context(settler)
 
 
-def wallet_address(config: PeerConfig) -> str | None:
-    """The L2 address of the wallet (its key stays in this process, never logged); None without a wallet."""
+def load_wallet(config: PeerConfig):
+    """The peer's L2 `Wallet` (its key stays in this process, never logged), or None without one."""
     if config.wallet_key_file is None and config.wallet_key is None:
         return None
     from swarm.chain.wallet import Wallet, WalletError
 
     try:
         if config.wallet_key_file is not None:
-            return Wallet.from_file(config.wallet_key_file).address
-        return Wallet(config.wallet_key).address
+            return Wallet.from_file(config.wallet_key_file)
+        return Wallet(config.wallet_key)
     except WalletError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def check_device(device: str) -> None:
+    """A stage on a GPU that this machine does not have is a setting to fix, not a crash halfway through joining."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no CUDA GPU that torch can use (try --device cpu)")
+    if device.startswith("cuda:") and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: this machine has no Apple GPU that torch can use (try --device cpu)")
