@@ -1,8 +1,15 @@
 """Pipeline throughput: samples/s through S stages served by peer processes on loopback vs one process.
 
 Both sides run the same training loop (`swarm.pipeline.trainer.run_training`) over the same stage modules; the baseline
-calls them in-process, the swarm over hivemind P2P. Also prints each peer's peak RSS (process + DHT + p2pd).
-`--quick` runs in under a minute.
+calls them in-process, the swarm over hivemind P2P. In one run it measures:
+- codecs for activations/gradients: bytes, encode/decode time, error (what `wire.py`'s "int8" was chosen by);
+- one process with 1 torch thread (before and after the swarm, mean) and with all cores;
+- the swarm (one process per stage peer, 1 torch thread each) with and without int8 activations, with and without
+  kept activations (stateless backward = the stage input sent again and a second forward), several micro-batches
+  in flight; bytes per micro-batch; a per-micro-batch time breakdown (compute, queue, codecs, transport, idle);
+- with `--widths`: the square-cube law, the swarm/one-process ratio and the communication share at several widths;
+- with `--loss-steps`: the training loss of the swarm with and without int8 against one process, same samples.
+`--quick` runs in under a minute. Also prints each peer's peak RSS (process + DHT + p2pd).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,76 +30,222 @@ from local_swarm import local_swarm
 
 from swarm.models import get_workload
 from swarm.network.dht import create_dht
+from swarm.pipeline import wire
 from swarm.pipeline.baseline import LocalStages
 from swarm.pipeline.trainer import Trainer, run_training
 
 LR = 1e-3
+RESULTS = Path(__file__).with_name("results")
 
 
-def baseline_sps(workload, n_stages: int, batch_size: int, steps: int, warmup: int) -> float:
-    stages = LocalStages(workload, n_stages, lr=LR)
+def baseline(workload, n_stages: int, batch_size: int, steps: int, warmup: int, *, keep: bool = True):
+    stages = LocalStages(workload, n_stages, lr=LR, keep_activations=keep)
     batches = workload.batches(batch_size, seed=0)
     run_training(stages, workload, batches, steps=warmup)
-    return run_training(stages, workload, batches, steps=steps).samples_per_second
+    return run_training(stages, workload, batches, steps=steps)
 
 
-def swarm_sps(workload_name, options, n_stages, batch_size, steps, warmup, concurrencies) -> tuple[dict, list]:
+def swarm_runs(workload_name, options, n_stages, batch_size, steps, warmup, variants) -> tuple[dict, list]:
+    """{(codec, keep, in flight): (report, router stats)} for each variant, all against one local swarm."""
     workload = get_workload(workload_name, **options)
     results = {}
     with local_swarm(workload_name, n_stages, lr=LR, options=options) as swarm:
         dht = create_dht(swarm.initial_peers)
         try:
-            for c in concurrencies:
+            for codec, keep, c in variants:
                 with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
-                             concurrency=c) as trainer:  # fmt: skip
+                             concurrency=c, codec=codec, keep_activations=keep) as trainer:  # fmt: skip
                     trainer.run(warmup)
-                    results[c] = trainer.run(steps).samples_per_second
+                    trainer.router.stats.clear()
+                    report = trainer.run(steps)
+                    results[(codec, keep, c)] = (report, dict(trainer.router.stats))
         finally:
             dht.shutdown()
     return results, swarm.stats
 
 
+def breakdown(report, stats, n_stages: int) -> dict:
+    """Per micro-batch, in ms: wall time, and summed over its calls: compute, queue, codecs, transport; per stage
+    the idle share (1 - compute time / wall time)."""
+    steps = max(len(report.steps), 1)
+    wall = report.seconds / steps
+    total = {k: sum(getattr(s, k) for s in stats.values()) / steps for k in
+             ("seconds", "compute", "queue", "peer_codec", "local_codec", "transport")}  # fmt: skip
+    busy = {s: sum(v.compute for (st, _), v in stats.items() if st == s) / report.seconds for s in range(n_stages)}
+    sent = sum(s.bytes_sent + s.bytes_received for s in stats.values()) / steps
+    comm = (total["transport"] + total["peer_codec"] + total["local_codec"]) / max(total["seconds"], 1e-9)
+    return {"wall": wall, **total, "idle": {s: 1 - b for s, b in busy.items()}, "bytes": sent, "comm_share": comm}
+
+
+def print_breakdown(name: str, b: dict) -> None:
+    ms = {k: 1e3 * b[k] for k in ("wall", "seconds", "compute", "queue", "peer_codec", "local_codec", "transport")}
+    idle = ", ".join(f"stage {s} {100 * v:.0f}%" for s, v in b["idle"].items())
+    print(f"  {name}: {ms['wall']:.1f} ms/micro-batch wall; its calls sum to {ms['seconds']:.1f} ms = compute "
+          f"{ms['compute']:.1f} + queue {ms['queue']:.1f} + codecs {ms['peer_codec']:.1f} (peer) "
+          f"+ transport {ms['transport']:.1f} (p2pd, loopback, framing); trainer codecs {ms['local_codec']:.1f} ms; "
+          f"{b['bytes'] / 2**10:.0f} KiB/micro-batch; idle: {idle}; communication share {100 * b['comm_share']:.0f}%")  # fmt: skip
+
+
+def codec_table(width: int, batch_size: int, block: int) -> None:
+    """Bytes, time and error of each way of sending one activation tensor (1 torch thread)."""
+    x = torch.randn(batch_size, block, width, generator=torch.Generator().manual_seed(0))
+    rows = [("none", lambda t: wire.encode(t), wire.decode), ("int8 (ours)", lambda t: wire.encode(t, "int8"), wire.decode)]
+    from hivemind.compression import deserialize_torch_tensor, serialize_torch_tensor
+    from hivemind.proto import runtime_pb2
+
+    rows.append(("float16 (hivemind)", lambda t: serialize_torch_tensor(t, runtime_pb2.FLOAT16), deserialize_torch_tensor))
+    try:
+        import bitsandbytes.functional as bnb
+
+        rows.append(("bnb blockwise 8-bit", lambda t: bnb.quantize_blockwise(t, blocksize=4096),
+                     lambda q: bnb.dequantize_blockwise(*q)))  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - bitsandbytes is optional here
+        print(f"  (bitsandbytes unavailable: {exc})")
+    print(f"codecs for one {tuple(x.shape)} float32 activation ({x.numel() * 4 / 2**10:.0f} KiB):")
+    for name, enc, dec in rows:
+        try:
+            for _ in range(2):
+                y = dec(enc(x))
+            t0 = time.perf_counter()
+            for _ in range(10):
+                m = enc(x)
+            t1 = time.perf_counter()
+            for _ in range(10):
+                y = dec(m)
+            t2 = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            print(f"  {name:20} failed: {exc!r}"[:160])
+            continue
+        size = m.ByteSize() if hasattr(m, "ByteSize") else m[0].numel() + 4 * m[1].absmax.numel()
+        err = float((y - x).norm() / x.norm())
+        print(f"  {name:20} {size / 2**10:7.0f} KiB ({x.numel() * 4 / size:4.1f}x smaller) encode {1e3 * (t1 - t0) / 10:5.2f} ms "
+              f"decode {1e3 * (t2 - t1) / 10:5.2f} ms  relative error {err:.1e}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="one small configuration, under a minute")
+    parser.add_argument("--quick", action="store_true", help="S=2 at 1x width, fewer steps: under a minute")
     parser.add_argument("--workload", default="tinylm")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (peers and baseline)")
+    parser.add_argument("--stages", type=int, nargs="+", default=None, help="stage counts (default 2 3; quick: 2)")
+    parser.add_argument("--widths", type=int, nargs="*", default=None,
+                        help="tinylm widths for the square-cube table (default 128 256 512; quick: none)")  # fmt: skip
+    parser.add_argument("--loss-steps", type=int, default=None, help="loss comparison length (quick: 0, off)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     all_threads = torch.get_num_threads()
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the stage peers
-    torch.set_num_threads(args.threads)
-
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the stage peers: one core each
+    torch.set_num_threads(1)
+    quick = args.quick
+    stage_counts = args.stages or ([2] if quick else [2, 3])
+    widths = args.widths if args.widths is not None else ([] if quick else [128, 256, 512])
+    loss_steps = args.loss_steps if args.loss_steps is not None else (0 if quick else 300)
+    steps, warmup = (20, 3) if quick else (60, 5)
+    in_flight = [4] if quick else [1, 2, 4]
     options = {"n_layer": 4, "n_embd": 128, "block_size": 64} if args.workload == "tinylm" else {}
-    stage_counts, steps, warmup, concurrencies = ([2], 20, 3, [1, 2]) if args.quick else ([2, 3], 60, 5, [1, 2, 4])
     workload = get_workload(args.workload, **options)
-    print(f"workload {args.workload} {options}, batch {args.batch_size}, {steps} steps per figure, "
-          f"{args.threads} torch thread(s) per process, {os.cpu_count()} cores")
-    print(f"{'stages':>6} {'in flight':>9} {'one process':>12} {'swarm':>10} {'ratio':>6}")
+    print(f"load before: {os.getloadavg()[0]:.1f} (1-min load average), {os.cpu_count()} cores")
+    print(f"workload {args.workload} {options}, micro-batch {args.batch_size}, {steps} steps per figure, "
+          "1 torch thread per stage peer")
+    if args.workload == "tinylm":
+        codec_table(options["n_embd"], args.batch_size, options["block_size"])
     summary = []
     for n_stages in stage_counts:
-        # the machine is shared: measure the baseline before and after the swarm and take the mean
-        before = baseline_sps(workload, n_stages, args.batch_size, steps, warmup)
-        swarm, stats = swarm_sps(args.workload, options, n_stages, args.batch_size, steps, warmup, concurrencies)
-        after = baseline_sps(workload, n_stages, args.batch_size, steps, warmup)
-        base = (before + after) / 2
-        print(f"{n_stages:>6} {'-':>9} {base:>10.1f}/s {'':>10} {'':>6}  (one process: {before:.1f} before, "
-              f"{after:.1f} after the swarm)")  # fmt: skip
-        for c, sps in swarm.items():
-            print(f"{n_stages:>6} {c:>9} {base:>10.1f}/s {sps:>8.1f}/s {sps / base:>6.2f}")
-        best = max(swarm, key=swarm.get)
-        summary.append(f"S={n_stages}: {swarm[best]:.0f} vs {base:.0f} samples/s ({swarm[best] / base:.2f}x, {best} in flight)")
-        for s in sorted(stats, key=lambda s: s["stage"]):
+        variants = [("none", False, 4), ("none", True, 4)] + [("int8", True, c) for c in in_flight]
+        before = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
+        runs, peer_stats = swarm_runs(args.workload, options, n_stages, args.batch_size, steps, warmup, variants)
+        after = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
+        recompute = baseline(workload, n_stages, args.batch_size, steps, warmup, keep=False).samples_per_second
+        torch.set_num_threads(all_threads)
+        wide = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
+        torch.set_num_threads(1)
+        one = (before + after) / 2
+        print(f"\nS={n_stages}: one process, 1 thread: {one:.1f} samples/s ({before:.1f} before, {after:.1f} after the "
+              f"swarm); {all_threads} threads: {wide:.1f}/s; 1 thread, recomputing backward: {recompute:.1f}/s")  # fmt: skip
+        print(f"{'codec':>6} {'backward':>10} {'in flight':>9} {'samples/s':>10} {'/1 thread':>9} {'/all cores':>10} {'KiB/mb':>7}")
+        for (codec, keep, c), (report, stats) in runs.items():
+            b = breakdown(report, stats, n_stages)
+            sps = report.samples_per_second
+            print(f"{codec:>6} {'kept' if keep else 'resend':>10} {c:>9} {sps:>10.1f} {sps / one:>9.2f} {sps / wide:>10.2f} "
+                  f"{b['bytes'] / 2**10:>7.0f}")  # fmt: skip
+        print("per micro-batch (fp32 resend = the old protocol; int8 kept = the default):")
+        for key in [("none", False, 4), ("none", True, 4), ("int8", True, max(in_flight))]:
+            print_breakdown(f"{key[0]} {'kept' if key[1] else 'resend'} x{key[2]}", breakdown(*runs[key], n_stages))
+        best = max(runs, key=lambda k: runs[k][0].samples_per_second)
+        sps = runs[best][0].samples_per_second
+        summary.append(f"S={n_stages}: {sps:.0f} samples/s = {sps / one:.2f}x one 1-thread process, "
+                       f"{sps / wide:.2f}x one {all_threads}-thread process ({best[0]}, {best[2]} in flight)")  # fmt: skip
+        for s in sorted(peer_stats, key=lambda s: s["stage"]):
             print(f"  stage {s['stage']} peer: peak RSS {s['peak_rss_mb']:.0f} MB (python {s['peak_self_rss_mb']:.0f} MB "
-                  f"+ DHT + p2pd), {s['steps']} steps, {s['bytes_received'] / 2**20:.1f} MiB in")  # fmt: skip
-    torch.set_num_threads(all_threads)
-    wide = baseline_sps(workload, stage_counts[-1], args.batch_size, steps, warmup)
-    print(f"  for reference: one process with all {all_threads} torch threads: {wide:.1f}/s")
+                  f"+ DHT + p2pd), {s['steps']} steps")  # fmt: skip
+    if widths:
+        summary.append(square_cube(args.batch_size, widths, steps, warmup))
+    if loss_steps:
+        summary.append(loss_effect(args.batch_size, loss_steps))
     trainer_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  trainer process (also ran the baseline): peak RSS {trainer_mb:.0f} MB")
-    peak = max(s["peak_rss_mb"] for s in stats) if stats else float("nan")
-    print(f"pipeline: {'; '.join(summary)}; peak stage-peer RSS {peak:.0f} MB")
+    print(f"  trainer process (also ran the baselines): peak RSS {trainer_mb:.0f} MB")
+    print(f"load after: {os.getloadavg()[0]:.1f}")
+    print(f"pipeline: {'; '.join(summary)}")
+
+
+def square_cube(batch_size: int, widths: list[int], steps: int, warmup: int) -> str:
+    """S=2 tinylm at several widths (same depth): swarm/one-process ratio and communication share."""
+    print(f"\nsquare-cube: tinylm, 4 layers, S=2, int8 kept, 4 in flight; widths {widths}")
+    print(f"{'width':>6} {'one proc/s':>10} {'swarm/s':>8} {'ratio':>6} {'compute ms':>10} {'comm ms':>8} {'comm share':>10}")
+    rows = []
+    for width in widths:
+        options = {"n_layer": 4, "n_embd": width, "block_size": 64}
+        workload = get_workload("tinylm", **options)
+        n = max(6, steps * 128 // width)
+        one = baseline(workload, 2, batch_size, n, warmup).samples_per_second
+        runs, _ = swarm_runs("tinylm", options, 2, batch_size, n, warmup, [("int8", True, 4)])
+        report, stats = runs[("int8", True, 4)]
+        b = breakdown(report, stats, 2)
+        comm_ms = 1e3 * (b["transport"] + b["peer_codec"] + b["local_codec"])
+        ratio = report.samples_per_second / one
+        rows.append((width, ratio, b["comm_share"]))
+        print(f"{width:>6} {one:>10.1f} {report.samples_per_second:>8.1f} {ratio:>6.2f} {1e3 * b['compute']:>10.1f} "
+              f"{comm_ms:>8.1f} {100 * b['comm_share']:>9.0f}%")  # fmt: skip
+    plot_square_cube(rows)
+    return "square-cube " + ", ".join(f"{w}: {r:.2f}x ({100 * c:.0f}% comm)" for w, r, c in rows)
+
+
+def plot_square_cube(rows) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    w = [r[0] for r in rows]
+    ax.plot(w, [r[1] for r in rows], "o-", label="swarm / one process (samples/s)")
+    ax.plot(w, [r[2] for r in rows], "s--", label="communication share of call time")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(w, [str(x) for x in w])
+    ax.set_xlabel("tinylm width (n_embd), 4 layers, S=2")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "square_cube.png", dpi=120)
+    print(f"  plot: {RESULTS / 'square_cube.png'}")
+
+
+def loss_effect(batch_size: int, steps: int) -> str:
+    """Training loss of the swarm (fp32, int8) against one process over the same samples, 2 in flight."""
+    options = {"n_layer": 2, "n_embd": 64, "block_size": 32}
+    workload = get_workload("tinylm", **options)
+    base = baseline(workload, 2, batch_size, steps, 0)
+    runs = {}
+    for codec in ("none", "int8"):
+        r, _ = swarm_runs("tinylm", options, 2, batch_size, steps, 0, [(codec, True, 2)])
+        runs[codec] = r[(codec, True, 2)][0]
+    print(f"\nloss: tinylm {options}, batch {batch_size}, {steps} steps, 2 in flight; final = mean of the last 10%")
+    print(f"  one process: {base.final_loss:.4f}")
+    for codec, r in runs.items():
+        print(f"  swarm {codec}: {r.final_loss:.4f} ({100 * (r.final_loss / base.final_loss - 1):+.1f}%)")
+    return "loss int8 vs fp32 swarm " + f"{100 * (runs['int8'].final_loss / runs['none'].final_loss - 1):+.1f}%"
 
 
 if __name__ == "__main__":

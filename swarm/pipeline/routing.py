@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 
 import hivemind
@@ -61,6 +62,25 @@ _VERDICTS = {
     Status.WRONG_STAGE: Verdict.BAN,  # it serves another stage now; its new record will replace the old one
     Status.ERROR: Verdict.BAN,
 }
+
+
+@dataclass
+class CallStats:
+    """Where the time of one kind of call (stage, forward|backward) went, summed over its successful calls."""
+
+    calls: int = 0
+    seconds: float = 0.0  # from sending the request to having the response (trainer side)
+    queue: float = 0.0  # waiting for the peer's compute thread
+    compute: float = 0.0  # the peer's forward/backward
+    peer_codec: float = 0.0  # the peer decoding the request and encoding the response
+    local_codec: float = 0.0  # this trainer encoding the request and decoding the response
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    @property
+    def transport(self) -> float:
+        """What is left of the round trip: p2pd, loopback/network, protobuf framing, event loops."""
+        return self.seconds - self.queue - self.compute - self.peer_codec
 
 
 def classify(outcome: Status | BaseException) -> Verdict:
@@ -120,6 +140,7 @@ class StageRouter(StartStop):
         self.codec, self.keep_activations = codec, keep_activations
         self.timeout, self.min_timeout, self.max_attempts = timeout, min_timeout, max_attempts
         self._latency: dict[tuple[int, str], float] = {}
+        self.stats: dict[tuple[int, str], CallStats] = {}
         self.refresh_period, self.ban_seconds, self.wait_for_peers = (
             refresh_period,
             ban_seconds,
@@ -212,6 +233,7 @@ class StageRouter(StartStop):
         self._check_stage(stage)
         name = handler_name(self.experiment, stage, kind)
         meta = {"codec": self.codec, **(meta or {})}
+        encode_started = time.perf_counter()
         try:
             full = wire.pack(runtime_pb2.ExpertRequest, tensors, uid=name, codec=self.codec, meta=meta)
             short = (
@@ -221,6 +243,7 @@ class StageRouter(StartStop):
             )
         except wire.WireError as exc:
             raise RequestRejected(f"stage {stage} {kind}: {exc}") from exc
+        encoding = time.perf_counter() - encode_started
         tried: set[str] = set()
         errors: list[str] = []
         deadline = time.monotonic() + self.wait_for_peers
@@ -237,6 +260,8 @@ class StageRouter(StartStop):
             outcome, outputs, detail = self._attempt(peer, name, request, stage, kind, n_out)
             verdict = classify(outcome)
             if verdict is Verdict.ACCEPT:
+                with self._lock:
+                    self.stats[(stage, kind)].local_codec += encoding
                 return outputs, peer
             if verdict is Verdict.REJECT:
                 raise RequestRejected(f"stage {stage} {kind} rejected the input: {detail}")
@@ -267,16 +292,34 @@ class StageRouter(StartStop):
     ) -> tuple[Status | BaseException, list[torch.Tensor], str]:
         """One call to one peer: (the status or the exception, the outputs if OK, a description)."""
         try:
-            response = self._send_counted(peer, name, request, self.call_timeout(stage, kind), (stage, kind))
+            response, seconds = self._send_counted(
+                peer, name, request, self.call_timeout(stage, kind), (stage, kind)
+            )
         except Exception as exc:  # noqa: BLE001 - every transport failure is classified, none is fatal here
             return exc, [], _describe(exc)
         status, detail = wire.response_status(response)
         if status is not Status.OK:
             return status, [], f"{status}: {detail}"
+        decode_started = time.perf_counter()
         try:
-            return status, wire.unpack(response, n_out, f"the response of {name}"), ""
+            outputs = wire.unpack(response, n_out, f"the response of {name}")
         except wire.WireError as exc:
             return exc, [], str(exc)
+        self._count(stage, kind, request, response, seconds, time.perf_counter() - decode_started)
+        return status, outputs, ""
+
+    def _count(self, stage: int, kind: str, request, response, seconds: float, decoding: float) -> None:
+        meta = wire.metadata(response)
+        with self._lock:
+            st = self.stats.setdefault((stage, kind), CallStats())
+            st.calls += 1
+            st.seconds += seconds
+            st.queue += float(meta.get("queue_s", 0.0))
+            st.compute += float(meta.get("compute_s", 0.0))
+            st.peer_codec += float(meta.get("codec_s", 0.0))
+            st.local_codec += decoding
+            st.bytes_sent += request.ByteSize()
+            st.bytes_received += response.ByteSize()
 
     def _pick(self, stage: int, tried: set[str], prefer: str | None) -> str | None:
         candidates = self.peers(stage)
@@ -298,7 +341,7 @@ class StageRouter(StartStop):
 
     def _send_counted(
         self, peer: str, name: str, request: runtime_pb2.ExpertRequest, timeout: float, key: tuple[int, str]
-    ) -> runtime_pb2.ExpertResponse:
+    ) -> tuple[runtime_pb2.ExpertResponse, float]:
         with self._lock:
             self._in_flight[peer] = self._in_flight.get(peer, 0) + 1
         started = time.monotonic()
@@ -314,7 +357,7 @@ class StageRouter(StartStop):
             self.calls += 1
             self.bytes_sent += request.ByteSize()
             self.bytes_received += response.ByteSize()
-        return response
+        return response, seconds
 
     # --- the two points that touch the network (tests may override them) -------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -71,6 +72,7 @@ class StageServer(StartStop):
         self.params_version = 0  # set by the averager: the round whose parameters this peer serves
         self.bytes_received = self.bytes_sent = self.requests = self.errors = 0
         self.answers: dict[Status, int] = dict.fromkeys(Status, 0)  # how requests were answered, by status
+        self.compute_seconds = 0.0  # time spent computing answered requests
         self.in_flight = 0  # requests received and not yet answered (queued or computing): the announced load
         self._client: P2PClient | None = None
         self._compute = ThreadPoolExecutor(1, thread_name_prefix=f"stage{stage}-compute")
@@ -189,14 +191,16 @@ class StageServer(StartStop):
                 )
             if self.in_flight > self.max_queue:
                 return self._status(Status.BUSY, f"{self.in_flight - 1} requests queued")
+            arrived = time.perf_counter()
             try:
                 meta = wire.metadata(request)
                 tensors = wire.unpack(request, None, f"a {kind} request")
                 call = self._parse(kind, tensors, meta)
             except (wire.WireError, InvalidInput) as exc:
                 return self._status(Status.REJECTED, str(exc))
+            submitted = time.perf_counter()
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(
+                outputs, started, ended = await asyncio.get_running_loop().run_in_executor(
                     self._compute, self._compute_for, stage, *call
                 )
             except InvalidInput as exc:
@@ -214,13 +218,17 @@ class StageServer(StartStop):
                 )
             try:
                 response = wire.pack(
-                    runtime_pb2.ExpertResponse,
-                    outputs,
-                    codec=str(meta.get("codec", "none")),
-                    meta={"status": str(Status.OK)},
+                    runtime_pb2.ExpertResponse, outputs, codec=str(meta.get("codec", "none"))
                 )
             except wire.WireError as exc:
                 return self._status(Status.ERROR, str(exc))
+            timing = {
+                "queue_s": started - submitted,
+                "compute_s": ended - started,
+                "codec_s": (submitted - arrived) + (time.perf_counter() - ended),  # decode + encode
+            }
+            response.metadata = wire.msgpack.packb({"status": str(Status.OK), **timing})
+            self.compute_seconds += timing["compute_s"]
             self.answers[Status.OK] += 1
             self.bytes_sent += response.ByteSize()
             return response
@@ -242,12 +250,16 @@ class StageServer(StartStop):
             )
         return self.worker.backward, tensors, {"key": mb}
 
-    def _compute_for(self, stage: int, fn, args: list, kwargs: dict) -> list[torch.Tensor]:
+    def _compute_for(
+        self, stage: int, fn, args: list, kwargs: dict
+    ) -> tuple[list[torch.Tensor], float, float]:
+        """(outputs, start, end) of the compute on this thread (times from `time.perf_counter`)."""
+        started = time.perf_counter()
         with self.params_lock:
             if self.stage != stage:
                 raise _StageSwitched
             out = fn(*args, **kwargs)
-        return [] if out is None else [out]
+        return ([] if out is None else [out]), started, time.perf_counter()
 
     def _status(self, status: Status, detail: str) -> runtime_pb2.ExpertResponse:
         self.errors += 1

@@ -4,7 +4,8 @@ Messages are hivemind's protobuf `ExpertRequest`/`ExpertResponse`. Their `metada
 - request: `{"mb": key, "keep": bool, "codec": name}`: `mb` names the micro-batch (a stage keeps the activations of
   a forward sent with `keep` under that key, so the backward need not carry the input again); `codec` is what the
   response's floating tensors should be encoded with.
-- response: `{"status": Status, "detail": str}`. A handler never raises for a request it could read: it answers
+- response: `{"status": Status, "detail": str}`; an OK response also says how long the request waited for the
+  stage's compute thread, computed, and spent in decoding/encoding on the peer (`queue_s`, `compute_s`, `codec_s`). A handler never raises for a request it could read: it answers
   with a status, and the router classifies the status (`swarm.pipeline.routing.classify`).
 
 Codecs for floating tensors: "none" (float32 as is) and "int8" (blockwise absmax 8-bit: blocks of `INT8_BLOCK`

@@ -196,7 +196,7 @@ def test_a_peer_that_stops_answering_costs_a_short_timeout_once_latency_is_known
     router.timeouts.clear()
     for _ in range(6):
         router.forward(1, h)
-    assert router.timeouts and max(router.timeouts) == 2.0  # local calls take ms: the floor applies
+    assert router.timeouts and 2.0 <= min(router.timeouts) and max(router.timeouts) < 30.0  # floor, not the full
     assert router.call_timeout(1, "backward") == 30.0  # backward of stage 1 never measured
 
 
