@@ -167,3 +167,13 @@ def test_monitor_in_plain_mode_writes_lines_keeps_the_file_and_removes_it_with_a
     assert "round 3 stage 0: averaged with 1 other peer(s), 2.0 KiB in 0.5 s" in text
     assert "swarm-peer summary: stage peer 12D3KooWx" in text and "rounds averaged: 1" in text
     assert "\x1b[" not in text  # plain lines: no terminal control codes
+
+
+def test_a_verified_round_that_left_this_peer_out_is_a_warning():
+    s = paid_stage_peer()
+    e = rnd(8, 3)
+    e.verified, e.parts_checked, e.dropped = True, 4, {"12D3KooWpeer": "replayed an earlier commitment", "Qmo": "x"}
+    s.apply(e)
+    assert (s.verified_rounds, s.parts_checked, s.dropped_others) == (1, 4, 1)
+    (w,) = [w for w in s.warnings() if w.key == "dropped"]
+    assert "round 8: replayed an earlier commitment" in w.what and "clock" in w.fix

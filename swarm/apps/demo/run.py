@@ -179,7 +179,7 @@ def _run_swarm(config: DemoConfig, console: Console, run_dir: Path, economy: Dem
         try:
             with console.status("starting the swarm (bootstrap, stage peers, trainers)..."):
                 swarm.start()
-            console.print("\n".join(join_lines(swarm.bootstrap_maddrs, swarm.experiment)))
+            console.print("\n".join(join_lines(swarm.bootstrap_maddrs, swarm.experiment)), soft_wrap=True)
             trained_from = time.monotonic()
             with Live(render(swarm.view), console=console, refresh_per_second=4, transient=False) as live:
                 limit = trained_from + config.duration + START_TIMEOUT_S

@@ -130,7 +130,9 @@ class PeerMonitor:
         from swarm.network.dht import visible_multiaddrs
 
         self._config = config
-        self._wallet = getattr(wallet, "address", wallet)  # a Wallet or its address; its key is never kept here
+        self._wallet = getattr(
+            wallet, "address", wallet
+        )  # a Wallet or its address; its key is never kept here
         with self._lock:
             s = self.state
             s.role, s.peer_id, s.stage_pinned = config.role, dht.peer_id.to_base58(), config.stage is not None

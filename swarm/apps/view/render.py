@@ -74,6 +74,10 @@ def facts(state: PeerState) -> list[tuple[str, str]]:
         rows.append(("peers of stage", f"{peers} announce it; averaging groups of the last rounds: {groups}"))
         rows.append(("rounds averaged", f"{s.rounds}" + (f" (last: round {s.last_round})" if s.rounds else "")
                      + f", {human_bytes(s.bytes_averaged)} averaged"))  # fmt: skip
+        if s.verified_rounds:
+            checks = (f"{s.verified_rounds} verified rounds, {s.parts_checked} parts of others checked, "
+                      f"{s.dropped_others} updates dropped, {s.accusations} accusations sent")  # fmt: skip
+            rows.append(("checks", checks))
         rows.append(("served", f"{s.requests} forward/backward requests ({s.requests_per_second:.1f}/s)"))
     if s.role == "trainer" or s.steps:
         loss = s.recent_loss

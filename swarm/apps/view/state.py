@@ -68,6 +68,11 @@ class PeerState(BaseModel):
     requests: int = 0  # forward/backward calls served
     requests_per_second: float = 0.0
     updated_round_at: float = 0.0  # event time of the last round
+    verified_rounds: int = 0  # rounds whose parts were checked against their commitments
+    parts_checked: int = 0
+    accusations: int = 0
+    dropped_others: int = 0  # peers the honest peers left out of a round, over all rounds
+    dropped_self: str = ""  # "round R: why", when the other peers left this peer's update out
     # trainers
     steps: int = 0
     samples: int = 0
@@ -150,9 +155,14 @@ class PeerState(BaseModel):
         self.last_round, self.stage, self.requests = e.round, e.stage, e.requests
         self.group_sizes = [*self.group_sizes[-(RECENT - 1) :], e.group_size]
         self.bytes_averaged += e.bytes_sent + e.bytes_received
-        self.status = f"averaged round {e.round} with {e.group_size - 1} other peer(s)" if e.group_size > 1 else (
-            f"round {e.round}: alone in stage {e.stage}"
-        )  # fmt: skip
+        self.status = f"averaging, group of {e.group_size}" if e.group_size > 1 else "alone in its stage"
+        if e.verified:
+            self.verified_rounds += 1
+            self.parts_checked += e.parts_checked
+            self.accusations += e.accusations
+            self.dropped_others += sum(1 for p in e.dropped if p != self.peer_id)
+            if self.peer_id and self.peer_id in e.dropped:
+                self.dropped_self = f"round {e.round}: {e.dropped[self.peer_id]}"
 
     def _settled(self, e: Settled) -> None:
         if e.action == "contributed":
@@ -242,6 +252,15 @@ class PeerState(BaseModel):
                     f"{ALONE_ROUNDS} rounds{others}",
                     fix="nothing to do while the swarm is small (its updates still train the model); "
                     "if others serve this stage, check that this machine is reachable",
+                )
+            )
+        if self.dropped_self:
+            out.append(
+                Advice(
+                    key="dropped",
+                    what=f"the other peers of the stage left this peer's update out ({self.dropped_self})",
+                    fix="check that this machine's clock is synchronised and that it runs the swarm's version; "
+                    "the log says more",
                 )
             )
         if self.paid and self.last_round is not None:
