@@ -106,6 +106,7 @@ class ChildProcess:
         name: str,
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
+        stdin: int | IO | None = subprocess.DEVNULL,
         stdout: int | IO | None = subprocess.DEVNULL,
         stderr: int | IO | None = None,
         on_line: Callable[[str], None] | None = None,
@@ -113,10 +114,13 @@ class ChildProcess:
         interrupt_signal: int = signal.SIGINT,
     ) -> None:
         """`on_line`, if given, gets each line the child writes on stdout (read by a thread of ours);
-        `death_signal` is what the child gets when we die (None: nothing); `interrupt_signal` asks it to leave."""
+        `death_signal` is what the child gets when we die (None: nothing); `interrupt_signal` asks it to leave.
+        With `stdin`/`stdout` = subprocess.PIPE the binary pipes are `child.stdin`/`child.stdout` (e.g. for an
+        asyncio reader: `loop.connect_read_pipe`)."""
         self.argv, self.name = list(argv), name
         self._env = None if env is None else dict(env)
         self._cwd = cwd
+        self._stdin = stdin
         self._stdout = subprocess.PIPE if on_line is not None else stdout
         self._stderr = stderr
         self._on_line = on_line
@@ -139,6 +143,16 @@ class ChildProcess:
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 
+    @property
+    def stdin(self) -> IO | None:
+        """The child's stdin pipe (with stdin=subprocess.PIPE), else None."""
+        return None if self._proc is None else self._proc.stdin
+
+    @property
+    def stdout(self) -> IO | None:
+        """The child's stdout pipe (with stdout=subprocess.PIPE and no `on_line`), else None."""
+        return None if self._proc is None or self._on_line is not None else self._proc.stdout
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -155,7 +169,7 @@ class ChildProcess:
             held = _hold_stop_signals()
             try:
                 self._proc = subprocess.Popen(
-                    self.argv, env=self._env, cwd=self._cwd, stdin=subprocess.DEVNULL,
+                    self.argv, env=self._env, cwd=self._cwd, stdin=self._stdin,
                     stdout=self._stdout, stderr=self._stderr, start_new_session=True,
                     preexec_fn=self._preexec(),  # noqa: PLW1509 (PDEATHSIG needs it; it only calls prctl)
                     text=self._on_line is not None, bufsize=1 if self._on_line is not None else -1,
@@ -184,7 +198,6 @@ class ChildProcess:
                 death()
 
         return _child
-
 
     def _read_lines(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None and self._on_line is not None
@@ -227,7 +240,7 @@ class ChildProcess:
         assert self._proc is not None
         if not self._gone():
             logger.error("%s (pgid %d) did not stop even after SIGKILL", self.name, self._proc.pid)
-        for stream in (self._proc.stdout, self._proc.stderr):
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()

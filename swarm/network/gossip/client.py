@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from typing import Self
 
+from runtime.procs import ChildProcess
 from swarm.network.gossip.framing import HEADER_SIZE, FrameError, decode_body, encode_frame, frame_length
 from swarm.network.gossip.messages import GossipMessage, topic_for
 
@@ -26,7 +28,9 @@ class GossipSidecar:
         self.port, self.start_timeout, self.request_timeout = port, start_timeout, request_timeout
         self.peer_id: str | None = None
         self.addrs: list[str] = []
-        self._proc: asyncio.subprocess.Process | None = None
+        self._child: ChildProcess | None = None
+        self._out: asyncio.StreamReader | None = None  # the sidecar's stdout: event frames
+        self._in: asyncio.StreamWriter | None = None  # its stdin: command frames; closing it stops the sidecar
         self._reader_task: asyncio.Task | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
@@ -35,13 +39,19 @@ class GossipSidecar:
         self.dropped = 0  # malformed messages received and dropped
 
     async def start(self) -> Self:
-        from runtime.procs import die_with_parent  # the one place that knows how children die with us
-
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "swarm.network.gossip.sidecar", "--port", str(self.port),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
-            preexec_fn=die_with_parent(), limit=2**24,
+        """Start the sidecar in its own session (a terminal's Ctrl-C reaches only the peer, which stops it) and
+        wait until it listens; it gets SIGKILL if the thread that started it dies."""
+        self._child = ChildProcess(
+            [sys.executable, "-m", "swarm.network.gossip.sidecar", "--port", str(self.port)],
+            name="gossip-sidecar", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+        ).start()
+        loop = asyncio.get_running_loop()
+        self._out = asyncio.StreamReader(limit=2**24, loop=loop)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._out, loop=loop), self._child.stdout)
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop), self._child.stdin
         )
+        self._in = asyncio.StreamWriter(transport, protocol, None, loop)
         self._ready = asyncio.get_running_loop().create_future()
         self._reader_task = asyncio.create_task(self._read_loop())
         try:
@@ -59,14 +69,14 @@ class GossipSidecar:
         await self.shutdown()
 
     async def _request(self, op: str, **fields) -> dict:
-        if self._proc is None or self._proc.returncode is not None or self._proc.stdin is None:
+        if self._child is None or not self._child.alive or self._in is None:
             raise GossipError("gossip sidecar is not running")
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._proc.stdin.write(encode_frame({"op": op, "id": rid, **fields}))
         try:
-            await self._proc.stdin.drain()
+            self._in.write(encode_frame({"op": op, "id": rid, **fields}))
+            await self._in.drain()
             return await asyncio.wait_for(fut, self.request_timeout)
         except TimeoutError as exc:
             raise GossipError(f"gossip sidecar did not answer {op!r} in {self.request_timeout:.0f} s") from exc
@@ -93,8 +103,8 @@ class GossipSidecar:
             yield await self._inbox.get()
 
     async def _read_loop(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        out = self._proc.stdout
+        assert self._out is not None
+        out = self._out
         try:
             while True:
                 header = await out.readexactly(HEADER_SIZE)
@@ -134,15 +144,14 @@ class GossipSidecar:
                     fut.set_result(event)
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            try:
-                if proc.stdin is not None:
-                    proc.stdin.close()  # the sidecar exits when its stdin closes
-                await asyncio.wait_for(proc.wait(), timeout)
-            except (TimeoutError, ProcessLookupError, BrokenPipeError):
-                proc.kill()
-                await proc.wait()
+        """Close the sidecar's stdin (it exits by itself), wait up to `timeout` s, then end its whole group."""
+        child, writer, self._child, self._in = self._child, self._in, None, None
+        if writer is not None:
+            writer.close()  # the sidecar exits when its stdin closes
+        if child is not None and await asyncio.to_thread(child.wait, timeout) is None:
+            logger.warning("gossip sidecar did not exit %.0f s after its pipe closed; killing it", timeout)
         if self._reader_task is not None:
             self._reader_task.cancel()
             await asyncio.gather(self._reader_task, return_exceptions=True)
+        if child is not None:
+            await asyncio.to_thread(child.stop, 0.0)  # SIGTERM/SIGKILL what is left of its group, close its pipes
