@@ -340,11 +340,6 @@ class _Registry:
 _REGISTRY = _Registry()
 
 
-def live_children() -> list[ChildProcess]:
-    """Children started through this module and not stopped yet."""
-    return _REGISTRY.live()
-
-
 def raise_on_termination_signals() -> None:
     """Turn SIGTERM and SIGHUP into ShutdownRequested in the main thread, so clean-up code runs as on Ctrl-C."""
 
@@ -355,16 +350,23 @@ def raise_on_termination_signals() -> None:
         signal.signal(sig, _raise)
 
 
-def start_watchdog(interval: float = 1.0) -> ChildProcess:
+def start_watchdog(interval: float = 1.0, ready_timeout: float = 30.0) -> ChildProcess:
     """Guard this process's descendants: if we die without cleaning up (SIGKILL, OOM), the watchdog kills them.
 
     Our descendants (hivemind's DHT process and its p2pd, workers) do not die with us by themselves. The watchdog
     polls our descendant pids, and once we are gone it kills the ones it saw, and our process group if we led one.
-    Stop it (`.stop()`) after a clean shutdown.
+    Returns once it has made its first poll (so the descendants we have now are guarded), or raises ProcessError
+    after `ready_timeout` s. Stop it (`.stop()`) after a clean shutdown.
     """
     argv = [sys.executable, "-m", "runtime.procs", "--watch", str(os.getpid()), "--interval", str(interval)]
+    polled = threading.Event()
     # no death signal: outliving us is its job; SIGTERM (not handled there) stops it at once
-    return ChildProcess(argv, name="watchdog", death_signal=None, interrupt_signal=signal.SIGTERM).start()
+    watchdog = ChildProcess(argv, name="watchdog", death_signal=None, interrupt_signal=signal.SIGTERM,
+                            on_line=lambda line: polled.set()).start()  # fmt: skip
+    if not polled.wait(ready_timeout):
+        watchdog.stop()
+        raise ProcessError(f"the watchdog did not start within {ready_timeout:.0f} s")
+    return watchdog
 
 
 def _watch(parent_pid: int, interval: float) -> None:
@@ -380,6 +382,7 @@ def _watch(parent_pid: int, interval: float) -> None:
         return
     leads_group = pgid == parent_pid
     seen: dict[int, float] = {}
+    first = True
     while True:
         try:
             if not parent.is_running() or parent.status() == psutil.STATUS_ZOMBIE:
@@ -390,6 +393,10 @@ def _watch(parent_pid: int, interval: float) -> None:
                         seen[p.pid] = p.create_time()
         except psutil.NoSuchProcess:
             break
+        if first:  # tell start_watchdog() that it is guarding (the only line it ever writes)
+            first = False
+            with contextlib.suppress(OSError):
+                print("watching", flush=True)
         time.sleep(interval)
     for pid, created in seen.items():
         with contextlib.suppress(psutil.Error):
@@ -398,7 +405,7 @@ def _watch(parent_pid: int, interval: float) -> None:
                 p.kill()
     if leads_group:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)  # kills this watchdog too, last
+            os.killpg(pgid, signal.SIGKILL)  # not this watchdog: it leads its own session
 
 
 if __name__ == "__main__":

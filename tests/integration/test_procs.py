@@ -16,6 +16,8 @@ import pytest
 
 from runtime.procs import ChildProcess, ChildSet, ProcessError, group_alive
 
+pytestmark = pytest.mark.integration
+
 PY = sys.executable
 SLEEP = [PY, "-c", "import time; time.sleep(60)"]
 # a child that starts a grandchild (plain Popen, no precautions) and prints its pid, then sleeps
@@ -40,12 +42,17 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def read_pid_line(child: ChildProcess, lines: list[str], timeout: float = 10.0) -> int:
+def wait_for_line(lines: list[str], timeout: float = 30.0) -> str:
+    """The first line a child printed (its readiness signal), waiting up to `timeout` s for it."""
     deadline = time.monotonic() + timeout
-    while not lines and time.monotonic() < deadline:
+    while not lines:
+        assert time.monotonic() < deadline, "the child printed nothing"
         time.sleep(0.02)
-    assert lines, f"{child.name} printed nothing"
-    return int(lines[0])
+    return lines[0]
+
+
+def read_pid_line(child: ChildProcess, lines: list[str], timeout: float = 30.0) -> int:
+    return int(wait_for_line(lines, timeout))
 
 
 def test_child_leads_its_own_process_group_and_stop_kills_the_group():
@@ -60,9 +67,11 @@ def test_child_leads_its_own_process_group_and_stop_kills_the_group():
 
 
 def test_child_that_ignores_sigint_is_terminated():
-    ignore_sigint = [PY, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"]
-    child = ChildProcess(ignore_sigint, name="stubborn").start()
-    time.sleep(0.3)  # let it install the handler
+    src = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('ignoring', flush=True); time.sleep(60)"
+    ignore_sigint = [PY, "-c", src]
+    lines: list[str] = []
+    child = ChildProcess(ignore_sigint, name="stubborn", on_line=lines.append).start()
+    assert wait_for_line(lines) == "ignoring"  # the handler is installed: SIGINT cannot kill it now
     child.stop(interrupt_grace=0.5, terminate_grace=2.0)
     assert child.returncode == -signal.SIGTERM
 
@@ -108,9 +117,8 @@ def test_watchdog_kills_descendants_of_a_killed_owner():
         """
         import subprocess, sys, time
         from runtime.procs import start_watchdog
-        start_watchdog(interval=0.1)
         p = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(60)"])
-        time.sleep(0.5)  # a few watchdog polls
+        start_watchdog(interval=0.1)  # returns after its first poll: it has seen p
         print(p.pid, flush=True)
         time.sleep(60)
         """
@@ -143,9 +151,7 @@ def test_sigterm_runs_cleanup_like_ctrl_c(tmp_path: Path):
     lines: list[str] = []
     child = ChildProcess([PY, "-c", src], name="cleaner", on_line=lines.append, interrupt_signal=signal.SIGTERM)
     with child:
-        deadline = time.monotonic() + 10
-        while not lines and time.monotonic() < deadline:
-            time.sleep(0.02)
+        assert wait_for_line(lines) == "ready"  # the handlers are installed before SIGTERM comes
     assert marker.read_text() == "yes"
 
 
