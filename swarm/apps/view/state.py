@@ -72,7 +72,7 @@ class PeerState(BaseModel):
     parts_checked: int = 0
     accusations: int = 0
     dropped_others: int = 0  # peers the honest peers left out of a round, over all rounds
-    dropped_self: str = ""  # "round R: why", when the other peers left this peer's update out
+    dropped_self: str = ""  # "round R: why", when a verified round left this peer's update out
     # trainers
     steps: int = 0
     samples: int = 0
@@ -258,7 +258,7 @@ class PeerState(BaseModel):
             out.append(
                 Advice(
                     key="dropped",
-                    what=f"the other peers of the stage left this peer's update out ({self.dropped_self})",
+                    what=f"this peer's update was left out of a verified round's average ({self.dropped_self})",
                     fix="check that this machine's clock is synchronised and that it runs the swarm's version; "
                     "the log says more",
                 )
