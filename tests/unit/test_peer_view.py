@@ -52,6 +52,8 @@ def test_stage_peer_state_counts_rounds_proofs_and_says_why_its_stage_was_chosen
     s.apply(Settled(action="contributed", round=6, stage=1))
     s.apply(Settled(action="audit_answered", round=6, stage=1, detail={"chunk": 2}))
     s.apply(Settled(action="claimed", round=6, stage=1, detail={"amount": str(5 * TOKEN)}))
+    s.apply(Settled(action="gave_up", round=7, stage=1, detail={"why": "NormBelowMinimum(normSq=0, minNormSq=1)"}))
+    assert "round 7: NormBelowMinimum" in {w.key: w for w in s.warnings()}["given_up"].what
     assert (s.rounds, s.last_round, s.group_sizes, s.bytes_averaged) == (3, 7, [2, 3, 2], 3 * 2048)
     assert (s.contributions, s.audits_answered, s.proofs_made, s.claimed_by_peer) == (1, 1, 2, 5 * TOKEN)
     assert "limited the pipeline" in s.stage_reason

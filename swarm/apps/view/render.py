@@ -171,6 +171,8 @@ def event_line(state: PeerState, event: PeerEvent) -> str | None:
                 return f"round {event.round}: audit answered with a proof (chunk {event.detail.get('chunk')})"
             if event.action == "claimed":
                 return f"round {event.round}: claimed {amount(int(event.detail.get('amount', 0)))}"
+            if event.action == "gave_up":
+                return f"round {event.round}: given up, earns nothing: {event.detail.get('why', '')}"
             if event.action == "failed":
                 return f"round {event.round}: settlement step failed: {state.last_failure}"
             return None
@@ -227,7 +229,9 @@ def summary_lines(state: PeerState, claim_command: str | None = None) -> list[st
     if s.paid or s.contributions:
         lines.append(
             f"  proofs: {s.contributions} contributions and {s.audits_answered} audit answers verified "
-            f"on-chain" + (f"; {s.settle_failures} settlement steps failed" if s.settle_failures else "")
+            f"on-chain"
+            + (f"; {s.settle_failures} settlement steps failed" if s.settle_failures else "")
+            + (f"; {s.rounds_given_up} rounds given up" if s.rounds_given_up else "")
         )
     if s.chain is not None:
         lines.append(f"  rewards (as the chain says): {money_text(s.earnings)}")

@@ -87,6 +87,10 @@ class PeerState(BaseModel):
     audits_answered: int = 0  # audit proofs made and verified on-chain
     last_contributed_round: int | None = None
     settle_failures: int = 0
+    rounds_given_up: int = (
+        0  # rounds the settler gave up (window closed, contract refused): they earn nothing
+    )
+    last_given_up: str = ""
     last_failure: str = ""
     claimed_by_peer: int = (
         0  # base units the peer's own claims received (the chain's figure is `earnings.claimed`)
@@ -172,6 +176,9 @@ class PeerState(BaseModel):
             self.audits_answered += 1
         elif e.action == "claimed":
             self.claimed_by_peer += int(e.detail.get("amount", 0))
+        elif e.action == "gave_up":
+            self.rounds_given_up += 1
+            self.last_given_up = f"round {e.round}: {e.detail.get('why', '')}"[:300]
         elif e.action == "failed":
             self.settle_failures += 1
             self.last_failure = f"{e.detail.get('step', '?')}: {e.detail.get('error', '')}"[:300]
@@ -282,6 +289,17 @@ class PeerState(BaseModel):
                     what=f"cannot read the L2: {self.chain_error}"[:200],
                     fix="check --chain-rpc and your network; what you earned stays on-chain and "
                     "`swarm-peer claim` collects it later",
+                )
+            )
+        if self.rounds_given_up:
+            out.append(
+                Advice(
+                    key="given_up",
+                    what=f"{self.rounds_given_up} round(s) given up, they earn nothing; last: {self.last_given_up}"[
+                        :240
+                    ],
+                    fix="a closed submission window means proving is too slow here (see proofs behind); a contract "
+                    "refusal names its reason: the peer's log has the details",
                 )
             )
         if self.settle_failures and self.last_failure:
