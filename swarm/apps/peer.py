@@ -176,11 +176,11 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
         watchdog = start_watchdog()  # kills our DHT process and p2pd if we are killed without cleaning up
         cleanup.callback(watchdog.stop)
         t0 = time.monotonic()
-        dht = _start_dht(config, stop)
+        dht, reach = _reachability().join_swarm(_dht_starter(config), stop, config.role, config.initial_peers,
+                                                log=logger)  # fmt: skip
         if dht is None:
             return EXIT_OK  # Ctrl-C while retrying to reach the swarm
         cleanup.callback(dht.shutdown)
-        reach = _reachability().report_reachability(dht, config.role, config.initial_peers)
         view_of(events).joined(dht, config, reach, wallet)
         peer_id = dht.peer_id.to_base58()
         logger.info("on the DHT as %s (%.1f s)", peer_id, time.monotonic() - t0)
@@ -200,17 +200,19 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
     return EXIT_OK
 
 
-def _start_dht(config: PeerConfig, stop: threading.Event):
-    """Start our DHT. Its process ignores SIGINT (hivemind sets that first thing, before p2pd starts), so a
-    terminal's Ctrl-C reaches only us, and we stop the DHT ourselves. While no initial peer answers, retry with
-    backoff until Ctrl-C (None then). A trainer is a DHT client: it only connects out, so it works behind a NAT."""
+def _dht_starter(config: PeerConfig):
+    """How to start our DHT (`join_swarm` retries it, checks reachability, and behind a NAT restarts it relayed).
+    Its process ignores SIGINT (hivemind sets that first thing, before p2pd starts), so a terminal's Ctrl-C reaches
+    only us, and we stop the DHT ourselves. A trainer is a DHT client: it only connects out, so it works behind a
+    NAT."""
     from swarm.network.dht import create_dht
 
-    def start():
+    def start(**options):
+        options = {"client_mode": config.role == "trainer", **options}
         return create_dht(config.initial_peers, host=config.host, port=config.port,
-                          client_mode=config.role == "trainer", identity_path=config.identity_path)  # fmt: skip
+                          identity_path=config.identity_path, **options)  # fmt: skip
 
-    return _reachability().start_with_retry(start, stop, log=logger)
+    return start
 
 
 def _reachability():

@@ -240,3 +240,46 @@ def start_with_retry(
             stop.wait(wait)
             wait = min(wait * 2, most)
     return None
+
+
+# ---------------------------------------------------------------------------------------------- joining
+
+
+def join_swarm(
+    start: Callable[..., T], stop: threading.Event, role: str, initial_peers: Sequence[str], *,
+    relay: bool = True, log: logging.Logger = logger,
+) -> tuple[T | None, Reachability]:  # fmt: skip
+    """Start the DHT (`start(**options)`, retried while no initial peer answers), check reachability, and behind a
+    NAT serve a stage through a relay: the DHT is restarted with a reservation on the initial peer that answered.
+
+    Returns (dht, reachability), or (None, ...) when stopped first. A bootstrap peer starts as a relay (it is
+    reachable by definition); every peer dials relayed peers it finds on the DHT (swarm.network.relay).
+    """
+    from swarm.network import relay as relaying
+
+    options = relaying.relay_service_options() if role == "bootstrap" else {}
+    dht = start_with_retry(lambda: start(**options), stop, log=log)
+    if dht is None:
+        return None, Reachability("unknown", detail="stopped")
+    try:
+        result = report_reachability(dht, role, initial_peers)
+        if relay and role == "stage" and result.status == "private":
+            relays = [p for p in initial_peers if p.endswith(f"/p2p/{result.checker}")] or list(initial_peers)
+            log.warning(
+                "serving through a relay: restarting the DHT with a relay reservation on %s", relays[0]
+            )
+            dht.shutdown()
+            dht = None
+            dht = start_with_retry(lambda: start(**relaying.relayed_options(relays)), stop, log=log)
+            if dht is None:
+                return None, result
+            serve_reachability_checks(dht)
+            relaying.publish_relayed(dht, relays)
+            result = Reachability("private", result.checker, result.dialled, result.seen_as,
+                                  detail=f"relayed through {relays[0]}")  # fmt: skip
+        relaying.start_relay_dialer(dht)
+    except BaseException:
+        if dht is not None:
+            dht.shutdown()
+        raise
+    return dht, result

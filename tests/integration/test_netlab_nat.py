@@ -111,3 +111,33 @@ def test_unreachable_bootstrap_is_retried_with_backoff_until_ctrl_c(netlab, tmp_
     peer.child.interrupt()
     assert peer.child.wait(40) == 0, peer.log()[-2000:]
     peer.stop()
+
+
+@pytest.mark.timeout(480)
+def test_nat_stage_peer_serves_through_the_bootstrap_relay_and_averages(netlab, tmp_path: Path):
+    """A stage peer behind a NAT: found unreachable at join, restarted with a relay reservation on the bootstrap;
+    a public peer of its stage averages with it and a trainer in another home reaches it through the relay."""
+    boot, maddr = start_bootstrap(netlab, tmp_path, n_stages=1, round_s=6.0)
+    pub_host, nat_host, trainer_host = (
+        netlab.add_public("s-pub"),
+        netlab.add_home("s-nat"),
+        netlab.add_home("tr"),
+    )
+    join = ["--join", "--initial-peers", maddr, "--stage", "0"]
+    public = LabPeer(pub_host, "s-pub", [*join, "--host", pub_host.ip], tmp_path)
+    public.wait_event("ready", 120)
+    natted = LabPeer(nat_host, "s-nat", [*join, "--host", nat_host.ip], tmp_path)
+    natted.wait_event("ready", 150)
+    assert "serving through a relay" in natted.log(), natted.log()[-3000:]
+    trainer = LabPeer(trainer_host, "trainer", ["--join", "--role", "trainer", "--initial-peers", maddr, "--host",
+                                                trainer_host.ip, "--batch-size", "16"], tmp_path)  # fmt: skip
+    natted.wait(lambda: any(e["group_size"] >= 2 for e in natted.of("round")), 150, "a round averaged with the "
+                "public stage peer")  # fmt: skip
+    public.wait(
+        lambda: any(e["group_size"] >= 2 for e in public.of("round")), 60, "the same on the public side"
+    )
+    natted.wait(lambda: any(e.get("requests", 0) > 0 for e in natted.of("round")), 120, "requests served to the "
+                "trainer through the relay")  # fmt: skip
+    assert len(trainer.of("step")) > 0
+    for peer in (trainer, natted, public, boot):
+        peer.stop()
