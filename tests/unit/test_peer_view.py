@@ -76,6 +76,12 @@ def test_warnings_say_what_is_wrong_and_what_to_do():
     assert "swarm-peer claim" in keys["rpc_down"].fix
     s.addresses = ["/ip4/192.168.1.20/tcp/4001/p2p/x"]
     assert "forward TCP port 4001" in {w.key: w for w in s.warnings()}["unreachable"].fix
+    s.dialback, s.dialback_seen_as = "private", "81.2.69.160"
+    assert "could not connect back (your connections come from 81.2.69.160)" in {
+        w.key: w for w in s.warnings()}["unreachable"].what  # fmt: skip
+    s.dialback = "public"
+    assert s.reach.startswith("public") and "unreachable" not in {w.key for w in s.warnings()}
+    s.dialback = ""
     s.apply(rnd(16, 3))
     s.apply(Settled(action="contributed", round=16, stage=1))
     s.chain_error, s.earnings = "", earnings()

@@ -152,7 +152,7 @@ class PeerState(BaseModel):
 
     def _round(self, e: RoundDone) -> None:
         elapsed = e.time - self.updated_round_at if self.updated_round_at else 0.0
-        if elapsed > 0 and e.requests >= self.requests:
+        if elapsed >= 1.0 and e.requests >= self.requests:  # a rate over at least a second
             self.requests_per_second = (e.requests - self.requests) / elapsed
         self.updated_round_at = e.time
         self.rounds += 1
@@ -237,12 +237,20 @@ class PeerState(BaseModel):
             )
         elif self.role in ("stage", "bootstrap") and (reach == "local network" or reach.startswith("behind")):
             port = _port_of(self.addresses)
+            if self.dialback == "private":
+                seen = (
+                    f" (your connections come from {self.dialback_seen_as})" if self.dialback_seen_as else ""
+                )
+                why = f"a peer of the swarm could not connect back{seen}"
+            else:
+                why = "it has only private addresses"
             out.append(
                 Advice(
                     key="unreachable",
-                    what="not reachable from outside: it has only private addresses",
-                    fix=f"forward TCP port {port or '<--port>'} on your router to this machine and "
-                    "restart with --port set to it, or run it on a machine with a public IP",
+                    what=f"not reachable from outside: {why}",
+                    fix=f"forward TCP port {port or '<--port>'} on your router to this machine and restart with "
+                    "--port set to it, or run it on a machine with a public IP, or run this machine as a trainer "
+                    "(--role trainer needs no incoming connections)",
                 )
             )
         alone = self.group_sizes[-ALONE_ROUNDS:]
