@@ -331,11 +331,7 @@ class VerifiedAverager:
 
     def _commit(self, r: int, delta: torch.Tensor) -> tuple[Commitment, list[Part], CommitRecord]:
         """Quantize and commit this round's update once (a cheater's version, with --attack), and sign its parts."""
-        committed = delta
-        if self.attack == "norm":
-            committed = delta * 100.0 * (self.norm_factor or 10.0)  # far above any bound: caught by the norm check
-        elif self.attack == "scale":
-            committed = -0.9 * (self.norm_factor or 10.0) * delta  # within the bound, against the honest direction
+        committed = attacked_update(delta, self.attack, self.norm_factor)
         q = quantize_update(committed, block_size=self.params.block)
         if self.attack == "stale" and self._stale is not None:
             q, commitment = self._stale
@@ -351,17 +347,8 @@ class VerifiedAverager:
         )  # fmt: skip
         parts = make_parts(commitment, self.peer_id, r, self.stage, key, self.part_chunks)
         if self.attack in ("poison", "random"):
-            parts = [self._corrupt(p, key) for p in parts]
+            parts = [corrupt_part(p, key, self.attack) for p in parts]
         return commitment, parts, record
-
-    def _corrupt(self, part: Part, key) -> Part:
-        values = np.frombuffer(part.values, dtype=np.int8).astype(np.int64)
-        if self.attack == "poison":  # the same codes, scales x1000: a x1000 update under an honest root
-            scales = np.frombuffer(part.scales, dtype="<u4").astype(np.uint64) * 1000
-            return part.model_copy(update={"scales": np.minimum(scales, 2**32 - 1).astype("<u4").tobytes()}).signed(key)
-        rng = np.random.default_rng(part.index)
-        noise = rng.integers(-127, 128, size=values.size).astype(np.int8)
-        return part.model_copy(update={"values": noise.tobytes()}).signed(key)
 
     def _admit(self, r: int, records: dict[str, CommitRecord]) -> tuple[list[str], dict[str, str], tuple]:
         """The peers whose records can enter this round (sorted), those refused at once and why, the anchor used."""
@@ -650,6 +637,27 @@ class VerifiedAverager:
         self._announce()
         logger.info("stage %d: downloaded the anchor of round %d from a peer", self.stage, self.anchor_round)
         return True
+
+
+def attacked_update(delta: torch.Tensor, attack: Attack | None, norm_factor: float | None) -> torch.Tensor:
+    """The update a cheater commits: "norm" far above any bound, "scale" against the honest direction within it."""
+    factor = norm_factor or DEFAULT_NORM_FACTOR
+    if attack == "norm":
+        return delta * 100.0 * factor  # caught by the norm check, from the record alone
+    if attack == "scale":
+        return -0.9 * factor * delta  # well-formed and within the bound: only robust aggregation limits it
+    return delta
+
+
+def corrupt_part(part: Part, key, attack: Attack | None) -> Part:
+    """The part a cheater sends instead of the committed one ("poison": scales x1000; "random": random codes)."""
+    if attack == "poison":  # the same codes, scales x1000: a x1000 update under an honest root
+        scales = np.frombuffer(part.scales, dtype="<u4").astype(np.uint64) * 1000
+        return part.model_copy(update={"scales": np.minimum(scales, 2**32 - 1).astype("<u4").tobytes()}).signed(key)
+    if attack == "random":
+        noise = np.random.default_rng(part.index).integers(-127, 128, size=len(part.values)).astype(np.int8)
+        return part.model_copy(update={"values": noise.tobytes()}).signed(key)
+    return part
 
 
 def _sleep_until(t: float) -> None:
