@@ -1,8 +1,10 @@
 """Background proving: a peer hands the last round's commitment over and keeps training while it is proved.
 
 Each of `workers` threads owns one ZoKrates worker (started from that thread, so PR_SET_PDEATHSIG follows
-it; one WASM prover uses one core) and takes chunk proofs from a shared queue; a job's result is a
-`concurrent.futures.Future` (awaitable with `prove_async`) that resolves when all its chunks are proved.
+it) and takes chunk proofs from a shared queue; a job's result is a `concurrent.futures.Future` (awaitable
+with `prove_async`) that resolves when all its chunks are proved. With `backend="groth16py"` the worker only
+computes witnesses and each thread proves natively in-process (GIL released; the proving key is loaded once
+and shared), ~5x fewer CPU-seconds per chunk than zokrates-js (BENCHMARKS.md, zk); one thread per core.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Self
 
 from protocol.contribution import Contribution
+from zk.backends import DEFAULT_BACKEND, check_backend
 from zk.chunk_prover import ChunkProver
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import Commitment
@@ -62,10 +65,12 @@ class BackgroundProver:
     """Proves queued jobs in `workers` threads, one ZoKrates worker each; `shutdown()` stops all on every path."""
 
     def __init__(self, params: CircuitParams = DEFAULT_PARAMS, keys_root: Path = KEYS_ROOT,
-                 timeout: float = DEFAULT_TIMEOUT, workers: int = 1) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, workers: int = 1, backend: str = DEFAULT_BACKEND,
+                 key_dir: Path | None = None) -> None:
         if workers < 1:
             raise ProofError(f"a background prover needs at least one worker, got {workers}")
         self.params, self.keys_root, self.timeout, self.workers = params, keys_root, timeout, workers
+        self.backend, self.key_dir = check_backend(backend), key_dir
         self._tasks: queue.Queue[Task | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._zk_workers: list[ZkWorker] = []
@@ -142,7 +147,8 @@ class BackgroundProver:
         try:
             with self._lock:
                 self._zk_workers.append(worker)
-            prover = ChunkProver(worker.start(), self.params, self.keys_root)
+            prover = ChunkProver(worker.start(), self.params, self.keys_root, backend=self.backend,
+                                 key_dir=self.key_dir)
         except Exception as exc:  # noqa: BLE001 (reported to start())
             failure.append(exc)
             worker.shutdown()
