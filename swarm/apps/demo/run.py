@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, Field
 from rich.console import Console
@@ -48,6 +48,8 @@ class DemoConfig(BaseModel):
     out: Path | None = None
     round_hooks: list[str] = []
     chain: bool = True  # embedded anvil + escrow: stage peers prove every round and are paid
+    byzantine: int = Field(0, ge=0)  # the last N stage peers cheat every round (swarm-peer --byzantine)
+    attack: Literal["poison", "scale", "random", "stale", "norm"] = "poison"
 
 
 class DemoSwarm:
@@ -138,7 +140,8 @@ class DemoSwarm:
         for i in range(c.stage_peers):
             name = f"stage-peer-{i}"
             paid = self.economy.peer_args(i) if self.economy else []
-            self.start_peer(name, [*join, "--role", "stage", "--lr", str(c.lr), *hooks, *paid])
+            cheat = ["--byzantine", "--attack", c.attack] if i >= c.stage_peers - c.byzantine else []
+            self.start_peer(name, [*join, "--role", "stage", "--lr", str(c.lr), *hooks, *paid, *cheat])
             self.wait_for(name, lambda e: isinstance(e, Ready) and e.role == "stage")
         for i in range(c.trainers):
             name = f"trainer-{i}"
@@ -251,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for logs and the loss plot (default: runs/demo-<time>)")
     p.add_argument("--no-chain", dest="chain", action="store_false",
                    help="train only: no dev chain, no proofs, no rewards")
+    p.add_argument("--byzantine", type=int, default=0, metavar="N",
+                   help="the last N stage peers cheat every round, as --attack says; the others check, drop them "
+                   "and say so (N <= stage peers - stages, so every stage keeps an honest peer)")
+    p.add_argument("--attack", choices=["poison", "scale", "random", "stale", "norm"], default=d.attack,
+                   help="with --byzantine: poison (send scales x1000 under an honest root), random (random codes), "
+                   "norm (far above the norm bound), stale (replay the last round), scale (-9x the update: passes "
+                   "the checks) (default: %(default)s)")
     p.add_argument("--round-hooks", nargs="+", default=[], metavar="MODULE:FUNC",
                    help="passed to every stage peer: called after each averaging round")  # fmt: skip
     return p
@@ -261,6 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = DemoConfig(**vars(args))
     if config.stage_peers < config.n_stages:
         print(f"swarm-demo: {config.stage_peers} stage peers cannot serve {config.n_stages} stages", file=sys.stderr)
+        return 2
+    if config.byzantine > config.stage_peers - config.n_stages:
+        print(f"swarm-demo: --byzantine {config.byzantine} leaves a stage without an honest peer: at most "
+              f"{config.stage_peers - config.n_stages} with {config.stage_peers} stage peers over {config.n_stages} "
+              "stages (add --stage-peers)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if our parent ignored it
