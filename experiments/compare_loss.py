@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--outer", nargs="+", choices=["sgd", "nesterov"], default=["sgd"],
+                        help="with several peers per stage: the verified rounds' outer optimizer(s), one swarm each")
+    parser.add_argument("--no-verify", action="store_true", help="stage peers average with hivemind's all-reduce")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ["OMP_NUM_THREADS"] = "1"  # 2 cores shared by peers, trainer and baseline: no oversubscription
@@ -108,18 +111,26 @@ def main() -> None:
     if p > 1:  # what data parallelism over p replicas would do: p times the batch, 1/p of the steps, same samples
         wide, _ = train_baseline(workload, **{**common, "steps": steps // p, "batch_size": args.batch_size * p})
         runs.append((wide, f"single process, batch x{p}"))
-    swarm, stats = run_swarm(
-        args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency,
-        round_duration=args.round_duration if args.peers_per_stage > 1 else None,
-        matchmaking_time=args.matchmaking_time, **common,
-    )  # fmt: skip
+    swarms = []
+    for outer in args.outer if p > 1 else ["sgd"]:
+        os.environ["SWARM_LOOP_OUTER"] = outer  # read by experiments/stage_peer_loop.py in every stage peer
+        os.environ["SWARM_LOOP_VERIFY"] = "0" if args.no_verify else "1"
+        swarm, stats = run_swarm(
+            args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency,
+            round_duration=args.round_duration if args.peers_per_stage > 1 else None,
+            matchmaking_time=args.matchmaking_time, **common,
+        )  # fmt: skip
+        label = "swarm" if p == 1 else ("swarm, hivemind all-reduce" if args.no_verify else f"swarm, outer {outer}")
+        swarms.append((swarm, stats, label))
+    swarm, stats, _ = swarms[0]
 
     rounds = f", rounds of {args.round_duration:g} s" if args.peers_per_stage > 1 else ""
     title = (f"{args.workload}: {args.stages} stages x {args.peers_per_stage} peer(s){rounds}, {args.concurrency} in flight, "
              f"{steps} steps x {args.batch_size} samples")  # fmt: skip
     quick = "_quick" if args.quick else ""  # a quick run does not overwrite the recorded plot
-    png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{args.peers_per_stage}_c{args.concurrency}{quick}.png"
-    runs.append((swarm, "swarm"))
+    outers = "" if p == 1 else "_" + ("hivemind" if args.no_verify else "-".join(args.outer))
+    png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{p}_c{args.concurrency}{outers}{quick}.png"
+    runs += [(report, label) for report, _, label in swarms]
     plot(runs, title, png)
     gap = swarm.final_loss / base.final_loss - 1
     eval_gap = swarm.eval_loss / base.eval_loss - 1
@@ -128,16 +139,18 @@ def main() -> None:
     for r, name in runs:
         print(f"{name:24} {r.steps[0].loss:>10.4f} {r.final_loss:>10.4f} {r.eval_loss:>10.4f} {r.samples:>8} "
               f"{r.samples_per_second:>9.1f}")  # fmt: skip
-    if args.peers_per_stage > 1:
-        for st in sorted(stats, key=lambda st: st["stage"]):
-            print(f"  stage {st['stage']} peer: {st['steps']} optimizer steps, averaged in {st['rounds_averaged']} of "
-                  f"{st['rounds']} rounds, {st['bytes_averaged'] / 2**20:.2f} MiB averaged")  # fmt: skip
+    for _, peer_stats, label in swarms if p > 1 else []:
+        for st in sorted(peer_stats, key=lambda st: st["stage"]):
+            print(f"  {label}: stage {st['stage']} peer: {st['steps']} optimizer steps, averaged in "
+                  f"{st['rounds_averaged']} of {st['rounds']} rounds ({st.get('rounds_verified', 0)} verified), "
+                  f"{st['bytes_averaged'] / 2**20:.2f} MiB averaged")  # fmt: skip
     print(f"plot: {png.relative_to(Path.cwd()) if png.is_relative_to(Path.cwd()) else png}")
     ok = abs(gap) <= TOLERANCE and abs(eval_gap) <= TOLERANCE
     print(f"learning: swarm final loss {swarm.final_loss:.4f} vs baseline {base.final_loss:.4f} ({gap:+.1%}), "
           f"test {swarm.eval_loss:.4f} vs {base.eval_loss:.4f} ({eval_gap:+.1%}): "
           f"{'within' if ok else 'NOT within'} {TOLERANCE:.0%}"
-          + (f"; vs batch x{p}: {swarm.final_loss / runs[1][0].final_loss - 1:+.1%}" if p > 1 else ""))  # fmt: skip
+          + (f"; vs batch x{p}: {swarm.final_loss / runs[1][0].final_loss - 1:+.1%}" if p > 1 else "")
+          + "".join(f"; {label}: final {r.final_loss:.4f}, test {r.eval_loss:.4f}" for r, _, label in swarms[1:]))  # fmt: skip
 
 
 if __name__ == "__main__":

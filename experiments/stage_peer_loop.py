@@ -2,7 +2,10 @@
 
 Run by `local_swarm.py` as a child process (one per peer, so each peer's memory is its own); prints
 `READY <peer id>` once serving and, after SIGINT, `STATS <json>`. With `--round-duration`, peers of the same
-stage average their parameters once per round (swarm.rounds.averager, int8 on the wire).
+stage average once per round: verified rounds (swarm.rounds.verified, the swarm-peer default) with the outer
+optimizer of `--outer-optimizer`, or with `--no-verify` hivemind's all-reduce of int8 parameters
+(swarm.rounds.averager). The env variables SWARM_LOOP_VERIFY=0 and SWARM_LOOP_OUTER=nesterov set the same for
+callers that cannot pass flags (experiments/local_swarm.py).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import signal
 import threading
@@ -21,6 +25,7 @@ from swarm.network.dht import create_dht
 from swarm.pipeline.serving import StageServer
 from swarm.rounds.averager import StageAverager
 from swarm.rounds.clock import RoundClock
+from swarm.rounds.verified import VerifiedAverager
 
 
 class PeakRSS:
@@ -62,7 +67,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--round-duration", type=float, default=None, help="average with the stage's peers")
     parser.add_argument("--start-time", type=float, default=None, help="DHT time of round 0")
-    parser.add_argument("--matchmaking-time", type=float, default=None, help="seconds to wait for a group")
+    parser.add_argument("--matchmaking-time", type=float, default=None, help="--no-verify: seconds to wait for a group")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        default=os.environ.get("SWARM_LOOP_VERIFY", "1") != "0", help="hivemind's unchecked all-reduce")
+    parser.add_argument("--outer-optimizer", choices=["sgd", "nesterov"],
+                        default=os.environ.get("SWARM_LOOP_OUTER", "sgd"), help="verified rounds' outer step")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -75,13 +84,16 @@ def main() -> None:
     stop = threading.Event()
     try:
         server.start()
-        if args.round_duration:
+        clock = RoundClock(args.start_time or 0.0, args.round_duration or 1.0)
+        if args.round_duration and args.verify:
+            averager = VerifiedAverager(dht, args.experiment, args.stage, module, clock=clock, lock=server.params_lock,
+                                        outer=args.outer_optimizer)
+        elif args.round_duration:
             extra = {} if args.matchmaking_time is None else {"matchmaking_time": args.matchmaking_time}
             averager = StageAverager(dht, args.experiment, args.stage, module, lock=server.params_lock, **extra)
         # after the averager: hivemind's DecentralizedAverager.run_in_background sets SIGINT to SIG_IGN in its caller
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         print(f"READY {server.peer_id}", flush=True)
-        clock = RoundClock(args.start_time or 0.0, args.round_duration or 1.0)
         while not stop.is_set():
             r = clock.current_round()
             if stop.wait(clock.seconds_to_next_round()) or averager is None:
@@ -94,6 +106,7 @@ def main() -> None:
         stats = {
             "rounds": len(rounds),
             "rounds_averaged": sum(r.group_size > 1 for r in rounds),
+            "rounds_verified": sum(r.verified and r.averaged for r in rounds),
             "bytes_averaged": sum(r.bytes_sent + r.bytes_received for r in rounds),
             "stage": args.stage,
             "steps": server.worker.steps,
