@@ -178,10 +178,12 @@ class PeerMonitor:
     def start(self) -> Self:
         if self.mode == "live":
             console = Console(file=self.stream, force_terminal=True)
+            logs_here = sys.stderr.isatty()  # `swarm-peer 2>peer.log` keeps its log in the file
             self._live = Live(panel(self.state), console=console, refresh_per_second=4, transient=False,
-                              redirect_stdout=True, redirect_stderr=True)  # fmt: skip
+                              redirect_stdout=True, redirect_stderr=logs_here)  # fmt: skip
             self._live.start()
-            self._point_logs_at(sys.stderr)  # the Live's proxy: log lines scroll above the panel
+            if logs_here:
+                self._point_logs_at(sys.stderr)  # the Live's proxy: log lines scroll above the panel
         self._thread = threading.Thread(target=self._run, name="peer-view", daemon=True)
         self._thread.start()
         return self
