@@ -131,7 +131,7 @@ class StageRouter(StartStop):
         ban_seconds: float = 20.0,
         wait_for_peers: float = 15.0,
         seed: int | None = None,
-        codec: str = "none",
+        codec: str = "int8",
         keep_activations: bool = True,
     ) -> None:
         if codec not in wire.CODECS:
