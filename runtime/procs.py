@@ -153,6 +153,11 @@ class ChildProcess:
         """The child's stdout pipe (with stdout=subprocess.PIPE and no `on_line`), else None."""
         return None if self._proc is None or self._on_line is not None else self._proc.stdout
 
+    @property
+    def stderr(self) -> IO | None:
+        """The child's stderr pipe (with stderr=subprocess.PIPE), else None."""
+        return None if self._proc is None else self._proc.stderr
+
     def __enter__(self) -> Self:
         return self.start()
 
