@@ -7,6 +7,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm proc
 
 WORKDIR /opt/swarm
 COPY pyproject.toml README.md package.json package-lock.json dev.sh ./
+COPY runtime ./runtime
+COPY protocol ./protocol
 COPY swarm ./swarm
 COPY zk ./zk
 COPY contracts ./contracts

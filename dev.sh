@@ -8,8 +8,12 @@ command -v "$PY" >/dev/null || PY=python3
 
 install() {
   if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-  # torch first, pinned: it is the CPU wheel on this machine's disk; an open range would pull a CUDA build.
-  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+  # torch first, pinned, from PyTorch's CPU index (as the Dockerfile does): PyPI's Linux wheel is a multi-GB CUDA
+  # build. pip also uses the sources of its own configuration (e.g. a local find-links folder), so an offline
+  # machine with the wheel on disk installs it too; only if that fails, fall back to pip's default index.
+  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 \
+      --index-url https://download.pytorch.org/whl/cpu --retries 2 \
+    || .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   # Node side: zokrates-js (prover), solc-js (compiler), anvil (dev L2 chain), OpenZeppelin contracts.
   npm install --no-audit --no-fund --silent
