@@ -43,11 +43,12 @@ def ensure_circuit_keys() -> None:
 class DemoEconomy:
     """Owns the dev chain; `peer_args(i)` are the flags that make stage peer i a paid, proving peer."""
 
-    def __init__(self, run_dir: Path, *, workload: str, n_stages: int, stage_peers: int, round_duration: int) -> None:
+    def __init__(self, run_dir: Path, *, workload: str, n_stages: int, stage_peers: int, round_duration: int,
+                 submit_window: int = SUBMIT_WINDOW_S) -> None:
         self.run_dir, self.stage_peers = run_dir, stage_peers
         self.config = DemoConfig(
             stage_params=stage_sizes(workload, n_stages), round_duration=round_duration,
-            submit_window=SUBMIT_WINDOW_S, audit_window=AUDIT_WINDOW_S, audits_per_peer=2,
+            submit_window=submit_window, audit_window=AUDIT_WINDOW_S, audits_per_peer=2,
         )  # fmt: skip
         self._stack = ExitStack()
         self.chain: DevChain | None = None

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from runtime.procs import ChildProcess, ChildSet, ShutdownRequested, raise_on_termination_signals
-from swarm.apps.demo.economy import DemoEconomy
+from swarm.apps.demo.economy import SUBMIT_WINDOW_S, DemoEconomy
 from swarm.apps.display import SwarmView, join_lines, render, summary_lines
 from swarm.apps.events import PeerEvent, Ready, parse_event
 
@@ -50,6 +50,7 @@ class DemoConfig(BaseModel):
     chain: bool = True  # embedded anvil + escrow: stage peers prove every round and are paid
     byzantine: int = Field(0, ge=0)  # the last N stage peers cheat every round (swarm-peer --byzantine)
     attack: Literal["poison", "scale", "random", "stale", "norm"] = "poison"
+    submit_window: int = Field(SUBMIT_WINDOW_S, ge=1)  # seconds after a round for its proofs to reach the chain
 
 
 class DemoSwarm:
@@ -171,13 +172,18 @@ def run_demo(config: DemoConfig, console: Console) -> int:
             with console.status("starting the dev chain, deploying the escrow, preparing circuit keys..."):
                 economy = stack.enter_context(DemoEconomy(
                     run_dir, workload=config.workload, n_stages=config.n_stages, stage_peers=config.stage_peers,
-                    round_duration=max(1, round(config.round_duration)),
+                    round_duration=max(1, round(config.round_duration)), submit_window=config.submit_window,
                 ))  # fmt: skip
         return _run_swarm(config, console, run_dir, economy, started)
 
 
 def _run_swarm(config: DemoConfig, console: Console, run_dir: Path, economy: DemoEconomy | None,
                started: float) -> int:
+    """Run the swarm until the trainers are done (and, with a chain, every stage peer was paid); print the summary.
+
+    Exit code: 0 when it trained without failures, 1 otherwise, 130 when interrupted (Ctrl-C, SIGTERM, SIGHUP).
+    """
+    interrupted = False
     with DemoSwarm(config, run_dir, economy) as swarm:
         try:
             with console.status("starting the swarm (bootstrap, stage peers, trainers)..."):
@@ -185,26 +191,26 @@ def _run_swarm(config: DemoConfig, console: Console, run_dir: Path, economy: Dem
             console.print("\n".join(join_lines(swarm.bootstrap_maddrs, swarm.experiment)), soft_wrap=True)
             trained_from = time.monotonic()
             with Live(render(swarm.view), console=console, refresh_per_second=4, transient=False) as live:
-                limit = trained_from + config.duration + START_TIMEOUT_S
-                while not swarm.trainers_done() and time.monotonic() < limit:
-                    time.sleep(0.25)
-                    swarm.drain()
-                    live.update(render(swarm.view))
-                seconds = time.monotonic() - trained_from
-                if economy is not None:  # rewards come after a round's submission and audit windows
-                    limit = time.monotonic() + economy.window_s + 3 * config.round_duration + 60
-                    while not swarm.all_paid() and time.monotonic() < limit:
+
+                def watch_until(done, seconds: float, title: str = "swarm demo") -> None:
+                    limit = time.monotonic() + seconds
+                    while not done() and time.monotonic() < limit:
                         time.sleep(0.25)
                         swarm.drain()
-                        live.update(render(swarm.view, title="swarm demo: settling the last rounds on-chain"))
+                        live.update(render(swarm.view, title=title))
+
+                watch_until(swarm.trainers_done, config.duration + START_TIMEOUT_S)
+                seconds = time.monotonic() - trained_from
+                if economy is not None:  # rewards come after a round's submission and audit windows
+                    watch_until(swarm.all_paid, economy.window_s + 3 * config.round_duration + 60,
+                                "swarm demo: settling the last rounds on-chain")  # fmt: skip
             layout = swarm.view.peers_per_stage()
         except DemoError as exc:
             console.print(f"[red]swarm-demo: {exc}[/red]")
             return 1
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the `with` stops every peer
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (ShutdownRequested): the `with` stops every peer
             console.print("interrupted: stopping every peer...")
-            seconds = time.monotonic() - started
-            layout = swarm.view.peers_per_stage()
+            interrupted, seconds, layout = True, time.monotonic() - started, swarm.view.peers_per_stage()
         swarm.drain()
     swarm.drain()
     lines = summary_lines(swarm.view, seconds, layout)
@@ -213,6 +219,8 @@ def _run_swarm(config: DemoConfig, console: Console, run_dir: Path, economy: Dem
     png = save_loss_plot(swarm.view.losses, run_dir / "loss.png")
     lines.append(f"logs and plot: {run_dir}" + ("" if png else " (no plot: no steps)"))
     console.print("\n".join(lines))
+    if interrupted:
+        return 130
     return 0 if swarm.view.losses and not swarm.view.failures else 1
 
 
@@ -243,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: swarm-demo --workload tinylm --duration 120 --stage-peers 4",
     )
     d = DemoConfig()
-    p.add_argument("--workload", choices=["digits", "tinylm"], default=d.workload)
+    p.add_argument("--workload", default=d.workload, help="digits or tinylm (swarm.models.WORKLOADS)")
     p.add_argument("--duration", type=float, default=d.duration, help="seconds of training (default: %(default)s)")
     p.add_argument("--n-stages", type=int, default=d.n_stages, help="pipeline stages (default: %(default)s)")
     p.add_argument("--stage-peers", type=int, default=d.stage_peers, help="stage peers (default: %(default)s)")
@@ -261,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --byzantine: poison (send scales x1000 under an honest root), random (random codes), "
                    "norm (far above the norm bound), stale (replay the last round), scale (-9x the update: passes "
                    "the checks) (default: %(default)s)")
+    p.add_argument("--submit-window", type=int, default=d.submit_window, metavar="SECONDS",
+                   help="seconds after a round for its proofs to reach the chain (default: %(default)s)")
     p.add_argument("--round-hooks", nargs="+", default=[], metavar="MODULE:FUNC",
                    help="passed to every stage peer: called after each averaging round")  # fmt: skip
     return p
@@ -269,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = DemoConfig(**vars(args))
+    from swarm.models import WORKLOADS
+
+    if config.workload not in WORKLOADS:
+        print(f"swarm-demo: unknown workload {config.workload!r}: choose one of {', '.join(sorted(WORKLOADS))}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if config.stage_peers < config.n_stages:
         print(f"swarm-demo: {config.stage_peers} stage peers cannot serve {config.n_stages} stages", file=sys.stderr)
         return 2

@@ -60,4 +60,6 @@ def chain_clock(config: PeerConfig) -> tuple[float, float, int]:
         state = ChainClient(config.chain_rpc, escrow=config.escrow).experiment(config.chain_experiment)
     except ChainError as exc:
         raise ConfigError(f"cannot read experiment {config.chain_experiment} from the escrow: {exc}") from None
+    logger.info("round clock of experiment %d of escrow %s at %s: start %d, %d s rounds", config.chain_experiment,
+                config.escrow, config.chain_rpc, state.start, state.round_duration)  # fmt: skip
     return float(state.start), float(state.round_duration), config.chain_experiment
