@@ -17,7 +17,6 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from swarm.errors import SwarmError
 
 Role = Literal["bootstrap", "stage", "trainer"]
-WORKLOADS = ("digits", "tinylm")
 
 
 class ConfigError(SwarmError, ValueError):
@@ -40,7 +39,8 @@ class PeerConfig(BaseSettings):
     host: str = Field("0.0.0.0", description="address to listen on (127.0.0.1: this machine only)")
     port: int = Field(0, ge=0, le=65535, description="TCP port to listen on (0: any free port)")
     experiment: str = Field("swarm", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="name of the run to join")
-    workload: Literal["digits", "tinylm"] = Field("digits", description="model and data (bootstrap publishes it)")
+    workload: str = Field("digits", description="model and data, one of swarm.models.WORKLOADS: digits, tinylm "
+                          "(bootstrap publishes it)")
     n_stages: int = Field(2, ge=1, le=64, description="pipeline stages the model is cut into (bootstrap)")
     round_duration: float = Field(10.0, gt=0, le=3600, description="seconds per averaging round (bootstrap)")
     stage: int | None = Field(None, ge=0, description="serve this stage instead of choosing one")
@@ -119,6 +119,15 @@ class PeerConfig(BaseSettings):
                     "(a running peer prints its own)"
                 )
         return peers
+
+    @field_validator("workload")
+    @classmethod
+    def _known_workload(cls, name: str) -> str:
+        from swarm.models import WORKLOADS  # the one list of workloads
+
+        if name not in WORKLOADS:
+            raise ValueError(f"unknown workload {name!r}: choose one of {', '.join(sorted(WORKLOADS))}")
+        return name
 
     @field_validator("round_hooks")
     @classmethod

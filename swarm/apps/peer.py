@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("join", action="store_true")
     opt("initial_peers", nargs="+", metavar="MULTIADDR")
     opt("experiment", metavar="NAME")
-    opt("workload", choices=["digits", "tinylm"])
+    opt("workload", metavar="NAME")
     opt("n_stages", type=int, metavar="N")
     opt("round_duration", type=float, metavar="SECONDS")
     opt("stage", type=int, metavar="S")

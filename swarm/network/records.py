@@ -30,7 +30,6 @@ EXPERIMENT_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # as PeerConfig.experiment
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAX_STAGES = 1 << 16
 DEFAULT_EXPERIMENT_TTL = 600.0
-FETCH_TIMEOUT = 10.0
 
 
 class StageAnnouncement(BaseModel):

@@ -1,7 +1,10 @@
-"""GossipSub channel for round announcements, contributions, audit proofs and evidence.
+"""GossipSub channel on which paid stage peers publish their contributions and audit answers.
 
-py-libp2p cannot share a process with hivemind (FACTS.md: duplicate protobuf symbols), so GossipSub runs in a
-sidecar process (`swarm.network.gossip.sidecar`) that the peer drives through length-prefixed msgpack frames on a pipe.
+py-libp2p cannot share a process with hivemind: both register protobuf's `crypto.pb.KeyType`, and importing the
+second fails on the duplicate symbol. So GossipSub runs in a sidecar process (`sidecar.py`), started by `client.py`
+(`GossipSidecar`) in its own session and driven through length-prefixed msgpack frames (`framing.py`) on a pipe;
+it exits when the pipe closes. `messages.py`: the typed messages; `discovery.py`: sidecars find each other through
+signed DHT records; `relay.py`: `GossipRelay`, a stage peer's gossip from synchronous code.
 """
 
 from swarm.network.gossip.client import GossipError, GossipSidecar

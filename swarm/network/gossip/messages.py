@@ -11,10 +11,8 @@ from protocol.contribution import Contribution
 
 
 class MessageKind(str, Enum):
-    ROUND_ANNOUNCE = "round_announce"  # a stage's round opened/closed, with its group
     CONTRIBUTION = "contribution"  # a Contribution record (commitment + on-chain proof)
     AUDIT_PROOF = "audit_proof"  # a Contribution for an audited chunk
-    EVIDENCE = "evidence"  # a claim that a peer cheated (missing/bad audit, data != commitment)
 
 
 class GossipMessage(BaseModel):
