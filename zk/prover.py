@@ -1,7 +1,8 @@
 """Python client of the ZoKrates Node worker (zk/worker.mjs): one long-lived subprocess, JSON lines, timeouts.
 
-The worker runs in its own process group, gets SIGKILL when this process dies (PR_SET_PDEATHSIG) and
-exits on its own when its stdin closes or its parent changes.
+The worker is a runtime.procs.ChildProcess: its own process group, SIGKILL when this process dies
+(PR_SET_PDEATHSIG), stopped with its whole group; it also exits on its own when its stdin closes or its
+parent changes.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Self
 
-from runtime.procs import die_with_parent
+from runtime.procs import ChildProcess, ProcessError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ProofError(RuntimeError):
 
 
 
-def _find_node() -> str:
+def find_node() -> str:
     node = os.environ.get("SWARM_NODE") or shutil.which("node")
     if not node:
         raise ProofError("Node.js is not on PATH; install Node 20 and run `./dev.sh install` (npm install)")
@@ -46,7 +46,7 @@ class ZkWorker:
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ChildProcess | None = None
         self._answers: queue.Queue[dict | None] = queue.Queue()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -57,7 +57,7 @@ class ZkWorker:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.alive
 
     def start(self) -> Self:
         if self.alive:
@@ -65,11 +65,13 @@ class ZkWorker:
         if not (REPO_ROOT / "node_modules" / "zokrates-js").is_dir():
             raise ProofError(f"zokrates-js is not installed under {REPO_ROOT}; run `./dev.sh install`")
         self._answers = queue.Queue()
-        self._proc = subprocess.Popen(
-            [_find_node(), str(WORKER_PATH)], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 (PDEATHSIG needs it; it only calls prctl)
-        )
+        self._proc = ChildProcess([find_node(), str(WORKER_PATH)], name="zk-worker", cwd=REPO_ROOT,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            self._proc.start()
+        except ProcessError as exc:
+            self._proc = None
+            raise ProofError(f"the ZoKrates worker could not start: {exc}") from exc
         threading.Thread(target=self._read_answers, args=(self._proc,), daemon=True, name="zk-worker-out").start()
         threading.Thread(target=self._log_stderr, args=(self._proc,), daemon=True, name="zk-worker-err").start()
         try:
@@ -83,24 +85,15 @@ class ZkWorker:
         return self
 
     def shutdown(self) -> None:
-        """Close stdin, wait briefly, then kill the worker's whole process group. Safe to call twice."""
+        """Close stdin (the worker exits), wait briefly, then stop its whole process group. Safe to call twice."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             if proc.stdin:
                 proc.stdin.close()
-            proc.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        proc.wait(timeout=2)
+        proc.stop(interrupt_grace=1.0, terminate_grace=1.0)  # ends the group, closes the pipes
 
     def __enter__(self) -> Self:
         return self.start()
@@ -112,7 +105,7 @@ class ZkWorker:
         """Send one request and wait for its answer; a worker error or timeout raises ProofError."""
         with self._lock:
             proc = self._proc
-            if proc is None or proc.poll() is not None:
+            if proc is None or not proc.alive:
                 raise ProofError("the ZoKrates worker is not running; start() it (it may have crashed earlier)")
             req_id = next(self._ids)
             line = json.dumps({"id": req_id, "op": op, **fields}) + "\n"
@@ -137,7 +130,7 @@ class ZkWorker:
                 raise ProofError(f"ZoKrates `{op}` failed: {msg.get('error')}")
             return msg.get("result")
 
-    def _read_answers(self, proc: subprocess.Popen[bytes]) -> None:
+    def _read_answers(self, proc: ChildProcess) -> None:
         with contextlib.suppress(ValueError, OSError):  # shutdown() closed the pipe under us
             for raw in proc.stdout:
                 try:
@@ -147,7 +140,7 @@ class ZkWorker:
         self._answers.put(None)
 
     @staticmethod
-    def _log_stderr(proc: subprocess.Popen[bytes]) -> None:
+    def _log_stderr(proc: ChildProcess) -> None:
         with contextlib.suppress(ValueError, OSError):
             for raw in proc.stderr:
                 logger.debug("zk worker: %s", raw.decode(errors="replace").rstrip())
