@@ -79,7 +79,9 @@ def test_warnings_say_what_is_wrong_and_what_to_do():
     s.dialback, s.dialback_seen_as = "private", "81.2.69.160"
     assert "could not connect back (your connections come from 81.2.69.160)" in {
         w.key: w for w in s.warnings()}["unreachable"].what  # fmt: skip
-    s.dialback = "public"
+    s.relayed_through = "/ip4/93.184.216.34/tcp/4001/p2p/QmR"
+    assert "relay" in s.reach and "through a relay" in {w.key: w for w in s.warnings()}["unreachable"].what
+    s.relayed_through, s.dialback = "", "public"
     assert s.reach.startswith("public") and "unreachable" not in {w.key for w in s.warnings()}
     s.dialback = ""
     s.apply(rnd(16, 3))

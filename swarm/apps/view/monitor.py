@@ -141,8 +141,12 @@ class PeerMonitor:
                 s.addresses = visible_multiaddrs(dht)
             except Exception as exc:  # noqa: BLE001 -- the view must not stop the peer
                 logger.debug("no visible addresses: %s", exc)
-            if reach is not None:
-                s.dialback, s.dialback_seen_as = reach.status, reach.seen_as
+            if reach is not None:  # swarm.network.reachability.Reachability
+                s.dialback, s.dialback_seen_as = getattr(reach, "status", ""), getattr(reach, "seen_as", "")
+                detail = str(getattr(reach, "detail", ""))
+                s.relayed_through = (
+                    detail.removeprefix("relayed through ") if detail.startswith("relayed") else ""
+                )
         if config.role == "stage":
             self.watch_stage_peers(lambda: self._count_stage_peers(dht, config.experiment))
 

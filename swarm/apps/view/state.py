@@ -55,6 +55,7 @@ class PeerState(BaseModel):
         ""  # a peer of the swarm tried to connect back: public | private | unknown ("" not checked)
     )
     dialback_seen_as: str = ""  # the address our connections come from, as that peer saw it
+    relayed_through: str = ""  # a stage peer behind a NAT serves through a relay on this peer (multiaddr)
     # stage peers
     stage: int | None = None
     stage_reason: str = ""
@@ -218,6 +219,8 @@ class PeerState(BaseModel):
         by_address = reach_of(self.addresses)
         if self.dialback == "public":
             return "public (a peer connected back)"
+        if self.dialback == "private" and self.relayed_through:
+            return "behind a NAT or firewall: served through a relay (slower)"
         if self.dialback == "private" and by_address != "this machine":
             return "behind a NAT or firewall (a peer could not connect back)"
         return by_address
@@ -242,6 +245,8 @@ class PeerState(BaseModel):
                     f" (your connections come from {self.dialback_seen_as})" if self.dialback_seen_as else ""
                 )
                 why = f"a peer of the swarm could not connect back{seen}"
+                if self.relayed_through:
+                    why += "; others reach it through a relay, which is slower"
             else:
                 why = "it has only private addresses"
             out.append(
