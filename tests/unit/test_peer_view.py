@@ -187,3 +187,22 @@ def test_a_verified_round_that_left_this_peer_out_is_a_warning():
     assert (s.verified_rounds, s.parts_checked, s.dropped_others) == (1, 4, 1)
     (w,) = [w for w in s.warnings() if w.key == "dropped"]
     assert "round 8: replayed an earlier commitment" in w.what and "clock" in w.fix
+
+
+def test_an_rpc_that_is_down_is_a_warning_with_what_to_do_never_a_crash(tmp_path: Path):
+    out = io.StringIO()
+    monitor = PeerMonitor(PeerState(), mode="lines", stream=out, refresh_s=0.05, chain_poll_s=0.1)
+    writer = monitor.writer(enabled=False)
+    info = ChainInfo(rpc_url="http://127.0.0.1:9", escrow="0x" + "ab" * 20, experiment=1, address="0x" + "cd" * 20,
+                     key_file=str(tmp_path / "w.key"))  # fmt: skip
+    with monitor:
+        writer.emit(Ready(role="stage", peer_id="QmX", stage=0))
+        monitor.watch_chain(info)
+        deadline = time.monotonic() + 20
+        while not monitor.state.chain_error:
+            assert time.monotonic() < deadline, "the dead RPC was not noticed"
+            time.sleep(0.05)
+    text = out.getvalue()
+    assert "warning: cannot read the L2" in text and "swarm-peer claim" in text
+    assert f"swarm-peer claim --chain-rpc http://127.0.0.1:9 --escrow {info.escrow} --chain-experiment 1 " \
+        f"--wallet-key-file {tmp_path / 'w.key'}" in text  # fmt: skip

@@ -85,6 +85,7 @@ class PeerMonitor:
         self._live: Live | None = None
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
         self._earnings_reader: Any = None
+        self._chain_client: Any = None
         self._stage_peers: Callable[[], int | None] | None = None
         self._warned: set[str] = set()
         self._next_chain = self._next_stage = 0.0
@@ -113,14 +114,15 @@ class PeerMonitor:
                 if line:
                     self._print(line)
 
-    def watch_chain(self, info: ChainInfo, client: Any) -> None:
-        """Read `info.address`'s earnings through `client` (a ChainClient; a wallet is not needed) from now on."""
+    def watch_chain(self, info: ChainInfo, client: Any = None) -> None:
+        """Read `info.address`'s earnings from now on, through `client` (a ChainClient; no wallet needed) or a
+        read-only client made on first use (an RPC that is down then is a warning, never a crash)."""
         from swarm.apps.claim import claim_command
-        from swarm.apps.earnings import EarningsReader
 
         with self._lock:
             self.state.chain, self.state.paid = info, True
-            self._earnings_reader = EarningsReader(client, info.experiment, info.address)
+            self._chain_client = client
+            self._earnings_reader = None
             self.claim_command = claim_command(info.rpc_url, info.escrow, info.experiment,
                                                Path(info.key_file) if info.key_file else None)  # fmt: skip
             self._next_chain = 0.0
@@ -158,12 +160,10 @@ class PeerMonitor:
         paid = config is not None and config.role == "stage" and config.chain_rpc and self._wallet
         if not paid or record.chain_experiment_id is None:
             return
-        from swarm.chain.client import ChainClient
-
         key_file = str(config.wallet_key_file) if config.wallet_key_file else None
         info = ChainInfo(rpc_url=config.chain_rpc, escrow=config.escrow, experiment=record.chain_experiment_id,
                          address=self._wallet, key_file=key_file)  # fmt: skip
-        self.watch_chain(info, ChainClient(config.chain_rpc, escrow=config.escrow))
+        self.watch_chain(info)
 
     def _count_stage_peers(self, dht: Any, experiment: str) -> int | None:
         from swarm.network.records import fetch_stage_announcements
@@ -252,12 +252,18 @@ class PeerMonitor:
                     self._print(status_line(self.state))
 
     def _poll_chain(self, force: bool = False) -> None:
-        if self._earnings_reader is None or (not force and time.monotonic() < self._next_chain):
+        info = self.state.chain
+        if info is None or (not force and time.monotonic() < self._next_chain):
             return
         self._next_chain = time.monotonic() + self.chain_poll_s
+        from swarm.apps.earnings import EarningsReader
+        from swarm.chain.client import ChainClient
         from swarm.chain.errors import ChainError
 
         try:
+            if self._earnings_reader is None:
+                client = self._chain_client or ChainClient(info.rpc_url, escrow=info.escrow)
+                self._earnings_reader = EarningsReader(client, info.experiment, info.address)
             earnings, error = self._earnings_reader.read(), ""
         except ChainError as exc:
             earnings, error = None, str(exc)
