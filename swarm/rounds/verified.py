@@ -364,7 +364,7 @@ class VerifiedAverager:
                 dropped[p] = f"stale anchor (round {rec.anchor_round}; the group's is round {best[0]})"
             elif self.norm_bound_sq is not None and rec.norm_sq > self.norm_bound_sq:
                 dropped[p] = "norm above the experiment's bound"
-            elif rec.root in self._past_roots.get(p, {}).values():
+            elif rec.norm_sq > 0 and rec.root in self._past_roots.get(p, {}).values():  # Δ = 0 repeats honestly
                 dropped[p] = "replayed an earlier round's commitment"
         in_camp = [rec.norm_sq for p, rec in records.items() if p not in dropped]
         if self.norm_factor is not None and len(in_camp) >= 3:
