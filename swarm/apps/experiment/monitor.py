@@ -210,21 +210,24 @@ class Monitor:
     def _poll_dht(self, health: dict[str, Any]):
         from swarm.network.records import fetch_experiment, fetch_stage_announcements
 
+        connected = 0
         try:
+            connected = self.dht.run_coroutine(_connected_peers, return_future=False)
             record = fetch_experiment(self.dht, self.experiment)
             announcements = fetch_stage_announcements(self.dht, self.experiment)
             self.dht_requests += 2
         except Exception as exc:  # noqa: BLE001 -- the DHT process died or the network is gone
             record, announcements = None, {}
             health["message"] = f"DHT lookup failed: {type(exc).__name__}: {exc}"
+        health["connected_peers"] = connected
         now = time.time()
-        if record is not None or announcements:
+        if connected and (record is not None or announcements):  # a record cached here is no proof of a swarm
             self._last_ok = now
             self._record = record or self._record
         elif self._last_ok is None or now - self._last_ok > self.lost_after_s:
             health["dht"] = "lost" if self._last_ok is not None else "starting"
             health["message"] = health["message"] or (
-                "lost the swarm: no experiment record and no stage peer on the DHT for "
+                "lost the swarm: no connected DHT peer, or no experiment record and no stage peer, for "
                 f"{now - (self._last_ok or self.started):.0f} s")  # fmt: skip
         return announcements, self._record
 
@@ -321,6 +324,11 @@ class Monitor:
         tmp.replace(path)
 
 
+async def _connected_peers(_dht, node) -> int:
+    """Peers our DHT's p2pd is connected to right now (0: we are alone, whatever our local cache still holds)."""
+    return len(await node.p2p.list_peers())
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import asyncio
@@ -347,11 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     chain = (a.chain_rpc, a.escrow, a.chain_experiment) if a.chain_rpc else None
     monitor = Monitor(a.experiment, a.initial_peers, state_dir=a.state_dir, chain=chain,
                       checkpoint_dir=a.checkpoint_dir, poll_seconds=a.poll_seconds, round_offset=a.round_offset)
-    monitor.start()
+    from runtime.procs import start_watchdog
+
+    watchdog = start_watchdog()  # if we are killed, our DHT process and its p2pd go too
     try:
+        monitor.start()
         asyncio.run(serve(monitor, a.host, a.port, stop_signals=(signal.SIGINT, signal.SIGTERM)))
     finally:
         monitor.stop()
+        watchdog.stop()
     return 0
 
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,16 +83,40 @@ def make_app(monitor) -> web.Application:
     return app
 
 
-async def serve(monitor, host: str, port: int, stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
-    """Serve the dashboard until one of `stop_signals` arrives."""
+async def serve(monitor, host: str, port: int, stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+                stop: asyncio.Event | None = None) -> None:
+    """Serve the dashboard until one of `stop_signals` arrives (or `stop` is set)."""
     runner = web.AppRunner(make_app(monitor), handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
-        stop = asyncio.Event()
+        stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in stop_signals:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+class DashboardThread:
+    """The dashboard served from a thread of this process (tests, benchmarks); `stop()` ends it."""
+
+    def __init__(self, monitor, host: str = "127.0.0.1", port: int = 0) -> None:
+        import socket
+
+        if port == 0:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        self.url = f"http://{host}:{port}/"
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, daemon=True, name="dashboard",
+                                        args=(serve(monitor, host, port, stop_signals=(), stop=self._stop),))
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._loop.close()
