@@ -126,3 +126,15 @@ def test_the_demo_view_says_who_checked_and_who_was_dropped_why():
                              dropped={"QmCheater": "caught: chunks do not hash to the root"}))  # fmt: skip
     (line,) = view.verification_lines()
     assert "checked by s1, s2" in line and "s0 dropped: caught" in line and "accusations sent: 2" in line
+
+
+def test_an_accusation_goes_on_gossipsub_as_evidence_and_comes_back_checkable():
+    from swarm.network.gossip.messages import GossipMessage, MessageKind
+
+    _, record, parts, key = committed()
+    bad = parts[0].model_copy(update={"values": bytes(len(parts[0].values))}).signed(key)
+    acc = Accusation(accuser="QmB", accused="QmPeer", round=3, stage=1, chunk=0, reason="x", record=record.to_wire(),
+                     part=bad.to_bytes())  # fmt: skip
+    msg = GossipMessage.from_msgpack(GossipMessage.for_evidence("exp", 3, 1, acc.to_bytes()).to_msgpack())
+    assert msg.kind is MessageKind.EVIDENCE and (msg.round, msg.stage) == (3, 1)
+    assert accusation_holds(Accusation.from_bytes(msg.body), record, PARAMS, PART_CHUNKS)

@@ -21,16 +21,19 @@ def run_stage(config: PeerConfig, dht, record, workload, events: EventWriter, st
         raise ConfigError(str(exc)) from None
     check_device(config.device)
     with ExitStack() as cleanup:
-        settler = paid_stack(config, record, wallet, events, dht, cleanup)
+        evidence: list = []  # where the peer's accusations go besides its group (GossipSub, for a paid peer)
+        settler = paid_stack(config, record, wallet, events, dht, cleanup, evidence)
         if settler is not None:
             hooks.append(settler)
         address = wallet.address if wallet is not None else None
         peer = StagePeer(config, dht, record, workload, events, wallet=address, hooks=hooks)
+        peer.evidence_sinks += evidence
         peer.run(stop, deadline)
     events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
 
 
-def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cleanup: ExitStack):
+def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cleanup: ExitStack,
+               evidence: list | None = None):
     """The round hook that proves, contributes and claims each round on-chain, or None when the peer is not paid.
 
     The gossip relay is started first and the settler after it, so `cleanup` stops them in reverse order: the
@@ -55,6 +58,8 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
 
         relay = cleanup.enter_context(GossipRelay(dht, record.name))
         publish = relay.publish_contribution
+        if evidence is not None:
+            evidence.append(relay.publish_evidence)
     except Exception as exc:  # noqa: BLE001 -- gossip is optional; settlement works without it
         logger.warning("gossip unavailable, contributions go on-chain only: %s", exc)
     settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,

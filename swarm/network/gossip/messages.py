@@ -43,6 +43,12 @@ class GossipMessage(BaseModel):
         kind = MessageKind.AUDIT_PROOF if audit else MessageKind.CONTRIBUTION
         return cls(kind=kind, experiment=experiment, round=c.round, stage=c.stage, body=c.to_msgpack())
 
+    @classmethod
+    def for_evidence(cls, experiment: str, round: int, stage: int, accusation: bytes) -> GossipMessage:
+        """A verified round's accusation (swarm.rounds.parts.Accusation: the accused's signed part that fails its
+        signed root), which anyone holding the accused's commit record can check."""
+        return cls(kind=MessageKind.EVIDENCE, experiment=experiment, round=round, stage=stage, body=accusation)
+
     def contribution(self) -> Contribution:
         return Contribution.from_msgpack(self.body)
 

@@ -94,6 +94,14 @@ class GossipRelay(StartStop):
         fut = self._loop.submit(self._sidecar.publish(msg))
         fut.add_done_callback(lambda f: f.exception() and logger.info("gossip publish failed: %s", f.exception()))
 
+    def publish_evidence(self, accusation) -> None:
+        """Tell the swarm that a peer of our group cheated (a `swarm.rounds.parts.Accusation`); fire and forget."""
+        if self._sidecar is None or self._loop is None:
+            return
+        msg = GossipMessage.for_evidence(self.experiment, accusation.round, accusation.stage, accusation.to_bytes())
+        fut = self._loop.submit(self._sidecar.publish(msg))
+        fut.add_done_callback(lambda f: f.exception() and logger.info("gossip publish failed: %s", f.exception()))
+
     def _refresh_forever(self) -> None:
         while not self._stop.wait(0 if not self._dialed else REFRESH_S):
             try:
