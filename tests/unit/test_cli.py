@@ -163,3 +163,15 @@ def test_a_second_ctrl_c_forces_out_with_130_not_0(monkeypatch, capsys: pytest.C
     monkeypatch.setattr(swarm.apps.peer, "run_peer", interrupted)
     assert main(["--role", "bootstrap"]) == EXIT_FORCED == 130
     assert "forced out" in capsys.readouterr().err
+
+
+def test_a_gpu_this_machine_lacks_is_a_setting_error():
+    import torch
+
+    from swarm.apps.config import ConfigError
+    from swarm.apps.roles.stage import check_device
+
+    check_device("cpu")
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 where there is none)
+    with pytest.raises(ConfigError, match=f"--device {missing}"):
+        check_device(missing)
