@@ -7,16 +7,18 @@ contributions are on-chain and whose rounds were never claimed.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
+from rich.console import Console
 
 from swarm.apps.earnings import EarningsReader, claim_all, format_amount
 from swarm.apps.status import main as status_main
-from swarm.apps.view.render import summary_lines
+from swarm.apps.view.render import panel, summary_lines
 from swarm.apps.view.state import ChainInfo, PeerState
 from swarm.apps.view.status_file import status_path, write_status
 from swarm.chain import DevChain
@@ -136,5 +138,8 @@ def test_status_and_summary_show_the_chains_figures_for_a_running_peers_wallet(w
     assert f"rewards: claimed {e.amount(e.claimed)}, claimable {e.amount(e.claimable)}" in out
     assert f"stake {e.amount(a.stake_of().active)}" in out
     state.set_earnings(e)
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(panel(state))
+    assert f"claimed {e.amount(400)}, claimable {e.amount(400)}" in console.file.getvalue()  # the live panel
     text = "\n".join(summary_lines(state, "swarm-peer claim ..."))
     assert f"claimed {e.amount(400)}, claimable {e.amount(400)}" in text and "swarm-peer claim ..." in text
