@@ -36,6 +36,12 @@ examples:
     swarm-peer --join --role trainer --initial-peers /ip4/127.0.0.1/tcp/41234/p2p/QmXyz...
   use a ready profile (peers/*.toml); flags override it:
     swarm-peer --profile peers/cpu-only.toml --join --initial-peers ...
+  from another terminal: what the peers running on this machine do; claim what a wallet is owed:
+    swarm-peer status
+    swarm-peer claim --chain-rpc URL --escrow 0x... --chain-experiment ID --wallet-key-file ~/.swarm/wallet.key
+
+in a terminal the peer shows a live panel of itself (plain lines when stdout is not a terminal) and prints a
+summary when it leaves.
 
 settings: every flag is also an environment variable SWARM_<FLAG> (e.g. SWARM_INITIAL_PEERS="a b") and a key of
 a profile file; flags win over the environment, the environment over the profile.
