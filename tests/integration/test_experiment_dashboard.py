@@ -76,6 +76,9 @@ def test_live_swarm_in_a_browser_then_lost(tmp_path: Path):
         assert "lost the swarm" in _text(driver, "health")
         assert "lost the swarm" in _text(driver, "error")
         save_screenshot(driver, "experiment-dashboard-lost.png")
+
+        assert cli("stop", "--state-dir", str(sd), cwd=tmp_path).returncode == 0  # the monitor goes too
+        wait_for("the page to say the monitor is gone", lambda: "monitor unreachable" in _text(driver, "health"), 60)
     finally:
         if driver is not None:
             driver.quit()

@@ -11,7 +11,8 @@ Which peer saves a stage: the first of the stage's peers to finish the round's a
 stage's claim file (O_EXCL), the others skip. After averaging the peers of a stage hold the same parameters, so any
 one of them will do. If that peer leaves, the next checkpoint's claim goes to whichever peer of the stage is left;
 a stage nobody serves at a checkpoint round leaves that checkpoint incomplete (no manifest.json), and export uses
-the newest complete one. The outer optimizer is plain averaging: it has no state to save (`outer_optimizer`).
+the newest complete one. The outer optimizer's kind is recorded; its state (nesterov's momentum) is not reachable
+from a round hook, so it is not saved (see `outer_optimizer_info`).
 """
 
 from __future__ import annotations
@@ -142,6 +143,15 @@ def evaluate(folder: Path) -> float:
     return float(get_workload(manifest["workload"]).evaluate(stages))
 
 
+def outer_optimizer_info() -> dict[str, Any]:
+    """What the manifest says of the outer optimizer. Its state (nesterov's momentum) lives in the stage peer's
+    averager, which round hooks cannot reach: it is not saved, and a resumed nesterov swarm restarts it at zero."""
+    kind = os.environ.get("SWARM_OUTER_OPTIMIZER", "sgd")
+    note = "sgd with lr 1 is plain averaging: no state" if kind == "sgd" else (
+        "momentum not saved (not exposed to round hooks); restarts at zero on resume")
+    return {"kind": kind, "state": None, "note": note}
+
+
 class CheckpointHook:
     """The round hook: restores a resumed stage once, saves a stage every `every` rounds."""
 
@@ -178,7 +188,7 @@ class CheckpointHook:
             logger.info("round %d: saved stage %d to %s", r, report.stage, folder)
         complete_manifest(folder, exp.n_stages, {
             "experiment": exp.name, "workload": exp.workload, "round": r, "round_offset": self.offset,
-            "seed": 0, "outer_optimizer": {"kind": "average", "state": None},
+            "seed": 0, "outer_optimizer": outer_optimizer_info(),
             "chain_experiment_id": exp.chain_experiment_id, "format": "safetensors",
         })  # fmt: skip
 

@@ -35,8 +35,11 @@ class RunSection(_Section):
     lr: float = Field(1e-3, gt=0, le=1.0, description="learning rate of each stage's local optimizer (Adam)")
     lr_schedule: Literal["constant"] = Field("constant", description="learning-rate schedule; stage peers "
                                              "implement only 'constant' today")
-    outer_optimizer: Literal["average"] = Field("average", description="what a round does with the peers' "
-                                                "parameters: 'average' (plain all-reduce mean, no optimizer state)")
+    outer_optimizer: Literal["sgd", "nesterov"] = Field("sgd", description="how a round's averaged update moves "
+                                                        "the stage: sgd (lr 1: plain averaging) or nesterov "
+                                                        "(DiLoCo's outer momentum)")
+    aggregation: Literal["mean", "centered_clip"] = Field("mean", description="mean of the verified updates, or "
+                                                          "CenteredClip (robust to a bounded minority)")
     batch_size: int = Field(32, ge=1, le=65536, description="samples per micro-batch of the trainers "
                             "started by launch")
     seed: int = Field(0, ge=0, description="seed of the initial parameters (the same on every peer)")

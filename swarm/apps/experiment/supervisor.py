@@ -45,6 +45,21 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def round_env(c: ExperimentConfig) -> dict[str, str]:
+    """How the stage peers launch starts average (swarm-peer reads SWARM_<SETTING>; so does the checkpoint hook)."""
+    return {"SWARM_OUTER_OPTIMIZER": c.experiment.outer_optimizer, "SWARM_AGGREGATION": c.experiment.aggregation}
+
+
+def round_flags(c: ExperimentConfig) -> list[str]:
+    """The same, as flags of the printed join command (only where they differ from swarm-peer's defaults)."""
+    flags = []
+    if c.experiment.outer_optimizer != "sgd":
+        flags += ["--outer-optimizer", c.experiment.outer_optimizer]
+    if c.experiment.aggregation != "mean":
+        flags += ["--aggregation", c.experiment.aggregation]
+    return flags
+
+
 class _RpcTarget:
     """What deploy_demo needs of a chain (RPC URL, chain id, the funder's account), for any RPC."""
 
@@ -223,7 +238,8 @@ class Supervisor:
                 boot_args += [*self.economy.chain_args(), "--chain-experiment", str(chain["experiment_id"])]
             boot = self._start("bootstrap", [*self.peer_argv(), *boot_args])
             maddrs = self._wait_ready(boot).maddrs
-            join = ["swarm-peer", "--join", "--experiment", c.experiment.name, "--initial-peers", *maddrs]
+            join = ["swarm-peer", "--join", "--experiment", c.experiment.name, *round_flags(c),
+                    "--initial-peers", *maddrs]  # fmt: skip
             update_state(self.state_dir, step="monitor", initial_peers=maddrs, join_command=" ".join(join))
             url = self._start_monitor(maddrs, chain)
             update_state(self.state_dir, dashboard_url=url, step="local peers")
@@ -273,7 +289,7 @@ class Supervisor:
         c = self.cfg
         join = ["--join", "--initial-peers", *maddrs]
         env = {ENV_DIR: str(self.checkpoint_dir), ENV_EVERY: str(c.checkpoints.every_rounds),
-               ENV_OFFSET: str(self.round_offset)}  # fmt: skip
+               ENV_OFFSET: str(self.round_offset), **round_env(c)}  # fmt: skip
         if self.resume_from is not None:
             env[ENV_RESUME] = str(Path(self.resume_from).resolve())
         for i in range(c.local.stage_peers):
