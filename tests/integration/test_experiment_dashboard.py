@@ -115,9 +115,12 @@ def test_every_reward_on_the_page_equals_the_chain(tmp_path: Path):
                           poll_seconds=0.5).start()  # fmt: skip
         dash, driver = None, None
         try:
-            snap = wait_for("the monitor to read the claims", lambda: (lambda s: s if s.get("chain") and
-                            len(s["chain"]["rewards"]) == 2 and s["chain"]["rewards"][0]["claims"] else None)(
-                            monitor.get()[1]), 60)  # fmt: skip
+            def claims_read():
+                s = monitor.get()[1]
+                rows = (s.get("chain") or {}).get("rewards", [])
+                return s if len(rows) == 2 and all(r["claims"] for r in rows) else None
+
+            snap = wait_for("the monitor to read the claims", claims_read, 60)
             claimed = {}
             for e in world.funder.events("Claimed"):
                 claimed[e["peer"]] = claimed.get(e["peer"], 0) + int(e["amount"])
