@@ -13,6 +13,7 @@ from protocol.contribution import Contribution
 class MessageKind(str, Enum):
     CONTRIBUTION = "contribution"  # a Contribution record (commitment + on-chain proof)
     AUDIT_PROOF = "audit_proof"  # a Contribution for an audited chunk
+    EVIDENCE = "evidence"  # a verified round's accusation (swarm.rounds.parts.Accusation), produced since issue 7
 
 
 class GossipMessage(BaseModel):
