@@ -2,8 +2,12 @@
 # Not built in our CI (no Docker engine there); kept in step with dev.sh by hand.
 FROM python:3.11-slim-bookworm
 
-RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm procps ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends procps ca-certificates \
     && rm -rf /var/lib/apt/lists/*
+# Node 20 as the README asks (Debian bookworm's own nodejs is 18): node and npm from the official node image.
+COPY --from=node:20-bookworm-slim /usr/local/bin/node /usr/local/bin/node
+COPY --from=node:20-bookworm-slim /usr/local/lib/node_modules /usr/local/lib/node_modules
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && node --version && npm --version
 
 WORKDIR /opt/swarm
 COPY pyproject.toml README.md package.json package-lock.json dev.sh ./
