@@ -23,7 +23,7 @@ import psutil
 
 from runtime.procs import ChildSet
 from swarm.apps.demo import DemoConfig, DemoSwarm
-from swarm.apps.events import Ready
+from swarm.apps.events import Ready, Step
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -98,6 +98,7 @@ def main() -> int:
         for i in range(6):
             swarm.wait_for(f"s{i}", lambda e: isinstance(e, Ready) and e.role == "stage", timeout=300)
         swarm.start_peer("trainer", [*swarm.join_args, "--role", "trainer"])
+        swarm.wait_for("trainer", lambda e: isinstance(e, Step), timeout=300)  # measure a swarm that trains
         import socket
 
         with socket.socket() as s:

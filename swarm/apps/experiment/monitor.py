@@ -125,11 +125,16 @@ class EventsTail:
             case RoundDone():
                 r = self.rounds.setdefault((e.round, e.stage), {
                     "round": e.round, "stage": e.stage, "group_size": 0, "peers": 0, "bytes": 0, "seconds": 0.0,
+                    "verified": False, "parts_checked": 0, "included": 0, "dropped": {},
                 })  # fmt: skip
                 r["peers"] += 1
                 r["group_size"] = max(r["group_size"], e.group_size)
                 r["bytes"] += e.bytes_sent + e.bytes_received
                 r["seconds"] = max(r["seconds"], e.seconds)
+                r["verified"] = r["verified"] or e.verified
+                r["parts_checked"] += e.parts_checked
+                r["included"] = max(r["included"], len(e.included))
+                r["dropped"].update(e.dropped)
             case Settled():
                 self.settled[e.action] += 1
             case Left() if e.eval_loss is not None:

@@ -45,6 +45,7 @@ function render(s) {
   $("round").textContent = s.round ?? "–";
   $("n-peers").textContent = s.n_peers ?? 0;
   $("bottleneck").textContent = s.bottleneck_stage ?? "–";
+  $("bytes").textContent = (s.bytes_averaged || 0).toLocaleString();
   const stages = s.stages || [];
   rows($("stages").tBodies[0], stages,
     (st) => [st.stage, st.peers.length, num(st.throughput), st.load, st.bottleneck ? "bottleneck" : ""],
@@ -55,7 +56,8 @@ function render(s) {
     (tr, p) => { tr.dataset.peer = p.peer_id; tr.className = "mono"; });
   const rounds = (s.rounds || []).slice(-12).reverse();
   rows($("rounds").tBodies[0], rounds,
-    (r) => [r.round_global, r.stage, r.group_size, r.peers, r.bytes.toLocaleString(), num(r.seconds, 2)],
+    (r) => [r.round_global, r.stage, r.group_size, r.peers, r.verified ? r.parts_checked : "unverified",
+      Object.keys(r.dropped || {}).map(short).join(" ") || "none", r.bytes.toLocaleString(), num(r.seconds, 2)],
     (tr, r) => { tr.dataset.round = r.round_global; });
   const c = s.chain;
   const chain = $("chain");
