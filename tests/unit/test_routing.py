@@ -157,7 +157,7 @@ def test_oversized_messages_are_refused_before_sending(two_stage_swarm):
         wire.pack(runtime_pb2.ExpertRequest, [torch.zeros(2_000_000)], uid="exp.s0.forward")
     _, router = two_stage_swarm
     with pytest.raises(RequestRejected, match="smaller micro-batch"):  # a RoutingError, as the CLI expects
-        router.forward(1, torch.zeros(20_000, 128))
+        router.forward(1, torch.zeros(40_000, 128))
     assert router.sent == []
 
 
