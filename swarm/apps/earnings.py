@@ -70,11 +70,13 @@ class EarningsReader:
     def read(self) -> Earnings:
         """The wallet's earnings now; raises ChainError when the RPC cannot be read."""
         c, exp = self.client, self.experiment
-        head = _head(c)
+        head = c.block_number()
+        state = c.experiment(exp)
+        if self._next_block == 0:  # nothing of the experiment can be older than its first round's opening
+            self._next_block = first_block_at(c, state.start, head)
         if head >= self._next_block:
             self._scan(self._next_block, head)
             self._next_block = head + 1
-        state = c.experiment(exp)
         now = c.block_timestamp()
         stake = c.stake_of(self.address)
         symbol, decimals = self._token_info()
@@ -106,15 +108,13 @@ class EarningsReader:
         )  # fmt: skip
 
     def _scan(self, first: int, last: int) -> None:
-        c = self.client
-        for e in c.events("Contributed", first, last):
-            if e["experimentId"] == self.experiment and e["peer"].lower() == self._me:
-                self._mine.add((int(e["round"]), int(e["stage"])))
-        for e in c.events("Claimed", first, last):
-            if e["experimentId"] == self.experiment and e["peer"].lower() == self._me:
-                key = (int(e["round"]), int(e["stage"]))
-                self._mine.add(key)
-                self._claimed[key] = int(e["amount"])
+        c, where = self.client, {"experimentId": self.experiment, "peer": self.address}
+        for e in c.events("Contributed", first, last, where=where):
+            self._mine.add((int(e["round"]), int(e["stage"])))
+        for e in c.events("Claimed", first, last, where=where):
+            key = (int(e["round"]), int(e["stage"]))
+            self._mine.add(key)
+            self._claimed[key] = int(e["amount"])
 
     def _token_info(self) -> tuple[str, int]:
         if self._token is None:
@@ -132,11 +132,22 @@ class EarningsReader:
         return int(self.client.read("minStake"))
 
 
-def _head(client: ChainClient) -> int:
-    try:
-        return int(client.w3.eth.block_number)
-    except Exception as exc:  # noqa: BLE001 -- web3 raises connection errors of many types
-        raise ChainError(f"cannot reach the L2 RPC: {type(exc).__name__}: {exc}") from None
+def first_block_at(client: ChainClient, timestamp: int, head: int) -> int:
+    """The first block whose timestamp is >= `timestamp` (binary search: ~log2(head) block reads), 0 if all are."""
+    lo, hi = 0, head
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            stamp = int(client.w3.eth.get_block(mid)["timestamp"])
+        except Exception as exc:  # noqa: BLE001 -- web3 raises connection errors of many types
+            raise ChainError(
+                f"cannot read block {mid} from the L2 RPC: {type(exc).__name__}: {exc}"
+            ) from None
+        if stamp < timestamp:
+            lo = mid + 1
+        else:
+            hi = mid
+    return max(0, lo - 1)  # one block of margin
 
 
 class ClaimOutcome(BaseModel):
