@@ -11,16 +11,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from rich.console import Console
 
 from swarm.apps.earnings import Earnings
 from swarm.apps.events import Left, Ready, RoundDone, Settled, Step, Synced
 from swarm.apps.status import main as status_main
-from swarm.apps.view.monitor import PeerMonitor
+from swarm.apps.view.monitor import PeerMonitor, start_view
 from swarm.apps.view.render import event_line, panel, summary_lines
 from swarm.apps.view.state import ChainInfo, PeerState, reach_of
-from swarm.apps.view.status_file import read_statuses, status_path, write_status
+from swarm.apps.view.status_file import (
+    StatusDirError,
+    prepare_status_dir,
+    read_statuses,
+    status_path,
+    write_status,
+)
 
 TOKEN = 10**18
 
@@ -206,3 +214,15 @@ def test_an_rpc_that_is_down_is_a_warning_with_what_to_do_never_a_crash(tmp_path
     assert "warning: cannot read the L2" in text and "swarm-peer claim" in text
     assert f"swarm-peer claim --chain-rpc http://127.0.0.1:9 --escrow {info.escrow} --chain-experiment 1 " \
         f"--wallet-key-file {tmp_path / 'w.key'}" in text  # fmt: skip
+
+
+def test_a_status_folder_others_can_write_is_refused(tmp_path: Path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(StatusDirError, match="chmod 700"):
+        prepare_status_dir(shared)
+    monkeypatch.setenv("SWARM_STATUS_DIR", str(shared))
+    monitor, _ = start_view(SimpleNamespace(events=True))
+    assert monitor.status_file is None  # the peer runs on, without a status file
+    assert prepare_status_dir(tmp_path / "mine") == tmp_path / "mine"

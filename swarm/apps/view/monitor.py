@@ -55,9 +55,15 @@ def view_of(events: EventWriter) -> PeerMonitor | NoView:
 
 def start_view(config: Any) -> tuple[PeerMonitor, MonitoredEventWriter]:
     """The monitor `swarm-peer` runs with `config` (live panel, plain lines or quiet) and its event writer."""
-    from swarm.apps.view.status_file import status_path
+    from swarm.apps.view.status_file import StatusDirError, prepare_status_dir, status_path
 
-    monitor = PeerMonitor(PeerState(), mode=PeerMonitor.choose_mode(config.events), status_file=status_path())
+    path: Path | None = status_path()
+    try:
+        prepare_status_dir(path.parent)
+    except (StatusDirError, OSError) as exc:  # `swarm-peer status` will not see this peer; it still runs
+        logger.warning("%s", exc)
+        path = None
+    monitor = PeerMonitor(PeerState(), mode=PeerMonitor.choose_mode(config.events), status_file=path)
     return monitor, monitor.writer(enabled=config.events)
 
 

@@ -32,6 +32,23 @@ def status_path(pid: int | None = None, folder: Path | None = None) -> Path:
     return (folder or status_dir()) / f"peer-{os.getpid() if pid is None else pid}.json"
 
 
+class StatusDirError(OSError):
+    """The status folder cannot be trusted (another user owns it, or others may write to it)."""
+
+
+def prepare_status_dir(folder: Path) -> Path:
+    """Create `folder` (0700) or check an existing one: ours, and nobody else may read or write it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = folder.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise StatusDirError(
+            f"status folder {folder} is not private to this user (owner uid {st.st_uid}, mode "
+            f"{oct(st.st_mode & 0o777)}): no status file is kept; fix it with `chmod 700 {folder}` or set "
+            f"{STATUS_DIR_ENV}"
+        )
+    return folder
+
+
 def write_status(path: Path, state: PeerState) -> None:
     """Replace `path` with `state` in one rename, so that a reader never sees half a file."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -57,6 +74,8 @@ def read_statuses(folder: Path | None = None) -> list[tuple[Path, PeerState | No
     out: list[tuple[Path, PeerState | None]] = []
     for path in sorted(folder.glob("peer-*.json")) if folder.is_dir() else []:
         try:
+            if path.stat().st_uid != os.getuid():  # only our own peers' files are believed
+                continue
             out.append((path, PeerState.model_validate_json(path.read_text())))
         except (OSError, ValidationError, ValueError):
             out.append((path, None))
