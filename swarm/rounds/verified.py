@@ -390,7 +390,7 @@ class VerifiedAverager:
         """Move the anchor by the outer step and the live parameters with it (local steps since the snapshot kept)."""
         mine = (self.anchor_round, state_digest(self.anchor, self.anchor_round, self.outer))
         holders = [p for p, rec in self._rounds[r].records.items() if (rec.anchor_round, rec.anchor_digest) == best]
-        if mine != best and not self._download_state(best[1], sources=holders):
+        if mine != best and not self._download_state(best[1], sources=holders, set_params=False):
             logger.warning("stage %d round %d: my anchor is not the group's and no peer sent it; resync later",
                            self.stage, r)
             return False
@@ -580,8 +580,9 @@ class VerifiedAverager:
             while len(self._state_blobs) > 2:
                 del self._state_blobs[next(iter(self._state_blobs))]
 
-    def _download_state(self, digest: bytes | None, sources, timeout: float = 30.0) -> bool:
-        """Load the anchor (and momentum) from a peer: the one with `digest` (checked), or its newest if None."""
+    def _download_state(self, digest: bytes | None, sources, timeout: float = 30.0, set_params: bool = True) -> bool:
+        """Load the anchor (and momentum) from a peer: the one with `digest` (checked), or its newest if None;
+        `set_params`: the parameters become that anchor too (joining; a round's resync moves them itself)."""
         assert self._client is not None
         for peer in [p for p in sources if p != self.peer_id]:
             try:
@@ -589,7 +590,7 @@ class VerifiedAverager:
             except Exception as exc:  # noqa: BLE001 - try the next peer
                 logger.info("state download from %s failed: %r", peer, exc)
                 continue
-            if blob is not None and got is not None and self._load_state(blob, digest or got):
+            if blob is not None and got is not None and self._load_state(blob, digest or got, set_params):
                 return True
         return False
 
@@ -604,7 +605,7 @@ class VerifiedAverager:
             piece += 1
         return b"".join(chunks), digest
 
-    def _load_state(self, blob: bytes, digest: bytes) -> bool:
+    def _load_state(self, blob: bytes, digest: bytes, set_params: bool = True) -> bool:
         try:
             n = int.from_bytes(blob[:4], "big")
             header = msgpack.unpackb(blob[4 : 4 + n], raw=False)
@@ -621,8 +622,9 @@ class VerifiedAverager:
         if state_digest(anchor, anchor_round, outer) != digest:
             logger.warning("stage %d: a peer sent a state that does not match its digest; ignoring it", self.stage)
             return False
-        with self.lock, torch.no_grad():
-            _load_flat(self.module, anchor)
+        if set_params:
+            with self.lock, torch.no_grad():
+                _load_flat(self.module, anchor)
         self.anchor, self.anchor_round, self.outer = anchor, anchor_round, outer
         self._remember_state()
         return True

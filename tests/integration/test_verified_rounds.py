@@ -228,3 +228,34 @@ def _run_peer(initial_peer: str, experiment: str, clock_file: str) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["peer"]:
     _run_peer(sys.argv[2], sys.argv[3], sys.argv[4])
+
+
+def test_a_peer_with_another_anchor_resyncs_in_the_round_and_nesterov_keeps_the_group_identical(experiment):
+    """Round 0: peer 2 starts from another anchor: refused as stale by all, it downloads the group's state (checked
+    against the digest in the records) and applies the round like the others. Round 1: all three contribute."""
+    modules = [make_module(0), make_module(0), make_module(5)]
+    with local_dhts(3) as dhts:
+        avs = averagers(dhts, experiment, modules, clock_ending_now(0), outer="nesterov")
+        try:
+            shared = flat(make_module(0)).clone()
+            for a in avs[:2]:
+                a.anchor = shared.clone()
+            avs[2].anchor = flat(modules[2]).clone()
+            for i, m in enumerate(modules):
+                train_locally(m, i)
+            first = step_all(avs, 0)
+            for i, m in enumerate(modules):
+                train_locally(m, 10 + i)
+            second = step_all(avs, 1)
+        finally:
+            for a in avs:
+                a.shutdown()
+    lagging = avs[2].peer_id
+    for res in first:
+        assert "stale anchor" in res.dropped[lagging] and lagging not in res.included and len(res.included) == 2
+    assert [r.averaged for r in first[:2]] == [True, True]
+    for res in second:
+        assert res.dropped == {} and len(res.included) == 3
+    for a in avs:
+        assert a.anchor_round == 1 and torch.equal(a.anchor, avs[0].anchor)
+        assert torch.equal(a.outer.momentum, avs[0].outer.momentum) and float(a.outer.momentum.abs().sum()) > 0
