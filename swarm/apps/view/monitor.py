@@ -113,12 +113,14 @@ class PeerMonitor:
     # ------------------------------------------------------------------------------------------ inputs
 
     def __call__(self, event: _Event) -> None:
-        with self._lock:
-            self.state.apply(event)  # type: ignore[arg-type]
-            if self.mode == "lines":
-                line = event_line(self.state, event)  # type: ignore[arg-type]
+        try:
+            with self._lock:
+                self.state.apply(event)  # type: ignore[arg-type]
+                line = event_line(self.state, event) if self.mode == "lines" else None  # type: ignore[arg-type]
                 if line:
                     self._print(line)
+        except Exception:  # the view must never take the peer down (emit runs in the peer's own threads)
+            logger.exception("the peer's view could not take event %s", type(event).__name__)
 
     def watch_chain(self, info: ChainInfo, client: Any = None) -> None:
         """Read `info.address`'s earnings from now on, through `client` (a ChainClient; no wallet needed) or a
