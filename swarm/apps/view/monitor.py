@@ -203,16 +203,18 @@ class PeerMonitor:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        forced = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)  # a second Ctrl-C: be quick
+        self.shutdown(final_chain_read=not forced)
 
-    def shutdown(self) -> None:
+    def shutdown(self, final_chain_read: bool = True) -> None:
         """Stop refreshing; read the chain one last time; remove the status file; print the summary."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        self._poll_chain(force=True)
+        if final_chain_read:
+            self._poll_chain(force=True)
         with self._lock:
             if self._live is not None:
                 self._live.update(panel(self.state))
