@@ -65,6 +65,7 @@ class LabPeer:
                 event = json.loads(line)
             except ValueError:
                 return
+            event["_t"] = time.time()  # when we read it (wall clock, to compare with the test's own times)
             with self._lock:
                 self.events.append(event)
 

@@ -278,6 +278,10 @@ def join_swarm(
             result = Reachability("private", result.checker, result.dialled, result.seen_as,
                                   detail=f"relayed through {relays[0]}")  # fmt: skip
         relaying.start_relay_dialer(dht)
+        if initial_peers:
+            from swarm.network.liveness import Liveness
+
+            Liveness(dht, initial_peers, log=log).start()  # frozen / offline: notice, re-bootstrap, say so
     except BaseException:
         if dht is not None:
             dht.shutdown()
