@@ -141,15 +141,21 @@ def test_local_steps_taken_during_a_round_are_kept(experiment):
                 with avs[0].lock, torch.no_grad():
                     modules[0][0].bias.add_(nudge)  # a local optimizer step while the round runs
                 results = [f.result() for f in futures]
+            n_bias = modules[0][0].bias.numel()
+            offset = modules[0][0].weight.numel()
+            expected = exact.clone()
+            expected[offset : offset + n_bias] += nudge
+            torch.testing.assert_close(flat(modules[0]), expected, rtol=0, atol=1e-6)
+            torch.testing.assert_close(flat(modules[1]), exact, rtol=0, atol=1e-6)
+            step_all(avs, [2, 2])
         finally:
             shutdown_all(avs)
     assert [r.group_size for r in results] == [2, 2]
-    n_bias = modules[0][0].bias.numel()
-    offset = modules[0][0].weight.numel()
-    expected = exact.clone()
-    expected[offset : offset + n_bias] += nudge
-    torch.testing.assert_close(flat(modules[0]), expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(flat(modules[1]), exact, rtol=0, atol=1e-6)
+    # the step taken while round 1 averaged belongs to round 2's update Δ (review change 1), and nothing else does
+    nudged = torch.zeros_like(exact)
+    nudged[offset : offset + n_bias] = nudge
+    torch.testing.assert_close(avs[0].last_delta, nudged, rtol=0, atol=1e-6)
+    torch.testing.assert_close(avs[1].last_delta, torch.zeros_like(exact), rtol=0, atol=1e-6)
 
 
 def test_a_late_joiner_downloads_the_stages_current_parameters(experiment):

@@ -138,3 +138,22 @@ def test_an_accusation_goes_on_gossipsub_as_evidence_and_comes_back_checkable():
     msg = GossipMessage.from_msgpack(GossipMessage.for_evidence("exp", 3, 1, acc.to_bytes()).to_msgpack())
     assert msg.kind is MessageKind.EVIDENCE and (msg.round, msg.stage) == (3, 1)
     assert accusation_holds(Accusation.from_bytes(msg.body), record, PARAMS, PART_CHUNKS)
+
+
+def test_the_settler_proves_the_commitment_the_group_averaged_and_nothing_else():
+    from types import SimpleNamespace
+
+    from swarm.rounds.verified import commitment_of
+
+    commitment, *_ = committed()
+    report = SimpleNamespace(round=3, delta=torch.zeros(1500), commitment=commitment,
+                             result=SimpleNamespace(verified=True))  # fmt: skip
+    assert commitment_of(report, PARAMS) is commitment  # the same object: never quantized again
+    with pytest.raises(ValueError, match="same CircuitParams"):
+        commitment_of(report, PARAMS.model_copy(update={"depth": 9}))
+    late = SimpleNamespace(round=3, delta=torch.zeros(1500), commitment=None, result=SimpleNamespace(verified=True))
+    with pytest.raises(ValueError, match="committed nothing in time"):
+        commitment_of(late, PARAMS)
+    unchecked = SimpleNamespace(round=3, delta=torch.ones(1500) * 0.01, commitment=None,
+                                result=SimpleNamespace(verified=False))  # fmt: skip
+    assert commitment_of(unchecked, PARAMS).num_chunks == commitment.num_chunks  # --no-verify: committed here
