@@ -38,8 +38,9 @@ static inline void sub_p(u64 *a) {
     }
 }
 
-/* Montgomery product a * b / 2^256 mod p (CIOS; p's top word leaves room, so no extra carry word). */
-static inline void mul(u64 *r, const u64 *a, const u64 *b) {
+/* Montgomery product a * b / 2^256 mod p (CIOS; p's top word leaves room, so no extra carry word): below 2p
+ * (mul_lazy), canonical (mul). */
+static inline void mul_lazy(u64 *r, const u64 *a, const u64 *b) {
     u64 t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4;
     for (int i = 0; i < 4; i++) {
         u128 c = (u128)a[0] * b[i] + t0;
@@ -62,6 +63,10 @@ static inline void mul(u64 *r, const u64 *a, const u64 *b) {
         t3 = t4 + (u64)(c >> 64);
     }
     r[0] = t0, r[1] = t1, r[2] = t2, r[3] = t3;
+}
+
+static inline void mul(u64 *r, const u64 *a, const u64 *b) {
+    mul_lazy(r, a, b);
     if (geq_p(r)) sub_p(r);
 }
 
@@ -81,15 +86,49 @@ static inline void pow5(u64 *x) {
     mul(x, x4, x);
 }
 
-/* sum_j m[j] * s[j] */
-static inline void dot(u64 *r, const fe *m, const fe *s, int n) {
-    fe acc, p;
-    mul(acc, m[0], s[0]);
-    for (int j = 1; j < n; j++) {
-        mul(p, m[j], s[j]);
-        add(acc, acc, p);
+/* Full 512-bit product a * b (schoolbook), added into a 9-limb accumulator. */
+static inline void mac_wide(u64 *acc, const u64 *a, const u64 *b) {
+    u64 w[8] = {0};
+    for (int i = 0; i < 4; i++) {
+        u128 c = 0;
+        for (int j = 0; j < 4; j++) {
+            c = (c >> 64) + (u128)a[i] * b[j] + w[i + j];
+            w[i + j] = (u64)c;
+        }
+        w[i + 4] = (u64)(c >> 64);
     }
-    memcpy(r, acc, sizeof(fe));
+    u128 c = 0;
+    for (int i = 0; i < 8; i++) {
+        c = (c >> 64) + acc[i] + w[i];
+        acc[i] = (u64)c;
+    }
+    acc[8] += (u64)(c >> 64);
+}
+
+/* Montgomery reduction of a sum of at most 8 products of canonical elements (T < 8 p^2 < p * 2^256 * 2.6):
+ * T / 2^256 mod p, canonical. */
+static inline void redc_sum(u64 *r, u64 *t) {
+    for (int i = 0; i < 4; i++) {
+        u64 m = t[i] * INV;
+        u128 c = 0;
+        for (int j = 0; j < 4; j++) {
+            c = (c >> 64) + (u128)m * P[j] + t[i + j];
+            t[i + j] = (u64)c;
+        }
+        for (int k = i + 4; k < 9 && (c >> 64); k++) {
+            c = (c >> 64) + t[k];
+            t[k] = (u64)c;
+        }
+    }
+    r[0] = t[4], r[1] = t[5], r[2] = t[6], r[3] = t[7];
+    while (geq_p(r)) sub_p(r); /* at most twice: T / 2^256 + p < 2.6 p */
+}
+
+/* sum_j m[j] * s[j], one reduction for the whole sum */
+static inline void dot(u64 *r, const fe *m, const fe *s, int n) {
+    u64 acc[9] = {0};
+    for (int j = 0; j < n; j++) mac_wide(acc, m[j], s[j]);
+    redc_sum(r, acc);
 }
 
 typedef struct {
@@ -140,18 +179,18 @@ static void permute(u64 *out, const fe *inputs, int t) {
     }
     for (int i = 0; i < t; i++) add(s[i], s[i], p->fpc[i]);
     for (int r = 0; r < p->partial; r++) {
-        fe x, acc, tmp;
+        fe x, tmp;
+        u64 acc[9] = {0};
         memcpy(x, s[0], sizeof(fe));
         pow5(x);
         add(x, x, p->post[r]);
-        mul(acc, p->a00[r], x);
+        mac_wide(acc, p->a00[r], x);
         for (int i = 1; i < t; i++) {
-            mul(tmp, p->w[r][i - 1], s[i]);
-            add(acc, acc, tmp);
+            mac_wide(acc, p->w[r][i - 1], s[i]);
             mul(tmp, p->v[r][i - 1], x);
             add(s[i], s[i], tmp);
         }
-        memcpy(s[0], acc, sizeof(fe));
+        redc_sum(s[0], acc);
     }
     for (int r = half; r < FULL; r++) {
         for (int i = 0; i < t; i++) {
