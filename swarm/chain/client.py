@@ -30,7 +30,7 @@ from swarm.chain.models import (
     VerifierShape,
 )
 from swarm.chain.revert import ErrorDecoder, _abi_type
-from swarm.chain.tx import RpcReader, TxSender
+from swarm.chain.tx import REPLACE_AFTER_S, RpcReader, TxSender
 from swarm.chain.wallet import Wallet
 
 logger = logging.getLogger("swarm.chain.client")
@@ -52,13 +52,15 @@ class ChainClient:
         escrow: str | None = None,
         request_timeout: float = 10.0,
         receipt_timeout: float = 120.0,
+        replace_after: float = REPLACE_AFTER_S,
     ) -> None:
         self.rpc_url = rpc_url
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
         self.wallet = wallet
         self._artifacts = load_artifacts()
         decoder = ErrorDecoder(a.abi for a in self._artifacts.values())
-        self._tx = TxSender(self.w3, wallet, decoder, receipt_timeout=receipt_timeout) if wallet else None
+        self._tx = (TxSender(self.w3, wallet, decoder, receipt_timeout=receipt_timeout, replace_after=replace_after)
+                    if wallet else None)  # fmt: skip
         self._reader = RpcReader(self.w3, decoder)
         self.escrow: Contract | None = None
         self.token: Contract | None = None

@@ -1,7 +1,7 @@
 """The embedded dev chain: `anvil --network optimism` from node_modules on a free loopback port.
 
-Anvil runs in its own process group and is killed with the parent (PR_SET_PDEATHSIG); `stop()` (or leaving the
-`with` block, exception included) kills the whole group. The dev accounts' keys never reach argv or logs.
+Anvil runs as a `runtime.procs.ChildProcess`: its own process group, killed with the parent (PR_SET_PDEATHSIG);
+`stop()` (or leaving the `with` block, exception included) ends the whole group. The dev accounts' keys never reach argv or logs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from runtime.procs import die_with_parent
+from runtime.procs import ChildProcess, ProcessError
 from swarm.chain.errors import DevChainError
 from swarm.chain.paths import ANVIL_BINARY, ANVIL_WRAPPER
 
@@ -64,21 +63,6 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def kill_process_group(proc: subprocess.Popen, grace_s: float = _STOP_GRACE_S) -> None:
-    """SIGTERM the process group led by `proc` (started with start_new_session), then SIGKILL; reaps it."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait(timeout=grace_s)
-
-
 class DevChain:
     """A local OP-Stack-flavoured L2 dev chain (anvil) for the demo and the tests.
 
@@ -102,7 +86,7 @@ class DevChain:
         self._balance_eth = balance_eth
         self._startup_timeout = startup_timeout
         self._extra_args = list(extra_args)
-        self._proc: subprocess.Popen | None = None
+        self._proc: ChildProcess | None = None
         self._workdir: Path | None = None
         self._lock = threading.Lock()
         self.port: int | None = None
@@ -119,7 +103,7 @@ class DevChain:
         return self._proc.pid if self._proc is not None else None
 
     def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._proc.alive
 
     def __enter__(self) -> Self:
         return self.start()
@@ -160,15 +144,16 @@ class DevChain:
             *self._extra_args,
         ]  # fmt: skip
         with open(stderr_path, "wb") as stderr:
-            self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (PDEATHSIG needs it)
-            )  # fmt: skip
+            self._proc = ChildProcess(cmd, name="anvil", stderr=stderr, interrupt_signal=signal.SIGTERM)
+            try:
+                self._proc.start()
+            except ProcessError as exc:
+                self._proc = None
+                return str(exc)
         self.port = port
         deadline = time.monotonic() + self._startup_timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if not self._proc.alive:
                 code = self._proc.returncode
                 self._kill_proc()
                 reason = stderr_path.read_text(errors="replace").strip()[-500:]
@@ -239,6 +224,6 @@ class DevChain:
 
     def _kill_proc(self) -> None:
         if self._proc is not None:
-            kill_process_group(self._proc)
+            self._proc.stop(interrupt_grace=_STOP_GRACE_S, terminate_grace=_STOP_GRACE_S)
             logger.debug("dev chain pid %d stopped", self._proc.pid)
             self._proc = None

@@ -6,14 +6,14 @@ Used by the chain tests, the benchmark and the demo until zk/ exports the real c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
+import tempfile
+import threading
 from collections.abc import Sequence
 
 from protocol.contribution import Contribution, Groth16Proof
-from runtime.procs import die_with_parent
-from swarm.chain.devchain import kill_process_group
+from runtime.procs import ChildProcess
 from swarm.chain.errors import ChainError
 from swarm.chain.paths import CONTRACTS_DIR, PROJECT_ROOT
 
@@ -33,21 +33,31 @@ def prove_standin(contributions: Sequence[Contribution], norm_bound: int) -> lis
     node = shutil.which("node")
     if node is None:
         raise StandInProofError("node is not on PATH; install Node 20 and run `./dev.sh install`")
-    request = {"inputs": [[str(x) for x in c.public_inputs(norm_bound)] for c in contributions]}
-    proc = subprocess.Popen(
-        [node, str(PROVE_SCRIPT)], cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (PDEATHSIG needs it)
-    )  # fmt: skip
-    try:
-        out, err = proc.communicate(json.dumps(request), timeout=PROVE_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise StandInProofError(f"zokrates-js did not finish {len(contributions)} proofs in time") from exc
-    finally:
-        kill_process_group(proc)
-    if proc.returncode != 0:
+    request = json.dumps({"inputs": [[str(x) for x in c.public_inputs(norm_bound)] for c in contributions]})
+    out: list[bytes] = []
+    with tempfile.TemporaryFile() as err_file:
+        child = ChildProcess([node, str(PROVE_SCRIPT)], name="standin-prover", cwd=PROJECT_ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file)  # fmt: skip
+        with child:
+
+            def talk() -> None:  # write the request, read the whole answer (stderr goes to a file: no deadlock)
+                assert child.stdin is not None and child.stdout is not None
+                with child.stdin:
+                    child.stdin.write(request.encode())
+                out.append(child.stdout.read())
+                child.wait()
+
+            talker = threading.Thread(target=talk, name="standin-prover-io", daemon=True)
+            talker.start()
+            talker.join(PROVE_TIMEOUT_S)
+            if talker.is_alive():
+                raise StandInProofError(f"zokrates-js did not finish {len(contributions)} proofs in time")
+            code = child.returncode
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace")
+    if code != 0 or not out:
         raise StandInProofError(f"stand-in prover failed: {err.strip()[-2000:]}")
-    proofs = json.loads(out)["proofs"]
+    proofs = json.loads(out[0])["proofs"]
     result = []
     for c, p in zip(contributions, proofs, strict=True):
         if "error" in p:

@@ -5,7 +5,10 @@ Everything goes through the real parts (anvil, solc-js artifacts, zokrates-js pr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,7 +18,7 @@ from swarm.chain.client import ChainClient
 from swarm.chain.devchain import DevChain
 from swarm.chain.models import ExperimentSpec
 from swarm.chain.safety import STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
-from swarm.chain.standin import STANDIN_VERIFIER, prove_standin
+from swarm.chain.standin import STANDIN_VERIFIER, StandInProofError, prove_standin
 from swarm.chain.wallet import Wallet
 
 STANDIN_CHUNK, STANDIN_DEPTH = 1_000, 8  # the shape the tests declare for the stand-in verifiers
@@ -126,3 +129,39 @@ class EscrowWorld:
 
     def prove(self, contributions: Sequence[Contribution], experiment: int) -> list[Contribution]:
         return prove_standin(contributions, self.funder.experiment(experiment).norm_bound)
+
+
+class StandInProver:
+    """A settler's prover (zk.background.BackgroundProver's interface) that makes stand-in proofs with real
+    zokrates-js: the commitment needs only `root`, `norm_sq` and `num_chunks`. `fail(round)` makes every proof of
+    that round fail (a peer that cannot answer its audits)."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self.workers = workers
+        self.failing: set[int] = set()
+        self.jobs: list[tuple[int, int, int, list[int]]] = []  # (experiment, round, stage, chunks) in order
+        self._lock = threading.Lock()
+
+    def start(self) -> StandInProver:
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="standin-prover")
+        return self
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, commitment: Any, *, experiment: int, round: int, stage: int, peer: str, chunks: list[int],
+               norm_bound: int) -> Future[list[Contribution]]:  # fmt: skip
+        assert self._pool is not None, "start() the prover first"
+        with self._lock:
+            self.jobs.append((experiment, round, stage, list(chunks)))
+        wanted = [Contribution(experiment=experiment, round=round, stage=stage, peer=peer, root=commitment.root,
+                               norm_sq=commitment.norm_sq, chunk=c) for c in chunks]  # fmt: skip
+
+        def prove() -> list[Contribution]:
+            if round in self.failing:
+                raise StandInProofError(f"round {round}: this prover was told to fail")
+            return prove_standin(wanted, norm_bound)
+
+        return self._pool.submit(prove)

@@ -1,14 +1,24 @@
 """Sending transactions safely: local signing, one nonce tracker, gas estimation, receipts, decoded reverts.
 
 A transaction is signed once; if the RPC drops while sending it, the client looks the hash up and resends the
-identical signed bytes (same nonce), so a transaction is never lost silently and never sent twice.
+identical signed bytes (same nonce), so a transaction is never lost silently and never sent twice. A transaction
+not mined after `replace_after` seconds is signed again with the same nonce and fees raised by at least 12.5%
+(what nodes require to replace it), so one stuck transaction does not hold up every later one; whichever of the
+versions is mined is the receipt. Nonces are taken under a per-(chain, address) file lock, so two processes (or
+two clients in one process) using one key never take the same nonce.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -28,6 +38,11 @@ logger = logging.getLogger("swarm.chain.tx")
 _CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, OSError)
 GAS_MARGIN = 1.2
 GAS_HEADROOM = 10_000
+REPLACE_AFTER_S = 20.0
+MAX_REPLACEMENTS = 5
+FEE_BUMP = 1.125  # nodes replace a pending transaction only if both fees rise by >= 10% (geth), 12.5% (others)
+NONCE_LOCK_TIMEOUT_S = 60.0
+NONCE_LOCK_DIR = Path(tempfile.gettempdir()) / f"swarm-nonce-locks-{os.getuid()}"
 
 
 class PendingTx(BaseModel):
@@ -39,6 +54,7 @@ class PendingTx(BaseModel):
     nonce: int
     raw: bytes
     what: str
+    fields: dict = {}  # the unsigned transaction, to sign a replacement with higher fees
 
 
 class RpcReader:
@@ -83,10 +99,12 @@ class TxSender(RpcReader):
         receipt_timeout: float = 120.0,
         poll_s: float = 0.05,
         send_retries: int = 3,
+        replace_after: float = REPLACE_AFTER_S,
     ) -> None:
         super().__init__(w3, decoder)
         self.wallet = wallet
         self.receipt_timeout = receipt_timeout
+        self.replace_after = replace_after
         self.poll_s = poll_s
         self.send_retries = send_retries
         self._lock = threading.Lock()
@@ -104,8 +122,31 @@ class TxSender(RpcReader):
         pending = self._sign_and_submit(tx, what)
         return self.wait(pending)
 
+    @contextlib.contextmanager
+    def _nonce_lock(self) -> Iterator[None]:
+        """This key's nonce lock on this chain, across threads and processes (an exclusive flock)."""
+        NONCE_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+        path = NONCE_LOCK_DIR / f"{self.chain_id()}-{self.wallet.address.lower()}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + NONCE_LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ChainError(
+                            f"another process has held the nonce lock of {self.wallet.address} for "
+                            f"{NONCE_LOCK_TIMEOUT_S:.0f} s ({path}); is it stuck?"
+                        ) from None
+                    time.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _sign_and_submit(self, tx: dict[str, Any], what: str) -> PendingTx:
-        with self._lock:
+        with self._lock, self._nonce_lock():
             tx = {**tx, "from": self.wallet.address, "chainId": self.chain_id()}
             gas = self.rpc(f"estimating gas for {what}", self.w3.eth.estimate_gas, tx)
             base_fee = self.rpc("reading the base fee", lambda: self.w3.eth.get_block("latest"))["baseFeePerGas"]
@@ -115,9 +156,7 @@ class TxSender(RpcReader):
                 gas=int(gas * GAS_MARGIN) + GAS_HEADROOM, nonce=nonce, maxPriorityFeePerGas=tip,
                 maxFeePerGas=2 * base_fee + tip, type=2,
             )  # fmt: skip
-            signed: SignedTransaction = self.wallet.account.sign_transaction(tx)
-            pending = PendingTx(tx_hash=signed.hash.to_0x_hex(), nonce=nonce, raw=bytes(signed.raw_transaction),
-                                what=what)
+            pending = self._sign(tx, what)
             self.unconfirmed[pending.tx_hash] = pending
             try:
                 self._submit(pending)
@@ -127,6 +166,30 @@ class TxSender(RpcReader):
             self._nonce = nonce + 1
             logger.debug("sent %s: tx %s nonce %d", what, pending.tx_hash, nonce)
             return pending
+
+    def _sign(self, tx: dict[str, Any], what: str) -> PendingTx:
+        signed: SignedTransaction = self.wallet.account.sign_transaction(tx)
+        return PendingTx(tx_hash=signed.hash.to_0x_hex(), nonce=tx["nonce"], raw=bytes(signed.raw_transaction),
+                         what=what, fields=tx)
+
+    def _replace(self, p: PendingTx) -> PendingTx | None:
+        """Sign `p` again with the same nonce and fees raised by FEE_BUMP (at least today's 2 x base fee + tip)
+        and send it; None if the node refuses (e.g. the old one was just mined: nonce too low)."""
+        with self._lock, self._nonce_lock():
+            base_fee = self.rpc("reading the base fee", lambda: self.w3.eth.get_block("latest"))["baseFeePerGas"]
+            tip = max(int(p.fields["maxPriorityFeePerGas"] * FEE_BUMP) + 1,
+                      self.rpc("reading the priority fee", lambda: self.w3.eth.max_priority_fee))
+            max_fee = max(int(p.fields["maxFeePerGas"] * FEE_BUMP) + 1, 2 * base_fee + tip)
+            q = self._sign({**p.fields, "maxPriorityFeePerGas": tip, "maxFeePerGas": max_fee}, p.what)
+            try:
+                self.w3.eth.send_raw_transaction(q.raw)
+            except (Web3RPCError, *_CONNECTION_ERRORS) as exc:
+                logger.info("%s: replacement of tx %s not accepted: %s", p.what, p.tx_hash, exc)
+                return None
+            self.unconfirmed[q.tx_hash] = q
+            logger.warning("%s: tx %s (nonce %d) not mined after %.0f s; replaced by %s with max fee %d",
+                           p.what, p.tx_hash, p.nonce, self.replace_after, q.tx_hash, max_fee)
+            return q
 
     def forget_nonce(self) -> None:
         """Re-read the nonce from the chain on the next send (after a dev chain's evm_revert, say)."""
@@ -183,40 +246,56 @@ class TxSender(RpcReader):
         return self.wait(pending)
 
     def wait(self, p: PendingTx) -> TxReceipt:
-        """Wait for the receipt; tolerates short RPC outages; raises RevertError if the tx reverted."""
+        """Wait for the receipt (re-pricing a stuck transaction); tolerates short RPC outages; raises
+        RevertError if the transaction reverted."""
         deadline = time.monotonic() + self.receipt_timeout
+        next_bump = time.monotonic() + self.replace_after
+        versions = [p]  # the transaction and its replacements: the same nonce, so at most one is mined
         outage = 0
-        while True:
-            try:
-                receipt = self.w3.eth.get_transaction_receipt(HexBytes(p.tx_hash))
+        receipt, mined = None, p
+        while receipt is None:
+            for v in versions:
+                try:
+                    receipt = self.w3.eth.get_transaction_receipt(HexBytes(v.tx_hash))
+                    mined = v
+                    break
+                except TransactionNotFound:
+                    outage = 0
+                except _CONNECTION_ERRORS as exc:
+                    outage += 1
+                    if outage > 50:
+                        raise ChainError(
+                            f"the RPC at {self.rpc_url} stopped answering while waiting for {p.what} (tx "
+                            f"{v.tx_hash}); it may still be mined: it stays in client.unconfirmed, call "
+                            "resend(tx_hash) later"
+                        ) from exc
+            if receipt is not None:
                 break
-            except TransactionNotFound:
-                outage = 0
-            except _CONNECTION_ERRORS as exc:
-                outage += 1
-                if outage > 50:
-                    raise ChainError(
-                        f"the RPC at {self.rpc_url} stopped answering while waiting for {p.what} (tx {p.tx_hash}); "
-                        "it may still be mined: it stays in client.unconfirmed, call resend(tx_hash) later"
-                    ) from exc
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise ChainError(
-                    f"{p.what} (tx {p.tx_hash}) was not mined within {self.receipt_timeout:.0f} s; it stays in "
-                    "client.unconfirmed: call resend(tx_hash) to wait again"
+                    f"{p.what} (tx {versions[-1].tx_hash}) was not mined within {self.receipt_timeout:.0f} s; it "
+                    "stays in client.unconfirmed: call resend(tx_hash) to wait again"
                 )
+            if now > next_bump and len(versions) <= MAX_REPLACEMENTS:
+                q = self._replace(versions[-1])
+                if q is not None:
+                    versions.append(q)
+                next_bump = now + self.replace_after
             time.sleep(self.poll_s)
-        self.unconfirmed.pop(p.tx_hash, None)
+        for v in versions:
+            self.unconfirmed.pop(v.tx_hash, None)
         if receipt["status"] != 1:
-            raise self._revert_error(p.what, self._replay_revert_data(p, receipt))
+            raise self._revert_error(p.what, self._replay_revert_data(mined, receipt))
         return receipt
 
     def _replay_revert_data(self, p: PendingTx, receipt: TxReceipt) -> str | None:
-        tx = self.w3.eth.get_transaction(HexBytes(p.tx_hash))
-        call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
         try:
+            tx = self.w3.eth.get_transaction(HexBytes(p.tx_hash))
+            call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
             self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
         except ContractLogicError as exc:
             return exc.data if isinstance(exc.data, str) else None
-        except (*_CONNECTION_ERRORS, Web3RPCError):
+        except (*_CONNECTION_ERRORS, Web3RPCError, TransactionNotFound):  # the revert stays undecoded
             return None
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -88,3 +89,58 @@ def test_the_key_never_shows_in_repr_or_errors(chain: DevChain) -> None:
     with pytest.raises(RevertError, match="OwnableUnauthorizedAccount") as info:  # only the owner mints
         client.transact("mint", client.address, 1, contract=client.contract("TestToken", token))
     assert key.removeprefix("0x") not in str(info.value)
+
+
+def test_a_stuck_transaction_is_repriced_and_replaced_under_the_same_nonce(chain: DevChain) -> None:
+    client = ChainClient(chain.rpc_url, Wallet(chain.accounts[1].private_key), replace_after=0.5)
+    token, _ = client.deploy("TestToken")
+    token_contract = client.contract("TestToken", token)
+    nonce = client.w3.eth.get_transaction_count(client.address)
+    chain.rpc("evm_setAutomine", [False])
+    stop = threading.Event()
+
+    def blocks_too_expensive_for_the_first_version() -> None:
+        while not stop.is_set():  # every block's base fee is far above what the first version offers
+            chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(10**12)])
+            chain.rpc("evm_mine", [])
+            stop.wait(0.3)
+
+    miner = threading.Thread(target=blocks_too_expensive_for_the_first_version, daemon=True)
+    try:
+        miner.start()
+        receipt = client.transact("approve", client.address, 1, contract=token_contract)
+    finally:
+        stop.set()
+        miner.join()
+        chain.rpc("evm_setAutomine", [True])
+    mined = client.w3.eth.get_transaction(receipt["transactionHash"])
+    assert mined["nonce"] == nonce and receipt["status"] == 1
+    assert mined["maxFeePerGas"] >= 10**12  # a re-priced version was mined
+    assert client.w3.eth.get_transaction_count(client.address) == nonce + 1  # exactly one of the versions
+    assert client.unconfirmed == {}
+
+
+def test_two_clients_of_one_key_never_take_the_same_nonce(chain: DevChain) -> None:
+    key = chain.accounts[2].private_key
+    a, b = (ChainClient(chain.rpc_url, Wallet(key)) for _ in range(2))
+    token, _ = a.deploy("TestToken")
+    start = a.w3.eth.get_transaction_count(a.address)
+    receipts: list = []
+    errors: list = []
+
+    def send(c: ChainClient) -> None:
+        contract = c.contract("TestToken", token)
+        for i in range(5):
+            try:
+                receipts.append(c.transact("approve", c.address, i, contract=contract))
+            except ChainError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(c,)) for c in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    nonces = sorted(a.w3.eth.get_transaction(r["transactionHash"])["nonce"] for r in receipts)
+    assert nonces == list(range(start, start + 10))

@@ -19,7 +19,7 @@ from swarm.settlement.settler import RoundSettler, SettlementEvent
 
 pytestmark = pytest.mark.integration
 
-CFG = DemoConfig(stage_params=(3000, 2000), chunk_size=1024, round_duration=20, submit_window=60, audit_window=20,
+CFG = DemoConfig(stage_params=(3000, 2000), chunk_size=1024, round_duration=20, submit_window=60, audit_window=80,
                  audits_per_peer=2, reward_per_round=10 * TOKEN, verifier="ChunkVerifier")
 
 
