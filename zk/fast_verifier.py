@@ -14,7 +14,7 @@ from string import Template
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocol.contribution import FIELD_MODULUS
-from zk.prover import ProofError
+from zk.prover import ProofError, ZkWorker
 
 BASE_FIELD = 21888242871839275222246405745257275088696311157297823662689037894645226208583  # q: coordinates
 SCALAR_FIELD = FIELD_MODULUS  # r: inputs (defined once, in protocol/contribution.py)
@@ -237,6 +237,14 @@ def write_fast_verifier(key_path: Path, out: Path = FAST_VERIFIER_PATH, contract
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_fast_verifier(vk, contract, origin if origin is not None else _display(key_path)))
     return out
+
+
+def compile_fast_verifier(worker: ZkWorker, key_path: Path, contract: str = FAST_VERIFIER_NAME) -> dict:
+    """`{"abi", "bytecode"}` of the gas-lean verifier for the keys in `key_path` (a verification.key.json of
+    any backend, e.g. zk/keys/<id>-groth16py/ or a ceremony's key folder), compiled by the pinned solc-js with
+    contracts/compiler.json's settings: what a deployment whose provers use those keys must deploy."""
+    source = render_fast_verifier(load_verification_key(key_path), contract, _display(key_path))
+    return worker.request("compile_solidity", source=source, name=contract)
 
 
 def _display(path: Path) -> str:

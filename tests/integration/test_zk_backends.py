@@ -14,7 +14,7 @@ from zk.background import BackgroundProver
 from zk.chunk_prover import ChunkProver
 from zk.circuit import SMALL_PARAMS as PARAMS
 from zk.commit import Commitment, commit_update
-from zk.fast_verifier import load_verification_key, render_fast_verifier
+from zk.fast_verifier import compile_fast_verifier
 from zk.prover import ProofError, ZkWorker
 from zk.quantize import quantize_update
 
@@ -110,8 +110,7 @@ def test_groth16py_proofs_on_anvil_through_the_fast_verifier(worker, provers, pr
         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
         verifiers = {}
         for backend, prover in provers.items():
-            source = render_fast_verifier(load_verification_key(prover.dir / "verification.key.json"))
-            artifact = worker.request("compile_solidity", source=source, name="FastChunkVerifier")
+            artifact = compile_fast_verifier(worker, prover.dir / "verification.key.json")
             factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
             receipt = w3.eth.wait_for_transaction_receipt(
                 factory.constructor().transact({"from": w3.eth.accounts[0]}), timeout=30)
