@@ -2,6 +2,8 @@
 shape as zk's): deploy gas, gas per peer-round (contribute + finalize/N + claim) for N contributors with the
 ZoKrates-exported verifier and with zk/fast_verifier.py's, claimMany amortized over R rounds, and the cost of
 one round at a stated L2 gas price. Baselines: a bare verifyTx transaction of the same proof on each verifier.
+Also what a free rider earns per round next to an honest peer: with the escrow before issue 13 (its artifact
+read from git, commit 97e46d6) and with today's, in the same run.
 
     python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--breakdown]
 
@@ -11,12 +13,16 @@ one round at a stated L2 gas price. Baselines: a bare verifyTx transaction of th
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
+import subprocess
 import time
 from collections import Counter
 
-from swarm.chain import DevChain
+from protocol.sampling import contribute_chunk
+from swarm.chain import DevChain, RevertError
+from swarm.chain.paths import PROJECT_ROOT
 from swarm.chain.standin import STANDIN_VERIFIER
 from swarm.chain.testing import EscrowWorld, Timing
 
@@ -24,6 +30,7 @@ TARGET_PER_PEER_ROUND = 300_000
 FAST_STANDIN_VERIFIER = "FastStandInChunkVerifier"  # zk/fast_verifier.py's verifier of the stand-in's key
 VERIFIERS = {"zokrates": STANDIN_VERIFIER, "fast": FAST_STANDIN_VERIFIER}
 CLAIM_ROUNDS = (1, 10, 20)
+BEFORE_ISSUE_13 = "97e46d6"  # the escrow the audit attacked: a zero update was accepted and paid
 
 
 def measure(world: EscrowWorld, n: int, proofs: list, verifier: str) -> dict[str, float]:
@@ -62,6 +69,53 @@ def claim_many(world: EscrowWorld, rounds: int, verifier: str) -> float:
     for r in range(rounds):
         world.funder.finalize(exp, r)
     return peer.claim_many(exp, list(range(rounds)), [0] * rounds)["gasUsed"]
+
+
+def free_rider(world: EscrowWorld, honest: int = 3) -> dict[str, float]:
+    """Tokens per round of one free rider next to `honest` peers (reward 1,000 per round, stand-in proofs):
+    a zero update on the old escrow and on today's; a minimal nonzero update (normSq 1) on today's without a
+    norm floor and with the funder's floor 2**10."""
+    f, peers = world.funder, world.peers[: honest + 1]
+    rider, honest_peers = peers[0], peers[1:]
+    out = {}
+    old = json.loads(subprocess.run(["git", "show", f"{BEFORE_ISSUE_13}:contracts/artifacts/SwarmEscrow.json"],
+                                    cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout)
+    receipt = f._sender.send({"data": old["bytecode"] + f.w3.codec.encode(
+        ["address", "uint128", "uint32", "uint32", "uint16"], [world.token, 100, 10_000, 600, 2_000]).hex()},
+        "deploying the old SwarmEscrow")  # fmt: skip
+    old_escrow = f.w3.eth.contract(address=receipt["contractAddress"], abi=old["abi"])
+    spec = (world.verifier, f.block_timestamp(), 3_600, 600, 600, 2, 1, 1_000, 1_000, 10**6, [100_000])
+    f.transact("approve", old_escrow.address, 10**9, contract=f.token)
+    f.transact("createExperiment", spec, contract=old_escrow)
+    f.transact("fund", 1, 10**6, contract=old_escrow)
+    for n_sq, who in [(0, rider)] + [(100, p) for p in honest_peers]:
+        root = 5_000 + n_sq + int(who.address, 16) % 1_000
+        (c,) = world.prove([world.contribution(who, 1, 0, 0, root, norm_sq=n_sq,
+                                               chunk=contribute_chunk(root, who.address, 100))], 1)  # fmt: skip
+        who.transact("approve", old_escrow.address, 100, contract=who.token)
+        who.transact("stake", 100, contract=old_escrow)
+        who.transact("contribute", 1, 0, 0, c.root, c.norm_sq, c.proof.abi_tuple(), contract=old_escrow)
+    world.chain.set_next_timestamp(spec[1] + 3_600 + 600 + 600)
+    f.transact("finalize", 1, 0, contract=old_escrow)
+    out["zero update, escrow before issue 13"] = old_escrow.functions.getRound(1, 0).call()[4]
+    for label, n_sq, floor in [("zero update", 0, 0), ("normSq 1, no floor", 1, 0), ("normSq 1, floor 2**10", 1, 10)]:
+        exp = world.create_experiment(stage_params=(100_000,), pool=10**6, min_norm_log2=floor, num_rounds=1)
+        for who, norm in [(rider, n_sq)] + [(p, 5_000) for p in honest_peers]:
+            root = 9_000 + norm + exp + int(who.address, 16) % 1_000
+            (c,) = world.prove([world.contribution(who, exp, 0, 0, root, norm_sq=norm)], exp)
+            try:
+                who.contribute(c)
+            except RevertError as exc:
+                assert who is rider, exc
+        world.goto(exp, 0, "after")
+        f.finalize(exp, 0)
+        share = f.round_state(exp, 0).share
+        rider_paid = rider.record(exp, 0, 0, rider.address).exists
+        out[label] = share if rider_paid else 0
+        for p in peers:
+            if p.record(exp, 0, 0, p.address).exists:
+                p.claim(exp, 0, 0)
+    return out
 
 
 def _opcode_gas(chain: DevChain, tx_hash: str) -> tuple[Counter, list[tuple[str, int]]]:
@@ -154,9 +208,9 @@ def main() -> None:
         f = world.funder
         deployed = {name: f.deploy(name) for name in (*VERIFIERS.values(), "TestToken")}
         deploy = {name: receipt["gasUsed"] for name, (_, receipt) in deployed.items()}
-        deploy["SwarmEscrow"] = f.deploy("SwarmEscrow", world.token, 100, 10_000, 600, 2_000)[1]["gasUsed"]
+        deploy["SwarmEscrow"] = f.deploy("SwarmEscrow", world.token, 100, 10_000, 600, 2_000, 10, [])[1]["gasUsed"]
         for p in world.peers:
-            p.stake(100)
+            p.stake(100 * (max(CLAIM_ROUNDS) + 2))  # collateral: minStake per contribution in flight
         exp0 = world.create_experiment(stage_params=(100_000,))
         proofs = world.prove(
             [world.contribution(p, exp0, 0, 0, 7_000 + i) for i, p in enumerate(world.peers)], exp0
@@ -172,6 +226,7 @@ def main() -> None:
             for key, name in VERIFIERS.items()
         }
         many = {r: claim_many(world, r, deployed[FAST_STANDIN_VERIFIER][0]) for r in CLAIM_ROUNDS}
+        riders = free_rider(world)
     print("deploy gas: " + ", ".join(f"{k} {v:,}" for k, v in deploy.items()))
     print(
         f"baseline: bare verifyTx transaction (Groth16, 4 public inputs): "
@@ -191,6 +246,10 @@ def main() -> None:
             f"{contribute_share + gas / r:,.0f}"
         )
     best = contribute_share + many[max(many)] / max(many)
+    print("free rider's tokens per round next to 3 honest peers (reward 1,000; an honest peer's share with the "
+          "rider in: 250):")
+    for label, paid in riders.items():
+        print(f"  {label:<38} {paid:>6,}")
     zk = rows["zokrates"][-1]
     eth = fast["n"] * fast["per_peer_round"] * args.gas_price_gwei * 1e-9
     flat = fast["finalize"] / rows["fast"][0]["finalize"]
@@ -204,7 +263,8 @@ def main() -> None:
         f"R={max(many)} ({best / TARGET_PER_PEER_ROUND:.3f}x the 300k target); one claim per round "
         f"{fast['per_peer_round']:,.0f} (ZoKrates' verifier {zk['per_peer_round']:,.0f}); "
         "verifyTx fast/ZoKrates "
-        f"{baseline['fast'] / baseline['zokrates']:.3f}x; finalize N={fast['n']}/N=1 {flat:.2f}x; "
+        f"{baseline['fast'] / baseline['zokrates']:.3f}x; finalize N={fast['n']}/N=1 {flat:.2f}x; free rider "
+        f"(zero update) {riders['zero update, escrow before issue 13']} -> {riders['zero update']} per round; "
         f"{time.monotonic() - t0:.0f} s"
     )
 
