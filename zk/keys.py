@@ -14,6 +14,7 @@ from pathlib import Path
 from zk import backends
 from zk.backends import GROTH16PY, ZOKRATES
 from zk.circuit import CircuitParams
+from zk.fast_verifier import compile_fast_verifier
 from zk.prover import ProofError, ZkWorker
 
 logger = logging.getLogger(__name__)
@@ -96,3 +97,14 @@ def rename_verifier(source: str, params: CircuitParams) -> str:
               f"(chunk {params.chunk}, block {params.block}, depth {params.depth}). Do not edit.\n"
               "// Development keys from a single-party setup: see zk/README.md before any real deployment.\n")
     return header + source
+
+
+def fast_setup(params: CircuitParams, root: Path = KEYS_ROOT, key_dir: Path | None = None) -> tuple[Path, dict]:
+    """What a deployment proving with groth16py needs: the key folder (`key_dir`, e.g. a ceremony's, or this
+    machine's groth16py development keys, made once) and `{"abi", "bytecode"}` of the FastChunkVerifier for
+    exactly those keys, to deploy instead of the committed one (which is for zokrates-js's dev keys)."""
+    with ZkWorker(timeout=SETUP_TIMEOUT) as worker:
+        d = Path(key_dir) if key_dir is not None else ensure_keys(worker, params, root, backend=GROTH16PY)
+        if not has_key_files(d, params, GROTH16PY):
+            raise ProofError(f"{d} holds no complete groth16py keys for circuit {params.circuit_id}")
+        return d, compile_fast_verifier(worker, d / "verification.key.json")
