@@ -4,8 +4,9 @@ Behind a home NAT or a firewall a peer can connect out but nobody can connect in
 connects out), but a stage peer must be dialled by trainers and by its stage's other peers, and without a way in
 it would only time out. The check follows Petals' (`petals/server/reachability.py`: a server asks peers of the
 swarm to open a fresh connection back to it before it announces itself): we ask an initial peer, over the
-connection we already have, to open a *new* TCP connection to each address we listen on, and to the address it
-sees our connection come from with our listening port (what a port forward on a home router would expose).
+connection we already have, to open a *new* TCP connection to the address it sees our connection come from, on
+each port we listen on (what a port forward on a home router would expose). It dials nothing else, so nobody can
+use the check to make a peer probe other machines.
 
 Every peer started by `swarm-peer` answers these checks (`serve_reachability_checks`); the answer is one of
 `Reachability.status`: "public" (some address was dialled back), "private" (none was), "unknown" (no peer
@@ -90,7 +91,10 @@ async def _answer(p2p, request, context):
                 if ip and "/p2p-circuit" not in str(addr):
                     seen = ip
                     break
-    targets = [(h, p) for h in dict.fromkeys([*hosts, *([seen] if seen else [])]) for p in ports]
+    # only the address the asker's connection comes from: dialling whatever hosts a remote peer names would let
+    # anyone use us to probe other machines (the asker's own list is kept for the log, not dialled)
+    del hosts
+    targets = [(seen, p) for p in ports] if seen else []
     results = await asyncio.gather(*(_dial(h, p) for h, p in targets))
     dialled = {f"{h}:{p}": ok for (h, p), ok in zip(targets, results, strict=True)}
     return runtime_pb2.ExpertResponse(metadata=msgpack.packb({"dialled": dialled, "seen_as": seen}))
@@ -98,8 +102,8 @@ async def _answer(p2p, request, context):
 
 async def _dial(host: str, port: int) -> bool:
     """A fresh TCP connection that gets the libp2p listener's multistream greeting (not just any open port)."""
-    if host in ("0.0.0.0", "::") or host.startswith("127."):
-        return False  # our loopback is not theirs
+    if host in ("0.0.0.0", "::"):
+        return False
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DIAL_TIMEOUT_S)
     except (TimeoutError, OSError):
