@@ -12,6 +12,7 @@ from web3 import Web3
 from swarm.chain import ChainError, DevChain, RevertError
 from swarm.chain.client import ChainClient
 from swarm.chain.deploy import DemoConfig, deploy_demo
+from swarm.chain.safety import UnsafeExperiment, check_experiment
 from swarm.chain.wallet import Wallet
 
 pytestmark = pytest.mark.integration
@@ -144,3 +145,13 @@ def test_two_clients_of_one_key_never_take_the_same_nonce(chain: DevChain) -> No
     assert errors == []
     nonces = sorted(a.w3.eth.get_transaction(r["transactionHash"])["nonce"] for r in receipts)
     assert nonces == list(range(start, start + 10))
+
+
+def test_the_demo_experiment_passes_the_peer_check_with_zks_real_verifier(chain: DevChain) -> None:
+    d = deploy_demo(chain, DemoConfig(verifier="FastChunkVerifier"), stakers=[])
+    client = ChainClient(chain.rpc_url, escrow=d.escrow)
+    state = check_experiment(client, d.experiment_id)  # defaults: zk's verifiers, DEFAULT_PARAMS, one worker
+    assert state.audit_window == DemoConfig().audit_window
+    check_experiment(client, d.experiment_id, proof_seconds=20, prover_workers=2)  # 2 workers: half the time
+    with pytest.raises(UnsafeExperiment, match="an honest peer would be slashed"):
+        check_experiment(client, d.experiment_id, proof_seconds=20)  # a slower machine with one worker
