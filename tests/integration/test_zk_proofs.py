@@ -11,6 +11,8 @@ import torch
 
 from protocol.contribution import FIELD_MODULUS, Contribution
 from protocol.sampling import challenged_chunks, contribute_chunk
+from zk import leaves
+from zk import poseidon as poseidon_module
 from zk.background import BackgroundProver
 from zk.chunk_prover import ChunkProver
 from zk.circuit import SMALL_PARAMS as PARAMS
@@ -193,11 +195,17 @@ def test_background_prover_reports_a_failed_job_and_shutdown_cancels_the_queue(c
         bg.submit(commitment, chunks=[0], norm_bound=commitment.norm_sq, **CLAIM)
 
 
-def test_commit_hashed_in_a_process_pool_equals_the_serial_commit():
+def test_commit_hashed_in_a_process_pool_equals_the_serial_commit(monkeypatch):
+    """Without the native extension `processes=n` is a pool of spawned processes (with it, threads: unit tests)."""
     torch.manual_seed(8)
     q = quantize_update(torch.randn(PARAMS.chunk * 70) * 0.01, PARAMS.block)  # 70 chunks: over the pool minimum
+    serial = commit_update(q, PARAMS)
+    monkeypatch.setattr(leaves, "_native_fits", lambda scales: False)
+    monkeypatch.setattr(poseidon_module, "_native", None)
+    poseidon_module._native_ready.cache_clear()
     try:
-        serial, pooled = commit_update(q, PARAMS), commit_update(q, PARAMS, processes=2)
+        pooled = commit_update(q, PARAMS, processes=2)
     finally:  # a spawn pool leaves multiprocessing's resource tracker running until we exit: stop it now
         resource_tracker._resource_tracker._stop()
+        poseidon_module._native_ready.cache_clear()
     assert (pooled.root, pooled.norm_sq, pooled.tree.levels[0]) == (serial.root, serial.norm_sq, serial.tree.levels[0])
