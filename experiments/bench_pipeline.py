@@ -35,30 +35,32 @@ from swarm.pipeline.baseline import LocalStages
 from swarm.pipeline.trainer import Trainer, run_training
 
 LR = 1e-3
+OLD = ("none", False, False, 4)  # the protocol before: fp32, input resent on backward, loss at the trainer
 RESULTS = Path(__file__).with_name("results")
 
 
 def baseline(workload, n_stages: int, batch_size: int, steps: int, warmup: int, *, keep: bool = True):
-    stages = LocalStages(workload, n_stages, lr=LR, keep_activations=keep)
+    stages = LocalStages(workload, n_stages, lr=LR, keep_activations=keep, loss_at_last_stage=keep)
     batches = workload.batches(batch_size, seed=0)
     run_training(stages, workload, batches, steps=warmup)
     return run_training(stages, workload, batches, steps=steps)
 
 
 def swarm_runs(workload_name, options, n_stages, batch_size, steps, warmup, variants) -> tuple[dict, list]:
-    """{(codec, keep, in flight): (report, router stats)} for each variant, all against one local swarm."""
+    """{(codec, keep, fused, in flight): (report, router stats)} for each variant, all against one local swarm."""
     workload = get_workload(workload_name, **options)
     results = {}
     with local_swarm(workload_name, n_stages, lr=LR, options=options) as swarm:
         dht = create_dht(swarm.initial_peers)
         try:
-            for codec, keep, c in variants:
+            for codec, keep, fused, c in variants:
                 with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
-                             concurrency=c, codec=codec, keep_activations=keep) as trainer:  # fmt: skip
+                             concurrency=c, codec=codec, keep_activations=keep,
+                             loss_at_last_stage=fused) as trainer:  # fmt: skip
                     trainer.run(warmup)
                     trainer.router.stats.clear()
                     report = trainer.run(steps)
-                    results[(codec, keep, c)] = (report, dict(trainer.router.stats))
+                    results[(codec, keep, fused, c)] = (report, dict(trainer.router.stats))
         finally:
             dht.shutdown()
     return results, swarm.stats
@@ -75,6 +77,11 @@ def breakdown(report, stats, n_stages: int) -> dict:
     sent = sum(s.bytes_sent + s.bytes_received for s in stats.values()) / steps
     comm = (total["transport"] + total["peer_codec"] + total["local_codec"]) / max(total["seconds"], 1e-9)
     return {"wall": wall, **total, "idle": {s: 1 - b for s, b in busy.items()}, "bytes": sent, "comm_share": comm}
+
+
+def label(key) -> str:
+    codec, keep, fused, c = key
+    return f"{codec:>6} {'kept' if keep else 'resend':>8} {'last stage' if fused else 'trainer':>10} {c:>9}"
 
 
 def print_breakdown(name: str, b: dict) -> None:
@@ -151,7 +158,7 @@ def main() -> None:
         codec_table(options["n_embd"], args.batch_size, options["block_size"])
     summary = []
     for n_stages in stage_counts:
-        variants = [("none", False, 4), ("none", True, 4)] + [("int8", True, c) for c in in_flight]
+        variants = [OLD, ("none", True, True, 4), ("int8", True, False, 4)] + [("int8", True, True, c) for c in in_flight]
         before = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
         runs, peer_stats = swarm_runs(args.workload, options, n_stages, args.batch_size, steps, warmup, variants)
         after = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
@@ -161,20 +168,21 @@ def main() -> None:
         torch.set_num_threads(1)
         one = (before + after) / 2
         print(f"\nS={n_stages}: one process, 1 thread: {one:.1f} samples/s ({before:.1f} before, {after:.1f} after the "
-              f"swarm); {all_threads} threads: {wide:.1f}/s; 1 thread, recomputing backward: {recompute:.1f}/s")  # fmt: skip
-        print(f"{'codec':>6} {'backward':>10} {'in flight':>9} {'samples/s':>10} {'/1 thread':>9} {'/all cores':>10} {'KiB/mb':>7}")
-        for (codec, keep, c), (report, stats) in runs.items():
+              f"swarm); {all_threads} threads: {wide:.1f}/s; 1 thread, recomputing backward and loss at the trainer: "
+              f"{recompute:.1f}/s")  # fmt: skip
+        print(f"{'codec':>6} {'backward':>8} {'loss at':>10} {'in flight':>9} {'samples/s':>10} {'/1 thread':>9} "
+              f"{'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
+        for key, (report, stats) in runs.items():
             b = breakdown(report, stats, n_stages)
             sps = report.samples_per_second
-            print(f"{codec:>6} {'kept' if keep else 'resend':>10} {c:>9} {sps:>10.1f} {sps / one:>9.2f} {sps / wide:>10.2f} "
-                  f"{b['bytes'] / 2**10:>7.0f}")  # fmt: skip
-        print("per micro-batch (fp32 resend = the old protocol; int8 kept = the default):")
-        for key in [("none", False, 4), ("none", True, 4), ("int8", True, max(in_flight))]:
-            print_breakdown(f"{key[0]} {'kept' if key[1] else 'resend'} x{key[2]}", breakdown(*runs[key], n_stages))
+            print(f"{label(key)} {sps:>10.1f} {sps / one:>9.2f} {sps / wide:>10.2f} {b['bytes'] / 2**10:>7.0f}")
+        print("per micro-batch:")
+        for key in [OLD, ("none", True, True, 4), ("int8", True, True, max(in_flight))]:
+            print_breakdown(" ".join(label(key).split()), breakdown(*runs[key], n_stages))
         best = max(runs, key=lambda k: runs[k][0].samples_per_second)
         sps = runs[best][0].samples_per_second
         summary.append(f"S={n_stages}: {sps:.0f} samples/s = {sps / one:.2f}x one 1-thread process, "
-                       f"{sps / wide:.2f}x one {all_threads}-thread process ({best[0]}, {best[2]} in flight)")  # fmt: skip
+                       f"{sps / wide:.2f}x one {all_threads}-thread process ({best[0]}, {best[3]} in flight)")  # fmt: skip
         for s in sorted(peer_stats, key=lambda s: s["stage"]):
             print(f"  stage {s['stage']} peer: peak RSS {s['peak_rss_mb']:.0f} MB (python {s['peak_self_rss_mb']:.0f} MB "
                   f"+ DHT + p2pd), {s['steps']} steps")  # fmt: skip
@@ -190,7 +198,7 @@ def main() -> None:
 
 def square_cube(batch_size: int, widths: list[int], steps: int, warmup: int) -> str:
     """S=2 tinylm at several widths (same depth): swarm/one-process ratio and communication share."""
-    print(f"\nsquare-cube: tinylm, 4 layers, S=2, int8 kept, 4 in flight; widths {widths}")
+    print(f"\nsquare-cube: tinylm, 4 layers, S=2, int8, kept, loss at the last stage, 4 in flight; widths {widths}")
     print(f"{'width':>6} {'one proc/s':>10} {'swarm/s':>8} {'ratio':>6} {'compute ms':>10} {'comm ms':>8} {'comm share':>10}")
     rows = []
     for width in widths:
@@ -198,8 +206,8 @@ def square_cube(batch_size: int, widths: list[int], steps: int, warmup: int) -> 
         workload = get_workload("tinylm", **options)
         n = max(6, steps * 128 // width)
         one = baseline(workload, 2, batch_size, n, warmup).samples_per_second
-        runs, _ = swarm_runs("tinylm", options, 2, batch_size, n, warmup, [("int8", True, 4)])
-        report, stats = runs[("int8", True, 4)]
+        runs, _ = swarm_runs("tinylm", options, 2, batch_size, n, warmup, [("int8", True, True, 4)])
+        report, stats = runs[("int8", True, True, 4)]
         b = breakdown(report, stats, 2)
         comm_ms = 1e3 * (b["transport"] + b["peer_codec"] + b["local_codec"])
         ratio = report.samples_per_second / one
@@ -239,8 +247,8 @@ def loss_effect(batch_size: int, steps: int) -> str:
     base = baseline(workload, 2, batch_size, steps, 0)
     runs = {}
     for codec in ("none", "int8"):
-        r, _ = swarm_runs("tinylm", options, 2, batch_size, steps, 0, [(codec, True, 2)])
-        runs[codec] = r[(codec, True, 2)][0]
+        r, _ = swarm_runs("tinylm", options, 2, batch_size, steps, 0, [(codec, True, True, 2)])
+        runs[codec] = r[(codec, True, True, 2)][0]
     print(f"\nloss: tinylm {options}, batch {batch_size}, {steps} steps, 2 in flight; final = mean of the last 10%")
     print(f"  one process: {base.final_loss:.4f}")
     for codec, r in runs.items():

@@ -14,9 +14,10 @@ class LocalStages:
 
     def __init__(
         self, workload: Workload, n_stages: int, *, lr: float, seed: int = 0, optimizer: str = "adam",
-        device: str = "cpu", keep_activations: bool = True,
+        device: str = "cpu", keep_activations: bool = True, loss_at_last_stage: bool = True,
     ) -> None:  # fmt: skip
         self.n_stages, self.keep_activations = n_stages, keep_activations
+        self.loss_at_last_stage = loss_at_last_stage
         self.workers = [
             StageWorker(m, lr=lr, optimizer=optimizer, device=device)
             for m in workload.build_stages(n_stages, seed)
@@ -29,6 +30,10 @@ class LocalStages:
         self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None, mb: str | None = None
     ) -> torch.Tensor | None:
         return self.workers[stage].backward(x, grad_output, key=mb if self.keep_activations else None)
+
+    def forward_loss(self, stage: int, x: torch.Tensor, target: torch.Tensor, workload: Workload):
+        loss, grad = self.workers[stage].forward_loss(x, target, workload.loss)
+        return float(loss), grad
 
     @property
     def modules(self) -> list[torch.nn.Module]:

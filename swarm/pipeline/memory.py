@@ -179,3 +179,24 @@ def _advice(plan: MemoryPlan, optimizer: str) -> str:
     tips.append("serve another stage (--stage) or join a swarm cut into more stages")
     tips.append("close other programs using this device, or use --device cpu")
     return "To make it fit: " + "; ".join(tips) + "."
+
+
+def preflight_stage(
+    workload, n_stages: int, stage: int, *, seed: int = 0, device: str = "cpu", optimizer: str = "adam",
+    in_flight: int = 4, free: int | None = None,
+) -> MemoryPlan | None:  # fmt: skip
+    """The memory plan of serving `stage` of `workload` on `device` (a probe batch of its real input is run through
+    the stages before it); raises StageDoesNotFit. None when the device cannot be looked at (a GPU torch does not
+    see: the stage's own start says so)."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)  # fmt: skip
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return None
+    stages = workload.build_stages(n_stages, seed)
+    x, _ = next(workload.batches(4, seed))
+    with torch.no_grad():
+        for earlier in stages[:stage]:
+            x = earlier(x)
+    module = stages[stage].to(dev)
+    return plan_stage_memory(module, x.to(dev), device=dev, optimizer=optimizer, in_flight=in_flight, free=free,
+                             stage=f"stage {stage} of {workload.name}")  # fmt: skip

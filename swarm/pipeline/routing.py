@@ -133,11 +133,16 @@ class StageRouter(StartStop):
         seed: int | None = None,
         codec: str = "int8",
         keep_activations: bool = True,
+        loss_at_last_stage: bool = True,
     ) -> None:
         if codec not in wire.CODECS:
             raise ValueError(f"unknown codec {codec!r}: use one of {wire.CODECS}")
         self.dht, self.experiment, self.n_stages = dht, experiment, n_stages
-        self.codec, self.keep_activations = codec, keep_activations
+        self.codec, self.keep_activations, self.loss_at_last_stage = (
+            codec,
+            keep_activations,
+            loss_at_last_stage,
+        )
         self.timeout, self.min_timeout, self.max_attempts = timeout, min_timeout, max_attempts
         self._latency: dict[tuple[int, str], float] = {}
         self.stats: dict[tuple[int, str], CallStats] = {}
@@ -196,6 +201,16 @@ class StageRouter(StartStop):
         keep = mb is not None and self.keep_activations
         (y,), peer = self._call(stage, "forward", [x], n_out=1, meta={"mb": mb, "keep": True} if keep else {})
         return y, peer
+
+    def forward_loss(
+        self, stage: int, x: torch.Tensor, target: torch.Tensor
+    ) -> tuple[float, torch.Tensor | None]:
+        """The last stage's whole step in one call: it computes the loss against `target`, backpropagates and
+        steps; returns (loss, gradient w.r.t. `x` or None for token inputs)."""
+        out, _ = self._call(stage, "forward", [x, target], n_out=None, meta={"loss": True})
+        if not out or out[0].numel() != 1:
+            raise RoutingError(f"stage {stage} answered a forward-with-loss without a loss")
+        return float(out[0]), (out[1] if len(out) > 1 else None)
 
     def backward(
         self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, *, prefer: str | None = None,

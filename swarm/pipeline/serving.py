@@ -238,6 +238,14 @@ class StageServer(StartStop):
     def _parse(self, kind: str, tensors: list[torch.Tensor], meta: dict) -> tuple:
         """What to compute for a request: (function, args, kwargs)."""
         mb = meta.get("mb")
+        if kind == "forward" and meta.get(
+            "loss"
+        ):  # the last stage's whole step, against the targets sent along
+            if len(tensors) != 2:
+                raise InvalidInput(
+                    f"a forward-with-loss request must carry (input, targets), got {len(tensors)}"
+                )
+            return self.worker.forward_loss, tensors, {"loss_fn": self.workload.loss}
         if kind == "forward":
             if len(tensors) != 1:
                 raise InvalidInput(f"a forward request must carry 1 tensor, got {len(tensors)}")
@@ -259,7 +267,8 @@ class StageServer(StartStop):
             if self.stage != stage:
                 raise _StageSwitched
             out = fn(*args, **kwargs)
-        return ([] if out is None else [out]), started, time.perf_counter()
+        outputs = list(out) if isinstance(out, tuple) else [out]  # forward_loss answers (loss, grad)
+        return [t for t in outputs if t is not None], started, time.perf_counter()
 
     def _status(self, status: Status, detail: str) -> runtime_pb2.ExpertResponse:
         self.errors += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import torch
 from torch import nn
@@ -140,6 +140,37 @@ class StageWorker:
             self.steps += 1
         self._measure(time.perf_counter() - start, len(x), recomputed=params is None)
         return x.grad.cpu() if x.is_floating_point() else None
+
+    def forward_loss(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last stage's whole step: forward, `loss_fn(output, target)`, backward, one optimizer step.
+        Returns (the loss as a 1-element tensor, d loss / d x or None for token inputs): one call instead of a
+        forward, the output sent to the trainer, its gradient sent back and a backward."""
+        self._check_input(x)
+        start = time.perf_counter()
+        with self.params_lock:
+            x = x.detach().to(self.device)
+            if x.is_floating_point():
+                x.requires_grad_(True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                output = self.module(x)
+                try:
+                    loss = loss_fn(output, target.to(self.device))
+                except (RuntimeError, ValueError, IndexError) as exc:
+                    raise InvalidInput(
+                        f"the targets do not fit the output {tuple(output.shape)}: {exc}"
+                    ) from exc
+            loss.backward()
+            self.optimizer.step()
+            self.steps += 1
+        self._forward_seconds = 0.0
+        self._measure(time.perf_counter() - start, len(x), recomputed=True)
+        return loss.detach().cpu().reshape(1), (x.grad.cpu() if x.is_floating_point() else None)
 
     def replace_module(self, module: nn.Module) -> None:
         """Serve another module (stage switch); the optimizer state and the kept activations start afresh."""

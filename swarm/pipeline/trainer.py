@@ -59,6 +59,13 @@ class RemoteStages:
     ) -> torch.Tensor | None:
         return self.router.backward(stage, x, grad_output, prefer=route, mb=mb)
 
+    @property
+    def loss_at_last_stage(self) -> bool:
+        return self.router.loss_at_last_stage
+
+    def forward_loss(self, stage: int, x: torch.Tensor, target: torch.Tensor, workload: Workload):
+        return self.router.forward_loss(stage, x, target)
+
 
 _MB_PREFIX = f"{os.getpid():x}-{os.urandom(4).hex()}"
 _MB_COUNTER = itertools.count()
@@ -91,21 +98,29 @@ class TrainReport(BaseModel):
 
 
 def train_step(pipeline: StagePipeline, workload: Workload, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One micro-batch: forward through every stage, loss, backward through every stage (each stage steps)."""
+    """One micro-batch: forward through every stage, loss, backward through every stage (each stage steps).
+
+    If the pipeline has `loss_at_last_stage` set, the last stage computes the loss itself from the targets and
+    backpropagates in the same call (`forward_loss`): one call fewer, and its output never crosses the wire."""
     inputs, routes = [], []
     mb = micro_batch_key()
+    fused = getattr(pipeline, "loss_at_last_stage", False)
+    last = pipeline.n_stages - 1 if fused else pipeline.n_stages
     h = x
-    for stage in range(pipeline.n_stages):
+    for stage in range(last):
         inputs.append(h)
         h, route = pipeline.forward(stage, h, mb)
         routes.append(route)
-    output = h.detach().requires_grad_(True)
-    loss = workload.loss(output, y)
-    loss.backward()
-    grad = output.grad
-    for stage in reversed(range(pipeline.n_stages)):
+    if fused:
+        loss, grad = pipeline.forward_loss(last, h, y, workload)
+    else:
+        output = h.detach().requires_grad_(True)
+        loss_t = workload.loss(output, y)
+        loss_t.backward()
+        loss, grad = float(loss_t.detach()), output.grad
+    for stage in reversed(range(len(inputs))):
         grad = pipeline.backward(stage, inputs[stage], grad, routes[stage], mb)
-    return float(loss.detach())
+    return float(loss)
 
 
 def forward_all(pipeline: StagePipeline, x: torch.Tensor) -> torch.Tensor:

@@ -138,3 +138,20 @@ def test_a_long_run_keeps_only_the_last_steps_it_is_asked_to():
     w = get_workload("digits")
     report = run_training(LocalStages(w, 2, lr=1e-3), w, w.batches(8, seed=0), steps=30, history=5)
     assert [r.step for r in report.steps] == [25, 26, 27, 28, 29] and report.samples == 240
+
+
+def test_the_last_stage_computing_the_loss_trains_exactly_as_the_trainer_computing_it():
+    w = get_workload("digits")
+    runs = [
+        run_training(LocalStages(w, 2, lr=3e-3, loss_at_last_stage=fused), w, w.batches(16, seed=0), steps=20)
+        for fused in (True, False)
+    ]
+    assert [s.loss for s in runs[0].steps] == [s.loss for s in runs[1].steps]
+
+
+def test_targets_that_do_not_fit_are_an_invalid_input():
+    w = get_workload("digits")
+    worker = StageWorker(w.build_stage(2, 1), lr=1e-3)
+    with pytest.raises(InvalidInput, match="targets do not fit"):
+        worker.forward_loss(torch.zeros(4, 128), torch.zeros(5, dtype=torch.long), w.loss)
+    assert worker.steps == 0
