@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="S=2 at 1x width, fewer steps: under a minute")
     parser.add_argument("--workload", default="tinylm")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--stages", type=int, nargs="+", default=None, help="stage counts (default 2 3; quick: 2)")
+    parser.add_argument("--stages", type=int, nargs="*", default=None, help="stage counts (default 2 3; quick: 2; none: skip)")
     parser.add_argument("--widths", type=int, nargs="*", default=None,
                         help="tinylm widths for the square-cube table (default 128 256 512; quick: none)")  # fmt: skip
     parser.add_argument("--loss-steps", type=int, default=None, help="loss comparison length (quick: 0, off)")
@@ -144,7 +144,7 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the stage peers: one core each
     torch.set_num_threads(1)
     quick = args.quick
-    stage_counts = args.stages or ([2] if quick else [2, 3])
+    stage_counts = args.stages if args.stages is not None else ([2] if quick else [2, 3])
     widths = args.widths if args.widths is not None else ([] if quick else [128, 256, 512])
     loss_steps = args.loss_steps if args.loss_steps is not None else (0 if quick else 300)
     steps, warmup = (20, 3) if quick else (60, 5)
