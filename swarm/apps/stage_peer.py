@@ -23,6 +23,7 @@ from swarm.apps.config import ConfigError, PeerConfig
 from swarm.apps.events import EventWriter, Ready, RoundDone, StageChanged, Synced
 from swarm.models import Workload
 from swarm.network.records import ExperimentRecord, fetch_stage_announcements, publish_experiment
+from swarm.pipeline.memory import check_stage_fits
 from swarm.pipeline.serving import StageServer
 from swarm.pipeline.stage_choice import Announcements, choose_stage, rebalance_target
 from swarm.rounds.averager import StageAverager
@@ -140,6 +141,8 @@ class StagePeer:
     def _join(self, stage: int, announcements: Announcements) -> None:
         """Build, resync and serve `stage` (the server is started after the resync, so it serves fresh parameters)."""
         module = self.workload.build_stage(self.experiment.n_stages, stage, seed=self.experiment.seed)
+        check_stage_fits(self.workload, self.experiment.n_stages, stage, seed=self.experiment.seed,
+                         device=self.config.device, log=logger)  # memory preflight: refuses what does not fit
         me = self.dht.peer_id.to_base58()
         serving_now = sum(1 for a in announcements.get(stage, ()) if a.peer_id != me)
         server = self.server or StageServer(

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from swarm.errors import SwarmError
+
 SAFETY = (
     0.85  # of the free memory; the rest is for the allocator's fragmentation, CUDA context, other programs
 )
@@ -31,8 +33,11 @@ OPTIMIZERS = ("adam", "adam8bit", "sgd")
 _BNB_BLOCK = 256  # bitsandbytes' blockwise optimizer state: one fp32 scale per block of this many values
 
 
-class StageDoesNotFit(ValueError):
+class StageDoesNotFit(SwarmError, ValueError):
     """The stage cannot be served on this device, even with micro-batches of one sample; the message says why."""
+
+    exit_code = 2  # a setting to change (device, optimizer, stage), as ConfigError
+    summary = "this machine cannot serve that stage: "
 
 
 def optimizer_state_bytes(n_params: int, optimizer: str) -> int:
@@ -200,3 +205,12 @@ def preflight_stage(
     module = stages[stage].to(dev)
     return plan_stage_memory(module, x.to(dev), device=dev, optimizer=optimizer, in_flight=in_flight, free=free,
                              stage=f"stage {stage} of {workload.name}")  # fmt: skip
+
+
+def check_stage_fits(workload, n_stages: int, stage: int, *, seed: int = 0, device: str = "cpu",
+                     log=None) -> MemoryPlan | None:  # fmt: skip
+    """`preflight_stage` for a stage peer about to serve: logs what fits, raises StageDoesNotFit (exit code 2)."""
+    plan = preflight_stage(workload, n_stages, stage, seed=seed, device=device)
+    if plan is not None and log is not None:
+        log.info("stage %d: %s", stage, plan.describe())
+    return plan

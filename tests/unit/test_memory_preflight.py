@@ -111,3 +111,14 @@ def test_laptop_gpu_profile_serves_a_stage_on_the_gpu():
     assert config.role == "stage" and config.device.startswith("cuda")
     assert load_config({"join": True, "initial_peers": ["/ip4/10.0.0.1/tcp/1/p2p/QmX"], "device": "cpu"},
                        profile).device == "cpu"  # fmt: skip
+
+
+def test_preflight_of_a_workload_stage_runs_its_real_input_and_refuses_when_too_small():
+    from swarm.pipeline.memory import preflight_stage
+
+    workload = get_workload("tinylm")
+    plan = preflight_stage(workload, 2, 1, device="cpu")
+    assert plan is not None and plan.per_sample > 0 and plan.max_batch >= 16
+    with pytest.raises(StageDoesNotFit, match="stage 1 of tinylm does not fit on cpu"):
+        preflight_stage(workload, 2, 1, device="cpu", free=plan.fixed // 2)
+    assert preflight_stage(workload, 2, 0, device="cuda") is None or torch.cuda.is_available()
