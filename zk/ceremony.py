@@ -105,27 +105,38 @@ def init(d: Path, params: CircuitParams, ptau: Path | None = None, phase1_contri
     (d / "source.zok").write_text(params.source())
     power = power_for(info["constraints"])
     manifest: dict = {"circuit_id": params.circuit_id, "params": params.model_dump(),
-                      "constraints": info["constraints"], "power": power, "phase1": [], "phase2": []}
+                      "constraints": info["constraints"], "power": power, "phase1": []}
     if ptau is not None:
         shutil.copyfile(ptau, d / PHASE1)
         manifest["phase1"].append({"imported": str(ptau)})
     else:
-        tmp = d / "phase1_0000.ptau"
-        snarkjs("powersoftau", "new", "bn128", str(power), str(tmp))
-        for i in range(1, phase1_contributions + 1):
-            nxt = d / f"phase1_{i:04d}.ptau"
-            out = snarkjs("powersoftau", "contribute", str(tmp), str(nxt), f"--name=local phase-1 contribution {i}",
-                          stdin=_entropy())
-            manifest["phase1"].append({"name": f"local phase-1 contribution {i}", "hash": (_hashes(out) or [""])[-1]})
-            tmp.unlink()
-            tmp = nxt
-        snarkjs("powersoftau", "prepare", "phase2", str(tmp), str(d / PHASE1))
-        tmp.unlink()
+        manifest["phase1"] = local_phase1(d / PHASE1, power, phase1_contributions)
     snarkjs("zkey", "new", str(d / backends.R1CS), str(d / PHASE1), str(d / INITIAL_ZKEY))
     (d / MANIFEST).write_text(json.dumps(manifest, indent=2))
     logger.info("ceremony for circuit %s (%d constraints, 2^%d) started in %s", params.circuit_id,
                 info["constraints"], power, d)
     return d / INITIAL_ZKEY
+
+
+def local_phase1(out: Path, power: int, contributions: int = 1) -> list[dict]:
+    """A powers-of-tau file of 2^power prepared for phase 2, made on this machine: `powersoftau new`, then
+    `contributions` contributions with fresh randomness (their names and hashes are returned for the record),
+    then `prepare phase2`. Circuit-independent: one file serves every circuit up to 2^power constraints."""
+    if contributions < 1:
+        raise CeremonyError("a local phase 1 needs at least one contribution")
+    tmp = out.with_name(f"{out.stem}_0000.ptau")
+    snarkjs("powersoftau", "new", "bn128", str(power), str(tmp))
+    records = []
+    for i in range(1, contributions + 1):
+        nxt = out.with_name(f"{out.stem}_{i:04d}.ptau")
+        name = f"local phase-1 contribution {i}"
+        result = snarkjs("powersoftau", "contribute", str(tmp), str(nxt), f"--name={name}", stdin=_entropy())
+        records.append({"name": name, "hash": (_hashes(result) or [""])[-1]})
+        tmp.unlink()
+        tmp = nxt
+    snarkjs("powersoftau", "prepare", "phase2", str(tmp), str(out))
+    tmp.unlink()
+    return records
 
 
 def contribute(previous: Path, out: Path, name: str) -> str:
