@@ -16,7 +16,7 @@ from typing import Any, Self, TextIO
 from rich.console import Console
 from rich.live import Live
 
-from swarm.apps.events import EventWriter, _Event
+from swarm.apps.events import EventWriter, Failed, Left, _Event
 from swarm.apps.view.render import advice_lines, event_line, panel, status_line, summary_lines
 from swarm.apps.view.state import ChainInfo, PeerState
 from swarm.apps.view.status_file import remove_status, write_status
@@ -113,6 +113,8 @@ class PeerMonitor:
     # ------------------------------------------------------------------------------------------ inputs
 
     def __call__(self, event: _Event) -> None:
+        if isinstance(event, (Left, Failed)):
+            self._stage_peers = None  # the DHT is about to shut down: no more reads of it
         try:
             with self._lock:
                 self.state.apply(event)  # type: ignore[arg-type]
@@ -211,7 +213,7 @@ class PeerMonitor:
         """Stop refreshing; read the chain one last time; remove the status file; print the summary."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=5)  # a tick stuck on a dead RPC must not hold the exit (it is a daemon)
             self._thread = None
         if final_chain_read:
             self._poll_chain(force=True)
