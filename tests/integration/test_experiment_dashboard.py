@@ -20,22 +20,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 TOKEN = 10**18
 
 
-def _rows(driver, table: str) -> list:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
+def _rows(driver, table: str) -> list[dict]:
+    """The table's rows as {data-* attributes..., "text": ...}, read in one script: the page re-renders on every
+    update, so an element found in one call may be gone in the next."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map("
+        "tr => Object.assign({text: tr.innerText}, tr.dataset))", f"#{table} tbody tr")
 
 
 def _text(driver, element_id: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.ID, element_id).text
+    return driver.execute_script("return document.getElementById(arguments[0]).innerText", element_id)
 
 
 def _health(driver) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.ID, "health").get_attribute("data-state")
+    return driver.execute_script("return document.getElementById('health').dataset.state")
 
 
 def test_live_swarm_in_a_browser_then_lost(tmp_path: Path):
@@ -54,14 +52,14 @@ def test_live_swarm_in_a_browser_then_lost(tmp_path: Path):
         assert driver.title == "swarm experiment"
         wait_for("the page to show 2 live stage peers", lambda: len(_rows(driver, "peers")) == 2
                  and _health(driver) == "ok", 120)  # fmt: skip
-        shown = {r.get_attribute("data-peer") for r in _rows(driver, "peers")}
+        shown = {r["peer"] for r in _rows(driver, "peers")}
         assert shown == {p["peer_id"] for s in snapshot(sd)["stages"] for p in s["peers"]}
         assert _text(driver, "name") == "webtest" and _text(driver, "n-peers") == "2"
         wait_for("rounds on the page", lambda: len(_rows(driver, "rounds")) > 0, 60)
         first_round = int(_text(driver, "round"))
-        top = _rows(driver, "rounds")[0].get_attribute("data-round")
+        top = _rows(driver, "rounds")[0]["round"]
         wait_for("the page to move on by two rounds", lambda: int(_text(driver, "round")) >= first_round + 2
-                 and _rows(driver, "rounds")[0].get_attribute("data-round") != top, 60)  # fmt: skip
+                 and _rows(driver, "rounds")[0]["round"] != top, 60)  # fmt: skip
         wait_for("a training loss curve", lambda: driver.execute_script(
             "const p = document.querySelector('#loss-chart polyline');"
             "return p ? p.getAttribute('points').split(' ').length : 0") >= 10, 180)
@@ -137,11 +135,10 @@ def test_every_reward_on_the_page_equals_the_chain(tmp_path: Path):
             driver.get(dash.url)
             wait_for("reward rows on the page", lambda: len(_rows(driver, "rewards")) == 2, 60)
             for row in _rows(driver, "rewards"):
-                peer = row.get_attribute("data-peer")
-                wei = claimed[peer]
-                assert int(row.get_attribute("data-claimed-wei")) == wei
+                wei = claimed[row["peer"]]
+                assert int(row["claimedWei"]) == wei
                 whole, frac = divmod(wei, TOKEN)
-                assert f"{whole}.{frac * 10_000 // TOKEN:04d} SWT" in row.text
+                assert f"{whole}.{frac * 10_000 // TOKEN:04d} SWT" in row["text"]
             pool_left = world.funder.experiment(exp).pool
             assert _text(driver, "pool") == f"{pool_left // TOKEN}.{pool_left % TOKEN * 10_000 // TOKEN:04d} SWT"
             total = sum(claimed.values())

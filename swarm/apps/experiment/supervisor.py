@@ -227,10 +227,10 @@ class Supervisor:
             manifest = read_manifest(self.resume_from)
             self.round_offset = int(manifest["round"]) + 1
         with ExitStack() as stack:
-            stack.callback(self.children.stop_all)
             self._events_file = stack.enter_context(open(self.state_dir / EVENTS, "a"))
             update_state(self.state_dir, status="starting", step="chain")
             chain = self.economy.start(stack)
+            stack.callback(self.children.stop_all)  # before the chain goes: the monitor's last reading sees it
             update_state(self.state_dir, chain=chain, step="bootstrap")
             boot_args = ["--role", "bootstrap", "--workload", c.experiment.workload,
                          "--n-stages", str(c.experiment.n_stages), "--round-duration", str(c.experiment.round_duration)]
