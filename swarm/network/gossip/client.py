@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 from typing import Self
 
 from runtime.procs import ChildProcess
+from swarm.errors import SwarmError
 from swarm.network.gossip.framing import HEADER_SIZE, FrameError, decode_body, encode_frame, frame_length
 from swarm.network.gossip.messages import GossipMessage, topic_for
 
 logger = logging.getLogger(__name__)
 
 
-class GossipError(RuntimeError):
+class GossipError(SwarmError):
     """The gossip sidecar failed to start, answered with an error, or died."""
 
 
