@@ -4,6 +4,7 @@ verify off-chain and on anvil, and a tampered contribution is rejected with a cl
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,12 +18,17 @@ from zk.__main__ import main as zk_cli
 from zk.chunk_prover import ChunkProver
 from zk.circuit import CircuitParams
 from zk.commit import commit_update
+from zk.keys import KEYS_ROOT
 from zk.prover import ZkWorker
 from zk.quantize import quantize_update
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 PARAMS = CircuitParams(chunk=64, block=64, depth=2)  # ~2.6k constraints: powers of tau of 2^12
+POWER = 12
+# A local phase 1 is circuit-independent and its `prepare phase2` takes minutes: made once per machine (the
+# first run pays it), then imported as a deployment imports a public transcript (`init(..., ptau=...)`).
+PHASE1_CACHE = KEYS_ROOT / "ptau" / f"local_{POWER}.ptau"
 PEER = "0x" + "3c" * 20
 CLAIM = {"experiment": 5, "round": 2, "stage": 0, "peer": PEER}
 CONTRIBUTORS = ("alice", "bob", "carol")
@@ -32,7 +38,15 @@ BEACON = "5c" * 32
 @pytest.fixture(scope="module")
 def transcript(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("ceremony")
-    zkeys = [ceremony.init(d, PARAMS)]
+    if not PHASE1_CACHE.is_file():
+        PHASE1_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        partial = PHASE1_CACHE.with_suffix(".partial.ptau")
+        records = ceremony.local_phase1(partial, POWER, contributions=2)
+        assert [r["name"] for r in records] == ["local phase-1 contribution 1", "local phase-1 contribution 2"]
+        assert all(len(r["hash"]) == 128 for r in records)
+        partial.rename(PHASE1_CACHE)
+    zkeys = [ceremony.init(d, PARAMS, ptau=PHASE1_CACHE)]
+    assert json.loads((d / "ceremony.json").read_text())["power"] <= POWER
     hashes = []
     for i, name in enumerate(CONTRIBUTORS, start=1):  # each would run on its own machine: only files pass
         zkeys.append(d / f"circuit_{i:04d}.zkey")
