@@ -44,6 +44,9 @@ class StagePipeline(Protocol):
         self, stage: int, x: torch.Tensor, grad_output: torch.Tensor, route: str | None, mb: str | None = None
     ) -> torch.Tensor | None: ...
 
+    # Optional: a pipeline whose `loss_at_last_stage` is True also has
+    # `forward_loss(stage, x, target, workload) -> (loss, grad w.r.t. x)`, the last stage's whole step in one call.
+
 
 class RemoteStages:
     """Stages served by swarm peers, reached through a `StageRouter`."""
