@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 
 from experiments.netlab import Host, Lab, list_namespaces, unavailable_reason
 
-__all__ = ["Host", "Lab", "LabPeer", "netlab", "start_bootstrap"]
+__all__ = ["Host", "Lab", "LabPeer", "netlab", "start_bootstrap", "start_stage_peer"]
 
 PEER_ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -117,3 +117,13 @@ def start_bootstrap(
     ready = boot.wait_event("ready", 90)[0]
     maddr = next(a for a in ready["maddrs"] if f"/ip4/{host.ip}/" in a)
     return boot, maddr
+
+
+def start_stage_peer(
+    host: Host, maddr: str, log_dir: Path, *, stage: int = 0, timeout: float = 150
+) -> LabPeer:
+    """A stage peer on `host` (named after it) that joins through `maddr` and serves `stage`; returns once ready."""
+    peer = LabPeer(host, host.name, ["--join", "--initial-peers", maddr, "--stage", str(stage), "--host", host.ip],
+                   log_dir)  # fmt: skip
+    peer.wait_event("ready", timeout)
+    return peer

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab_fixtures import LabPeer, netlab, start_bootstrap
+from netlab_fixtures import LabPeer, netlab, start_bootstrap, start_stage_peer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 __all__ = ["netlab"]
@@ -30,16 +30,9 @@ def averaged_rounds(peer: LabPeer, after: float) -> list[dict]:
 
 def start_swarm(netlab, tmp_path: Path) -> tuple[LabPeer, LabPeer, LabPeer, LabPeer]:
     boot, maddr = start_bootstrap(netlab, tmp_path, n_stages=1, round_s=ROUND_S)
-    desk_host, laptop_host, trainer_host = (
-        netlab.add_public("desk"),
-        netlab.add_public("laptop"),
-        netlab.add_home("tr"),
-    )
-    join = ["--join", "--initial-peers", maddr, "--stage", "0"]
-    desk = LabPeer(desk_host, "desk", [*join, "--host", desk_host.ip], tmp_path)
-    desk.wait_event("ready", 120)
-    laptop = LabPeer(laptop_host, "laptop", [*join, "--host", laptop_host.ip], tmp_path)
-    laptop.wait_event("ready", 150)
+    desk = start_stage_peer(netlab.add_public("desk"), maddr, tmp_path)
+    laptop = start_stage_peer(netlab.add_public("laptop"), maddr, tmp_path)
+    trainer_host = netlab.add_home("tr")
     trainer = LabPeer(trainer_host, "trainer", ["--join", "--role", "trainer", "--initial-peers", maddr, "--host",
                                                 trainer_host.ip, "--batch-size", "16"], tmp_path)  # fmt: skip
     laptop.wait(lambda: averaged_rounds(laptop, 0), 150, "a first round averaged with the desk")

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from netlab_fixtures import ROOT, LabPeer, list_namespaces, netlab, start_bootstrap, unavailable_reason
+from netlab_fixtures import (
+    ROOT,
+    LabPeer,
+    list_namespaces,
+    netlab,
+    start_bootstrap,
+    start_stage_peer,
+    unavailable_reason,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 __all__ = ["netlab"]  # the fixture, imported so that pytest finds it
@@ -118,16 +126,9 @@ def test_nat_stage_peer_serves_through_the_bootstrap_relay_and_averages(netlab, 
     """A stage peer behind a NAT: found unreachable at join, restarted with a relay reservation on the bootstrap;
     a public peer of its stage averages with it and a trainer in another home reaches it through the relay."""
     boot, maddr = start_bootstrap(netlab, tmp_path, n_stages=1, round_s=6.0)
-    pub_host, nat_host, trainer_host = (
-        netlab.add_public("s-pub"),
-        netlab.add_home("s-nat"),
-        netlab.add_home("tr"),
-    )
-    join = ["--join", "--initial-peers", maddr, "--stage", "0"]
-    public = LabPeer(pub_host, "s-pub", [*join, "--host", pub_host.ip], tmp_path)
-    public.wait_event("ready", 120)
-    natted = LabPeer(nat_host, "s-nat", [*join, "--host", nat_host.ip], tmp_path)
-    natted.wait_event("ready", 150)
+    public = start_stage_peer(netlab.add_public("s-pub"), maddr, tmp_path)
+    natted = start_stage_peer(netlab.add_home("s-nat"), maddr, tmp_path)
+    trainer_host = netlab.add_home("tr")
     assert "serving through a relay" in natted.log(), natted.log()[-3000:]
     trainer = LabPeer(trainer_host, "trainer", ["--join", "--role", "trainer", "--initial-peers", maddr, "--host",
                                                 trainer_host.ip, "--batch-size", "16"], tmp_path)  # fmt: skip
