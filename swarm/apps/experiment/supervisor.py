@@ -79,9 +79,13 @@ class Economy:
         eco = self.cfg.economy
         if eco.chain == "none" and self.chain_rpc is None:
             return None
-        from swarm.apps.demo.economy import stage_sizes
+        from swarm.apps.demo.economy import ensure_circuit_keys, stage_sizes
 
         sizes = stage_sizes(self.cfg.experiment.workload, self.cfg.experiment.n_stages)
+        if self.cfg.local.stage_peers:  # paid local peers prove every round: the circuit's keys first (once)
+            update_state(self.state_dir, step="circuit keys (first run only, about a minute)")
+            ensure_circuit_keys()
+            update_state(self.state_dir, step="chain")
         if eco.chain == "embedded" and self.chain_rpc is None:
             self.info = self._embedded(stack, sizes)
         else:
