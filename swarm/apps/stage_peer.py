@@ -214,7 +214,7 @@ class StagePeer:
             wait = min(wait, max(0.0, deadline - time.monotonic()))
         if stop.wait(wait) or (deadline is not None and time.monotonic() >= deadline):
             return
-        result = self.averager.step(r, timeout=min(0.8 * self.experiment.round_duration, 30.0))
+        result = self.averager.step(r, timeout=min(0.8 * self.experiment.round_duration, 30.0), stop=stop)
         delta = self.averager.last_delta  # the averager owns Δ: from the anchor to the parameters at the round's end
         self.server.params_version = r + 1
         self.rounds_done += 1

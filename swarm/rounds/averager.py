@@ -183,11 +183,12 @@ class StageAverager:
             if isinstance(subkey, bytes) and item.value is not None and item.expiration_time >= now
         }
 
-    def step(self, round: int, timeout: float) -> RoundResult:
+    def step(self, round: int, timeout: float, stop: threading.Event | None = None) -> RoundResult:
         """Average this stage's parameters with the stage's other peers in `round`; never raises on a failed round.
 
         Returns after the all-reduce (or once `timeout` seconds pass without a group: the round is skipped and the
-        local parameters are kept).
+        local parameters are kept). `stop` is accepted for the verified averager's interface and not used: hivemind's
+        step ends by its own timeout.
         """
         if not self._started:
             raise AveragingError("this StageAverager is shut down (or was never started); make a new one")

@@ -66,6 +66,7 @@ RETRY_PAUSE = 0.2
 STATE_PIECE = 2 << 20  # bytes of state per download message (p2pd's unary limit is 4 MiB)
 DEFAULT_PART_CHUNKS = 64
 DEFAULT_NORM_FACTOR = 10.0  # an update whose norm is above this many times the group's median norm is dropped
+DHT_TIMEOUT = 10.0  # a DHT call that takes longer is given up (a DHT process stopped by Ctrl-C never answers)
 
 
 @dataclass(frozen=True)
@@ -216,11 +217,19 @@ class VerifiedAverager:
     def _announce(self) -> None:
         ttl = max(3 * self.clock.round_duration, 30.0)
         value = {"peer_id": self.peer_id, "anchor_round": self.anchor_round}
-        self.dht.store(self._presence_key(), value, get_dht_time() + ttl, subkey=owner_subkey(self.dht))
+        self._dht_call(self.dht.store, self._presence_key(), value, get_dht_time() + ttl, subkey=owner_subkey(self.dht))
+
+    def _dht_call(self, method, *args, **kwargs):
+        """A DHT get/store with a deadline; None if it does not answer in time (e.g. the DHT is shutting down)."""
+        try:
+            return method(*args, return_future=True, **kwargs).result(timeout=DHT_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - a timeout or a dead DHT: this call's answer is unknown
+            logger.warning("stage %d: DHT %s failed: %r", self.stage, getattr(method, "__name__", "call"), exc)
+            return None
 
     def _present_peers(self) -> dict[str, int]:
         """peer id -> anchor round of the stage's averagers seen on the DHT (self included)."""
-        found = self.dht.get(self._presence_key(), latest=True)
+        found = self._dht_call(self.dht.get, self._presence_key(), latest=True)
         out = {}
         if found is not None and isinstance(found.value, dict):
             for subkey, item in found.value.items():
@@ -234,7 +243,7 @@ class VerifiedAverager:
         return len(set(self._present_peers()) - {self.peer_id})
 
     def _read_records(self, r: int) -> dict[str, CommitRecord]:
-        found = self.dht.get(self._commit_key(r), latest=True)
+        found = self._dht_call(self.dht.get, self._commit_key(r), latest=True)
         out: dict[str, CommitRecord] = {}
         if found is None or not isinstance(found.value, dict):
             return out
@@ -252,11 +261,12 @@ class VerifiedAverager:
 
     # ------------------------------------------------------------------------------------------ the round
 
-    def step(self, round: int, timeout: float | None = None) -> RoundResult:
+    def step(self, round: int, timeout: float | None = None, stop: threading.Event | None = None) -> RoundResult:
         """Run round `round`'s verified exchange (call it once the round's training window has ended).
 
         Returns at the round's agree deadline with the anchor and parameters updated; never raises on a failed
-        round (a peer alone, or one that saw nobody's data, keeps its parameters)."""
+        round (a peer alone, or one that saw nobody's data, keeps its parameters). Setting `stop` (the peer is
+        leaving) ends the round at once without applying it."""
         if self._client is None:
             raise AveragingError("this VerifiedAverager is shut down (or was never started); make a new one")
         if round < 0:
@@ -283,8 +293,8 @@ class VerifiedAverager:
             with self._guard:
                 st.record, st.commitment, st.parts = record, commitment, parts
             self.last_commitment = commitment
-            stored = self.dht.store(self._commit_key(round), record.to_wire(), end + 3 * self.clock.round_duration,
-                                    subkey=owner_subkey(self.dht))
+            stored = self._dht_call(self.dht.store, self._commit_key(round), record.to_wire(),
+                                    end + 3 * self.clock.round_duration, subkey=owner_subkey(self.dht))
             if not stored:
                 logger.warning("stage %d round %d: commit record not stored; this round's update is lost", self.stage,
                                round)
@@ -292,7 +302,8 @@ class VerifiedAverager:
             logger.warning("stage %d round %d: committing took %.1f s, past the commit deadline; not contributing "
                            "(raise the round duration)", self.stage, round, commit_seconds)
             self.last_commitment = None
-        _sleep_until(deadline + 0.1)
+        stop = stop or threading.Event()
+        _sleep_until(deadline + 0.1, stop)
         records = self._read_records(round)
         if st.record is not None:
             records[self.peer_id] = st.record
@@ -300,11 +311,17 @@ class VerifiedAverager:
             st.records = records
         candidates, dropped, best = self._admit(round, records)
         t1 = time.monotonic()
-        try:
-            self._client.run(self._exchange(st, candidates, dropped, exchange_end, agree_end),
-                             timeout=max(agree_end - get_dht_time(), 0) + 4 * CALL_TIMEOUT)
-        except TimeoutError:
-            logger.warning("stage %d round %d: the exchange overran its deadline", self.stage, round)
+        exchange = self._client.loop.submit(self._exchange(st, candidates, dropped, exchange_end, agree_end))
+        limit = time.monotonic() + max(agree_end - get_dht_time(), 0) + 4 * CALL_TIMEOUT
+        while not exchange.done() and not stop.is_set() and time.monotonic() < limit:
+            stop.wait(0.1)
+        if not exchange.done():
+            exchange.cancel()
+            logger.warning("stage %d round %d: the exchange %s", self.stage, round,
+                           "was stopped" if stop.is_set() else "overran its deadline")
+        if stop.is_set() or not exchange.done() or exchange.cancelled():
+            for p in candidates:  # nothing agreed (the peer is leaving, or the exchange hung): not applied
+                dropped.setdefault(p, "the round did not finish on this peer")
         kept = [p for p in candidates if p not in dropped]
         check_seconds = time.monotonic() - t1
         updates = [self._update_of(st, p) for p in kept]
@@ -317,7 +334,7 @@ class VerifiedAverager:
             for old in [k for k in self._past_roots[p] if k < round - 4]:
                 del self._past_roots[p][old]
         self._announce()
-        _sleep_until(agree_end)
+        _sleep_until(agree_end, stop)
         sent, received = self._wire[0] - wire0[0], self._wire[1] - wire0[1]
         others = [p for p in kept if p != self.peer_id]
         return RoundResult(
@@ -662,10 +679,10 @@ def corrupt_part(part: Part, key, attack: Attack | None) -> Part:
     return part
 
 
-def _sleep_until(t: float) -> None:
+def _sleep_until(t: float, stop: threading.Event) -> None:
     delay = t - get_dht_time()
     if delay > 0:
-        time.sleep(delay)
+        stop.wait(delay)
 
 
 def commitment_of(report: object, params: CircuitParams) -> Commitment:
@@ -678,6 +695,9 @@ def commitment_of(report: object, params: CircuitParams) -> Commitment:
         if commitment.params != params:
             raise ValueError(f"round {getattr(report, 'round', '?')} was committed for circuit {commitment.params} "
                              f"but the settler proves {params}: give both the same CircuitParams")
+        if commitment.norm_sq == 0:  # the escrow refuses it (NormBelowMinimum): do not spend a proof on it
+            raise ValueError(f"round {getattr(report, 'round', '?')}: the update is zero (the stage did not train "
+                             "in this round), nothing to prove")
         return commitment
     if getattr(getattr(report, "result", None), "verified", False):
         raise ValueError(f"round {getattr(report, 'round', '?')}: this peer committed nothing in time, so there is "

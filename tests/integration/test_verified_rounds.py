@@ -259,3 +259,22 @@ def test_a_peer_with_another_anchor_resyncs_in_the_round_and_nesterov_keeps_the_
     for a in avs:
         assert a.anchor_round == 1 and torch.equal(a.anchor, avs[0].anchor)
         assert torch.equal(a.outer.momentum, avs[0].outer.momentum) and float(a.outer.momentum.abs().sum()) > 0
+
+
+def test_a_leaving_peer_ends_its_round_at_once_without_applying_it(experiment):
+    module = make_module(0)
+    with local_dhts(1) as dhts:
+        (av,) = averagers(dhts, experiment, [module], clock_ending_now(0))
+        try:
+            anchor = av.anchor.clone()
+            train_locally(module, 0)
+            av.clock = clock_ending_now(0)
+            stop = threading.Event()
+            threading.Timer(0.5, stop.set).start()  # Ctrl-C during the commit phase (it lasts 2.5 s)
+            started = time.monotonic()
+            result = av.step(0, stop=stop)
+            took = time.monotonic() - started
+        finally:
+            av.shutdown()
+    assert took < TIMING.commit_s, took  # did not sit out the round's phases
+    assert not result.averaged and torch.equal(av.anchor, anchor) and av.anchor_round == -1

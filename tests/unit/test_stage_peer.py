@@ -85,7 +85,7 @@ class FakeAverager:
         self.loaded = True
         return True
 
-    def step(self, round: int, timeout: float) -> RoundResult:
+    def step(self, round: int, timeout: float, stop=None) -> RoundResult:
         """Like both averagers: Δ = parameters at the round's end - anchor; the shift moves the anchor too."""
         snapshot = self._flat()
         self.last_delta = snapshot - self.anchor

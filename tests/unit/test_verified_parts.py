@@ -151,6 +151,9 @@ def test_the_settler_proves_the_commitment_the_group_averaged_and_nothing_else()
     assert commitment_of(report, PARAMS) is commitment  # the same object: never quantized again
     with pytest.raises(ValueError, match="same CircuitParams"):
         commitment_of(report, PARAMS.model_copy(update={"depth": 9}))
+    zero = commit_update(quantize_update(torch.zeros(1500), PARAMS.block), PARAMS)
+    with pytest.raises(ValueError, match="update is zero"):
+        commitment_of(SimpleNamespace(round=3, commitment=zero), PARAMS)
     late = SimpleNamespace(round=3, delta=torch.zeros(1500), commitment=None, result=SimpleNamespace(verified=True))
     with pytest.raises(ValueError, match="committed nothing in time"):
         commitment_of(late, PARAMS)
