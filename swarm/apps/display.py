@@ -57,6 +57,7 @@ class SwarmView:
                     c = self.checks.setdefault((event.stage, event.round), RoundChecks())
                     c.checkers.add(event.peer)
                     c.parts += event.parts_checked
+                    c.bytes += event.bytes_received
                     c.accusations += event.accusations
                     c.seconds = max(c.seconds, event.check_seconds)
                     c.dropped.update({self.names.get(p, p[-6:]): why for p, why in event.dropped.items()})
@@ -106,6 +107,7 @@ class RoundChecks:
 
     checkers: set[str] = field(default_factory=set)
     parts: int = 0
+    bytes: int = 0  # received (and checked) by the peers of the round
     accusations: int = 0
     seconds: float = 0.0
     dropped: dict[str, str] = field(default_factory=dict)
@@ -151,8 +153,8 @@ def summary_lines(view: SwarmView, seconds: float, layout: list[int] | None = No
     if view.checks:
         checks = view.checks.values()
         dropped = sorted({f"{p} ({why})" for c in checks for p, why in c.dropped.items()})
-        lines.append(f"verified rounds: {len(view.checks)}; parts checked: {sum(c.parts for c in checks)}; "
-                     f"checking took up to {max(c.seconds for c in checks):.1f} s a round; accusations sent: "
+        lines.append(f"verified rounds: {len(view.checks)}; parts checked: {sum(c.parts for c in checks)} "
+                     f"({human_bytes(sum(c.bytes for c in checks))}); checking took up to {max(c.seconds for c in checks):.1f} s a round; accusations sent: "
                      f"{sum(c.accusations for c in checks)}; dropped: {', '.join(dropped) or 'nobody'}")
     if view.eval_losses:
         lines.append("test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in view.eval_losses.items()))
