@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import statistics
 import threading
 import time
@@ -161,7 +162,8 @@ class VerifiedAverager:
         self._guard = threading.Lock()
         self._wire = [0, 0]  # bytes sent, received
         self._client: P2PClient | None = None
-        self._verify_pool = ThreadPoolExecutor(1, thread_name_prefix=f"verify-s{stage}")
+        # zk's C Poseidon releases the GIL: parts of several senders are checked on several cores at once
+        self._verify_pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix=f"verify-s{stage}")
         quantize_update(torch.zeros(4))  # import bitsandbytes now, not inside the first round's commit window
         if start:
             self.start()
