@@ -72,6 +72,8 @@ class PeerConfig(BaseSettings):
         "--aggregation centered_clip limits it)")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?|mps)$", description="stage: where the stage computes "
                         "(cpu, cuda, cuda:N, mps)")
+    optimizer: Literal["adam", "adam8bit", "sgd"] = Field("adam", description="stage: the stage's local optimizer "
+                                                          "(adam8bit: bitsandbytes' 8-bit Adam, ~4x less state)")
     matchmaking_time: float | None = Field(None, gt=0, le=600, description="stage with --no-verify: seconds "
                                            "hivemind's matchmaking gathers a group each round (default: 3 s)")
     identity_path: Path | None = Field(None, description="file holding this peer's libp2p key (created, mode 0600, "

@@ -142,12 +142,14 @@ class StagePeer:
         """Build, resync and serve `stage` (the server is started after the resync, so it serves fresh parameters)."""
         module = self.workload.build_stage(self.experiment.n_stages, stage, seed=self.experiment.seed)
         check_stage_fits(self.workload, self.experiment.n_stages, stage, seed=self.experiment.seed,
-                         device=self.config.device, log=logger)  # memory preflight: refuses what does not fit
+                         device=self.config.device, optimizer=self.config.optimizer,
+                         log=logger)  # memory preflight: refuses what does not fit
         me = self.dht.peer_id.to_base58()
         serving_now = sum(1 for a in announcements.get(stage, ()) if a.peer_id != me)
         server = self.server or StageServer(
             self.dht, self.name, self.workload, stage, module, lr=self.config.lr, wallet=self.wallet,
             device=self.config.device,
+            **({} if self.config.optimizer == "adam" else {"optimizer": self.config.optimizer}),
         )
         averager: StageAverager | VerifiedAverager
         if self.config.verify:

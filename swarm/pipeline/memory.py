@@ -179,7 +179,8 @@ def _advice(plan: MemoryPlan, optimizer: str) -> str:
     tips = []
     if optimizer == "adam":
         saved = plan.optimizer - optimizer_state_bytes(plan.params // 4, "adam8bit")
-        tips.append(f"use the 8-bit optimizer (--optimizer adam8bit saves {gib(saved)})")
+        tips.append(f"use the 8-bit optimizer (optimizer = \"adam8bit\" in the profile or SWARM_OPTIMIZER=adam8bit "
+                    f"saves {gib(saved)})")
     tips.append("ask for a smaller micro-batch or fewer in flight (trainers' --batch-size / --concurrency)")
     tips.append("serve another stage (--stage) or join a swarm cut into more stages")
     tips.append("close other programs using this device, or use --device cpu")
@@ -208,9 +209,9 @@ def preflight_stage(
 
 
 def check_stage_fits(workload, n_stages: int, stage: int, *, seed: int = 0, device: str = "cpu",
-                     log=None) -> MemoryPlan | None:  # fmt: skip
+                     optimizer: str = "adam", log=None) -> MemoryPlan | None:  # fmt: skip
     """`preflight_stage` for a stage peer about to serve: logs what fits, raises StageDoesNotFit (exit code 2)."""
-    plan = preflight_stage(workload, n_stages, stage, seed=seed, device=device)
+    plan = preflight_stage(workload, n_stages, stage, seed=seed, device=device, optimizer=optimizer)
     if plan is not None and log is not None:
         log.info("stage %d: %s", stage, plan.describe())
     return plan

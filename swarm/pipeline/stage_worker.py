@@ -221,8 +221,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _make_optimizer(module: nn.Module, lr: float, name: str) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(module.parameters(), lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9)
-    raise ValueError(f"unknown optimizer {name!r}: use 'adam' or 'sgd'")
+    """'adam', 'sgd' (momentum 0.9) or 'adam8bit' (bitsandbytes' 8-bit state): swarm.pipeline.memory."""
+    from swarm.pipeline.memory import make_optimizer
+
+    return make_optimizer(module.parameters(), lr, name)

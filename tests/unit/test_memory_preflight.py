@@ -122,3 +122,24 @@ def test_preflight_of_a_workload_stage_runs_its_real_input_and_refuses_when_too_
     with pytest.raises(StageDoesNotFit, match="stage 1 of tinylm does not fit on cpu"):
         preflight_stage(workload, 2, 1, device="cpu", free=plan.fixed // 2)
     assert preflight_stage(workload, 2, 0, device="cuda") is None or torch.cuda.is_available()
+
+
+def test_a_stage_worker_trains_with_the_8bit_optimizer_chosen_in_the_config(monkeypatch):
+    from swarm.apps.config import ConfigError, load_config
+    from swarm.pipeline.stage_worker import StageWorker
+
+    join = {"join": True, "initial_peers": ["/ip4/10.0.0.1/tcp/1/p2p/QmX"]}
+    monkeypatch.setenv("SWARM_OPTIMIZER", "adam8bit")
+    assert load_config(join).optimizer == "adam8bit"
+    monkeypatch.setenv("SWARM_OPTIMIZER", "lion")
+    with pytest.raises(ConfigError, match="SWARM_OPTIMIZER"):
+        load_config(join)
+    worker = StageWorker(mlp(64), lr=1e-2, optimizer="adam8bit")
+    x, target = torch.randn(32, 32), torch.randn(32, 8)
+    losses = []
+    for _ in range(40):
+        y = worker.forward(x)
+        losses.append(float(((y - target) ** 2).mean()))
+        worker.backward(x, 2 * (y - target) / y.numel())
+    assert losses[-1] < 0.8 * losses[0]
+    assert worker.optimizer.__class__.__name__ == "Adam8bit"
