@@ -7,6 +7,8 @@ Errors a volunteer can fix end in one line and an exit code: 2 for a bad setting
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import logging
 import os
 import signal
@@ -192,6 +194,7 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
         logger.info("on the DHT as %s (%.1f s)", peer_id, time.monotonic() - t0)
         events.peer = events.peer or peer_id[-8:]
         if config.role == "bootstrap":
+            gc.freeze()  # what startup made lives until exit: keep it out of every collection (a slow exit otherwise)
             run_bootstrap(config, dht, events, stop, deadline)
             return EXIT_OK
         record = find_experiment(config, dht, stop)  # None: stopped while waiting for it
@@ -199,11 +202,18 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
             logger.info("found experiment %r (%.1f s)", record.name, time.monotonic() - t0)
             view_of(events).found_experiment(record)
             workload = get_workload(record.workload)
+            _import_role(config.role)
+            gc.freeze()  # what startup made lives until exit: keep it out of every collection (a slow exit otherwise)
             if config.role == "trainer":
                 run_trainer(config, dht, record, workload, events, stop, deadline)
             else:
                 run_stage(config, dht, record, workload, events, stop, deadline, wallet)
     return EXIT_OK
+
+
+def _import_role(role: str) -> None:
+    """Import the role's modules (torch, hivemind's averager) before the heap is frozen."""
+    importlib.import_module("swarm.apps.stage_peer" if role == "stage" else "swarm.pipeline.trainer")
 
 
 def _dht_starter(config: PeerConfig):
