@@ -67,6 +67,7 @@ interface ISwarmEscrow {
         uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint256 amount,
         address reporter, uint256 reporterReward
     );
+    event SeedArmed(uint256 indexed experimentId, uint256 indexed round, uint256 blockNumber);
     event PoolReclaimed(uint256 indexed experimentId, address indexed funder, uint256 amount);
 
     error ZeroAmount();
@@ -107,4 +108,6 @@ interface ISwarmEscrow {
     error RoundsNotFinalized(uint256 pending);
     error NoTargetedAuditSlot();
     error ChunkOutOfRange(uint256 chunk, uint256 numChunks);
+    error SeedNotReady(uint256 armedBlock);
+    error SeedAlreadyFixed(uint256 round);
 }

@@ -100,6 +100,12 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint64 unbondingReadyAt;
     }
 
+    /// @dev A round's audit seed: keccak256(accumulator, blockhash(armedBlock)), stored by its first use.
+    struct SeedInfo {
+        uint64 armedBlock;
+        bytes32 seed;
+    }
+
     struct Audit {
         address opener;
         uint32 chunk; // targeted audits only
@@ -135,6 +141,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @notice The verifiers this escrow accepts, by runtime code hash (fixed in the constructor).
     mapping(bytes32 codeHash => VerifierShape) public verifierShapes;
     mapping(bytes32 auditKey => Audit) private _audits;
+    mapping(uint256 experimentId => mapping(uint256 round => SeedInfo)) private _seeds;
 
     /// @param token_ The ERC-20 of stakes and rewards.
     /// @param minStake_ Collateral locked per contribution (> 0).
@@ -362,6 +369,23 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------------------------------------- audits
 
+    /// @notice Arm round `round`'s audit seed once its submissions are closed (anyone may; `openAudit` needs it):
+    /// the seed is keccak256(abi.encode(accumulator, blockhash(this block))), readable from the next block on.
+    /// Nobody who submitted can know that block's hash when it submitted, and whoever arms cannot know it when it
+    /// sends this transaction. If nobody uses the seed within 256 blocks (the EVM forgets older block hashes),
+    /// anyone may arm it again.
+    /// @param experimentId The experiment.
+    /// @param round The round.
+    function armSeed(uint256 experimentId, uint256 round) external {
+        uint256 opensAt = _submissionEnd(_experiment(experimentId), round);
+        if (block.timestamp < opensAt) revert NotInAuditOpening(block.timestamp, opensAt, 0);
+        SeedInfo storage s = _seeds[experimentId][round];
+        if (s.seed != 0) revert SeedAlreadyFixed(round);
+        if (s.armedBlock != 0 && block.number - s.armedBlock <= 256) revert SeedAlreadyFixed(round);
+        s.armedBlock = uint64(block.number);
+        emit SeedArmed(experimentId, round, block.number);
+    }
+
     /// @notice Open sampled audit `j` of `peer`'s contribution: the peer must answer with a proof of chunk c_j
     /// before the audit window ends. Sampled audits open during the first half of the audit window (the seed is
     /// fixed then). The caller deposits `auditBond` (an ERC-20 allowance): it goes to the accused if the audit is
@@ -382,6 +406,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (block.timestamp < opensAt || block.timestamp >= closesAt) {
             revert NotInAuditOpening(block.timestamp, opensAt, closesAt);
         }
+        _storeSeed(experimentId, round);
         uint256 chunk = auditChunk(experimentId, round, stage, peer, j);
         _openAudit(experimentId, round, stage, peer, j, chunk);
     }
@@ -555,9 +580,21 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         return _records[experimentId][round][stage][peer];
     }
 
-    /// @notice The round's audit seed: keccak256(abi.encode(accumulator)); fixed once submissions close.
+    /// @notice The round's audit seed keccak256(abi.encode(accumulator, blockhash(armedBlock))); reverts
+    /// SeedNotReady(armedBlock) until it is armed (armSeed) and its block is past (armedBlock 0: not armed).
     function roundSeed(uint256 experimentId, uint256 round) public view returns (bytes32) {
-        return keccak256(abi.encode(_rounds[experimentId][round].accumulator));
+        SeedInfo storage s = _seeds[experimentId][round];
+        bytes32 seed = s.seed;
+        if (seed != 0) return seed;
+        uint256 armed = s.armedBlock;
+        if (armed == 0 || block.number <= armed || block.number - armed > 256) revert SeedNotReady(armed);
+        return keccak256(abi.encode(_rounds[experimentId][round].accumulator, blockhash(armed)));
+    }
+
+    /// @dev Keeps the seed once it is first used, so it outlives the 256 blocks of blockhash.
+    function _storeSeed(uint256 experimentId, uint256 round) internal {
+        SeedInfo storage s = _seeds[experimentId][round];
+        if (s.seed == 0) s.seed = roundSeed(experimentId, round);
     }
 
     /// @notice Audited chunk c_j = keccak256(abi.encode(seed, peer, stage, j)) % numChunks(stage).

@@ -19,7 +19,7 @@ from web3.types import TxReceipt
 
 from protocol.contribution import Contribution
 from swarm.chain.build import Artifact, load_artifact, load_artifacts
-from swarm.chain.errors import ChainError
+from swarm.chain.errors import ChainError, RevertError
 from swarm.chain.models import (
     AuditState,
     ExperimentSpec,
@@ -248,6 +248,19 @@ class ChainClient:
     def audit_chunk(self, experiment: int, round: int, stage: int, peer: str, j: int) -> int:
         return self.read("auditChunk", experiment, round, stage, Web3.to_checksum_address(peer), j)
 
+    def round_seed(self, experiment: int, round: int) -> bytes | None:
+        """The round's audit seed, or None while it is not armed (armSeed) or its block is not past yet."""
+        try:
+            return bytes(self.read("roundSeed", experiment, round))
+        except RevertError as exc:
+            if exc.error_name == "SeedNotReady":
+                return None
+            raise
+
+    def arm_seed(self, experiment: int, round: int) -> TxReceipt:
+        """Fix the round's audit seed to the hash of this transaction's block (after submissions close)."""
+        return self.transact("armSeed", experiment, round)
+
     def _approve_bond(self, approve: bool) -> None:
         if approve:
             self.approve(self.read("auditBond"))
@@ -255,7 +268,14 @@ class ChainClient:
     def open_audit(
         self, experiment: int, round: int, stage: int, peer: str, j: int, *, approve: bool = True
     ) -> TxReceipt:
-        """Open sampled audit j (first half of the audit window); deposits the escrow's auditBond."""
+        """Open sampled audit j (first half of the audit window); deposits the escrow's auditBond. Arms the
+        round's seed first when nobody has (the audit then goes in a later block, once the seed is known)."""
+        if self.round_seed(experiment, round) is None:
+            try:
+                self.arm_seed(experiment, round)
+            except RevertError as exc:
+                if exc.error_name != "SeedAlreadyFixed":  # armed by someone in this block: ready next block
+                    raise
         self._approve_bond(approve)
         return self.transact("openAudit", experiment, round, stage, Web3.to_checksum_address(peer), j)
 

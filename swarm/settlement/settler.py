@@ -10,6 +10,8 @@ One background thread runs a loop that never blocks on a proof: proofs are futur
 - audit events are read filtered by experiment and peer, in bounded block ranges, from the block the settler
   started at; an event is kept in a to-do set before the cursor moves past it, and leaves it only when answered
   (or when answering can no longer succeed), so nothing is skipped after a failure;
+- the k audited chunks are proved as soon as the round's seed is armed (an auditor's `armSeed`, a block after
+  the submission window: see contracts/README.md), before any audit is opened;
 - a contribution whose transaction failed or timed out is looked up on-chain (`getRecord`) before it is given up,
   so one that was mined is still defended;
 - each round is finalized and claimed on its own: a revert that can never succeed (slashed, unanswered audit)
@@ -250,6 +252,8 @@ class RoundSettler(StartStop):
                     self.publish(contribution, False)
                     self._contributed(o, receipt)
         if o.contributed and not o.audit_proofs and now >= self._state.submission_end(o.round):
+            if self.client.round_seed(self.experiment_id, o.round) is None:
+                return  # not armed yet: without a seed nobody can open a sampled audit either
             k = self._state.audits_per_peer
             chunks = sorted({self.client.audit_chunk(self.experiment_id, o.round, o.stage, self._me, j)
                              for j in range(k)})  # fmt: skip

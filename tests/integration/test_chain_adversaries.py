@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+from eth_abi import encode
+from eth_utils import keccak
 
 from swarm.chain import DevChain, RevertError
 from swarm.chain.client import ChainClient
@@ -259,3 +261,40 @@ def test_the_funder_cannot_reclaim_what_finished_rounds_owe(world: EscrowWorld) 
     start = wealth(honest)
     honest.claim(exp, 0, 0)
     assert wealth(honest) == start + 1_000
+
+
+# ------------------------------------------------------------------------------------------------- issue 9 seed
+
+
+def test_the_last_submitter_cannot_steer_the_audit_seed(world: EscrowWorld) -> None:
+    first, last = world.peers[:2]
+    exp = world.create_experiment(audits=2)
+    first.stake(100)
+    last.stake(100)
+    c1, c2 = world.prove([world.contribution(first, exp, 0, 0, 5), world.contribution(last, exp, 0, 0, 6)], exp)
+    first.contribute(c1)
+    last.contribute(c2)  # the last root of the round: before, the seed was keccak256(acc) and it could grind it
+    with reverts("NotInAuditOpening"):  # no seed before the submission window is over
+        last.arm_seed(exp, 0)
+    world.goto(exp, 0, "audit")
+    assert last.round_seed(exp, 0) is None
+    snapshot = world.chain.rpc("evm_snapshot", [])
+    seeds = []
+    for extra_blocks in (0, 1):  # the same roots, armed in two different blocks
+        for _ in range(extra_blocks):
+            world.chain.rpc("evm_mine", [])
+        armed = last.arm_seed(exp, 0)
+        with reverts("SeedAlreadyFixed"):
+            first.arm_seed(exp, 0)
+        assert last.round_seed(exp, 0) is None  # not in the arming block itself: its hash is not known there
+        world.chain.rpc("evm_mine", [])
+        block = last.w3.eth.get_block(armed["blockNumber"])
+        acc = last.round_state(exp, 0).accumulator
+        seed = last.round_seed(exp, 0)
+        assert seed == keccak(encode(["bytes32", "bytes32"], [acc, bytes(block["hash"])]))
+        seeds.append((seed, [last.audit_chunk(exp, 0, 0, last.address, j) for j in range(2)]))
+        world.revert_to(snapshot)
+        snapshot = world.chain.rpc("evm_snapshot", [])
+    assert seeds[0][0] != seeds[1][0]  # the roots alone do not decide the seed: a block after them does
+    first.open_audit(exp, 0, 0, last.address, 0)  # the client arms it when needed, then opens
+    assert first.round_seed(exp, 0) is not None
