@@ -108,7 +108,7 @@ def test_laptop_gpu_profile_serves_a_stage_on_the_gpu():
 
     profile = Path(__file__).resolve().parents[2] / "peers" / "laptop-gpu.toml"
     config = load_config({"join": True, "initial_peers": ["/ip4/10.0.0.1/tcp/1/p2p/QmX"]}, profile)
-    assert config.role == "stage" and config.device.startswith("cuda")
+    assert config.role == "stage" and config.device.startswith("cuda") and config.optimizer == "adam8bit"
     assert load_config({"join": True, "initial_peers": ["/ip4/10.0.0.1/tcp/1/p2p/QmX"], "device": "cpu"},
                        profile).device == "cpu"  # fmt: skip
 
