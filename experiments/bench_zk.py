@@ -137,6 +137,10 @@ def measure_commit(sizes: list[int], python_max: int) -> list[dict]:
     """µs per value of committing (quantized update -> root): Python Poseidon, native on one core, native on all."""
     cores = os.cpu_count() or 1
     rows = []
+    warm = quantize_update(torch.randn(4 * DEFAULT_PARAMS.chunk) * 0.01, DEFAULT_PARAMS.block)
+    commit_update(warm, DEFAULT_PARAMS)  # one-time set-up (sparse constants, handing them to the extension)
+    with python_poseidon():
+        commit_update(warm, DEFAULT_PARAMS)
     for n in sizes:
         torch.manual_seed(n)
         q = quantize_update(torch.randn(n) * 0.01, DEFAULT_PARAMS.block)
