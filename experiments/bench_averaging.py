@@ -124,38 +124,40 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.monotonic()
     summary = []
-    with local_dhts(args.peers) as dhts:
-        for n in args.params:
-            m = micro(n)
-            # phases sized from the measured cost, with room for a loaded machine
-            timing = RoundTiming(commit_s=1.0 + 3 * m["commit_s"],
-                                 exchange_s=1.5 + 3 * (args.peers - 1) * m["check_s"], agree_s=1.5)
-            modules = [FlatStage(n, seed=0) for _ in range(args.peers)]
-            plain = run_unverified(dhts, modules, args.rounds, args.matchmaking)
+    for n in args.params:
+        m = micro(n)
+        # phases sized from the measured cost, with room for a loaded machine
+        timing = RoundTiming(commit_s=1.0 + 3 * m["commit_s"],
+                             exchange_s=1.5 + 3 * (args.peers - 1) * m["check_s"], agree_s=1.5)
+        modules = [FlatStage(n, seed=0) for _ in range(args.peers)]
+        # fresh DHTs per mode: hivemind's averager processes can leave a DHT process broken when they exit
+        with local_dhts(args.peers) as dhts:
             verified, identical = run_verified(dhts, modules, args.rounds, timing)
-            plain_ok = [x for x in plain if x.averaged]
-            ver_ok = [x for x in verified if x.averaged and len(x.included) == args.peers]
-            if not plain_ok or not ver_ok:
-                raise SystemExit(f"{n}: no round averaged ({len(plain_ok)} unverified, {len(ver_ok)} verified)")
-            plain_s = statistics.median(max(x.seconds - args.matchmaking, 0.0) for x in plain_ok)
-            ver_commit = statistics.median(x.commit_seconds for x in ver_ok)
-            ver_check = statistics.median(x.check_seconds for x in ver_ok)
-            print(f"\n{n:,} parameters, {args.peers} peers, {args.rounds} rounds per mode "
-                  f"(verified phases: commit {timing.commit_s:.1f} s, exchange {timing.exchange_s:.1f} s)")
-            print(f"{'mode':10} {'work s':>9} {'sent B/peer':>14} {'recv B/peer':>14}")
-            print(row("unverified", plain_ok, plain_s) + f"   all-reduce after {args.matchmaking:g} s matchmaking; "
-                  f"averaged {len(plain_ok)}/{len(plain)}")
-            print(row("verified", ver_ok, ver_commit + ver_check) + f"   commit {ver_commit:.2f} s + exchange and "
-                  f"checks {ver_check:.2f} s; verified {len(ver_ok)}/{len(verified)}; anchors bit-identical: "
-                  f"{identical}")
-            bytes_ratio = statistics.mean(x.bytes_received for x in ver_ok) / statistics.mean(
-                x.bytes_received for x in plain_ok)
-            print(f"verified/unverified bytes received: {bytes_ratio:.2f} (all-gather: each peer receives the other "
-                  f"{args.peers - 1} updates whole; butterfly: 2(N-1)/N of one)")
-            print(f"commit {m['commit_us']:.2f} us/value, check {m['check_us']:.2f} us/received value "
-                  f"(one update of {n:,} in this process: {m['commit_s']:.2f} s vs {m['check_s']:.2f} s)")
-            summary.append(f"{n:.0e}: bytes x{bytes_ratio:.2f}, work {ver_commit + ver_check:.2f} s vs "
-                           f"{plain_s:.2f} s, commit {m['commit_us']:.2f} / check {m['check_us']:.2f} us/value")
+        with local_dhts(args.peers) as dhts:
+            plain = run_unverified(dhts, modules, args.rounds, args.matchmaking)
+        plain_ok = [x for x in plain if x.averaged]
+        ver_ok = [x for x in verified if x.averaged and len(x.included) == args.peers]
+        if not plain_ok or not ver_ok:
+            raise SystemExit(f"{n}: no round averaged ({len(plain_ok)} unverified, {len(ver_ok)} verified)")
+        plain_s = statistics.median(max(x.seconds - args.matchmaking, 0.0) for x in plain_ok)
+        ver_commit = statistics.median(x.commit_seconds for x in ver_ok)
+        ver_check = statistics.median(x.check_seconds for x in ver_ok)
+        print(f"\n{n:,} parameters, {args.peers} peers, {args.rounds} rounds per mode "
+              f"(verified phases: commit {timing.commit_s:.1f} s, exchange {timing.exchange_s:.1f} s)")
+        print(f"{'mode':10} {'work s':>9} {'sent B/peer':>14} {'recv B/peer':>14}")
+        print(row("unverified", plain_ok, plain_s) + f"   all-reduce after {args.matchmaking:g} s matchmaking; "
+              f"averaged {len(plain_ok)}/{len(plain)}")
+        print(row("verified", ver_ok, ver_commit + ver_check) + f"   commit {ver_commit:.2f} s + exchange and "
+              f"checks {ver_check:.2f} s; verified {len(ver_ok)}/{len(verified)}; anchors bit-identical: "
+              f"{identical}")
+        bytes_ratio = statistics.mean(x.bytes_received for x in ver_ok) / statistics.mean(
+            x.bytes_received for x in plain_ok)
+        print(f"verified/unverified bytes received: {bytes_ratio:.2f} (all-gather: each peer receives the other "
+              f"{args.peers - 1} updates whole; butterfly: 2(N-1)/N of one)")
+        print(f"commit {m['commit_us']:.2f} us/value, check {m['check_us']:.2f} us/received value "
+              f"(one update of {n:,} in this process: {m['commit_s']:.2f} s vs {m['check_s']:.2f} s)")
+        summary.append(f"{n:.0e}: bytes x{bytes_ratio:.2f}, work {ver_commit + ver_check:.2f} s vs "
+                       f"{plain_s:.2f} s, commit {m['commit_us']:.2f} / check {m['check_us']:.2f} us/value")
     print(f"\n({time.monotonic() - started:.0f} s)")
     print(f"summary: verified vs unverified, {args.peers} peers: " + "; ".join(summary))
 
