@@ -79,6 +79,11 @@ class PeerConfig(BaseSettings):
     identity_path: Path | None = Field(None, description="file holding this peer's libp2p key (created, mode 0600, "
                                        "on first use), so its /p2p/ address survives restarts (for a bootstrap peer)")
     prover_workers: int = Field(1, ge=1, le=64, description="paid stage: processes proving in parallel (one core each)")
+    prover_backend: Literal["zokrates", "groth16py"] = Field("zokrates", description="paid stage: the Groth16 "
+                                                            "prover (groth16py: native arkworks, ~4x fewer CPU-seconds "
+                                                            "per proof; needs --prover-key-dir matching the verifier)")
+    prover_key_dir: Path | None = Field(None, description="paid stage: the folder of the circuit keys the experiment's "
+                                        "verifier was made from (groth16py; e.g. a ceremony's output)")
     wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
     wallet_key: SecretStr | None = Field(None, description="the L2 wallet's private key: env SWARM_WALLET_KEY "
                                          "only, never a flag or a profile")

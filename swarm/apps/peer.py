@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt("identity_path", type=Path, metavar="PATH")
     opt("wallet_key_file", type=Path, metavar="PATH")
     opt("prover_workers", type=int, metavar="N")
+    opt("prover_backend", choices=["zokrates", "groth16py"])
+    opt("prover_key_dir", type=Path, metavar="DIR")
     opt("chain_rpc", metavar="URL")
     opt("escrow", metavar="ADDRESS")
     opt("chain_experiment", type=int, metavar="ID")

@@ -129,6 +129,10 @@ class ChainClient:
 
     # -------------------------------------------------------------------------------------------- deploy
 
+    def add_artifact(self, name: str, abi: list[dict], bytecode: str) -> None:
+        """Make a contract compiled elsewhere (e.g. zk's verifier for a key folder) deployable as `name`."""
+        self._artifacts[name] = Artifact(name=name, source="", abi=abi, bytecode=bytecode, deployed_bytecode="")
+
     def deploy(self, name: str, *args: Any) -> tuple[str, TxReceipt]:
         """Deploy contract `name` from contracts/artifacts; returns (address, receipt)."""
         artifact = self._artifact(name)

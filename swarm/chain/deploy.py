@@ -78,11 +78,17 @@ def choose_verifier(preference: str = "auto") -> str:
     return next((name for name in (FAST_VERIFIER, REAL_VERIFIER) if name in artifacts), STANDIN_VERIFIER)
 
 
-def deploy_demo(chain: DevChain, config: DemoConfig | None = None, *, stakers: Sequence[int] | None = None) -> DemoDeployment:
-    """Deploy and fund the demo on `chain`. Account 0 is the researcher; `stakers` (default: all others) stake."""
+def deploy_demo(chain: DevChain, config: DemoConfig | None = None, *, stakers: Sequence[int] | None = None,
+                verifier_artifact: dict | None = None) -> DemoDeployment:
+    """Deploy and fund the demo on `chain`. Account 0 is the researcher; `stakers` (default: all others) stake.
+
+    `verifier_artifact` (`{"abi", "bytecode"}`, from `zk.keys.fast_setup`) deploys the verifier of a key folder
+    other than the committed one (groth16py's keys), under the name FastChunkVerifier."""
     cfg = config or DemoConfig()
     funder = ChainClient(chain.rpc_url, Wallet(chain.accounts[0].private_key))
-    verifier_name = choose_verifier(cfg.verifier)
+    if verifier_artifact is not None:
+        funder.add_artifact(FAST_VERIFIER, verifier_artifact["abi"], verifier_artifact["bytecode"])
+    verifier_name = FAST_VERIFIER if verifier_artifact is not None else choose_verifier(cfg.verifier)
     verifier, _ = funder.deploy(verifier_name)
     token, _ = funder.deploy("TestToken")
     standin = verifier_name in STANDIN_VERIFIERS

@@ -56,7 +56,7 @@ class SettlementEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: str  # contributed | audit_answered | finalized | claimed | failed | gave_up
+    kind: str  # contributed | audit_answered | finalized | claimed | failed | gave_up | skipped
     round: int
     stage: int
     detail: dict[str, Any] = {}
@@ -210,6 +210,11 @@ class RoundSettler(StartStop):
             logger.info("round %d: submission window already closed, not contributing", r)
             return
         commitment = round_commitment(report, self.params)
+        if commitment.norm_sq < 1 << self._state.min_norm_log2:  # e.g. no micro-batch reached this stage this round
+            logger.info("round %d stage %d: the update is below the experiment's norm floor (no training this "
+                        "round?): nothing to contribute", r, s)
+            self.on_event(SettlementEvent(kind="skipped", round=r, stage=s, detail={"why": "update below norm floor"}))
+            return
         n = self.client.num_chunks(self.experiment_id, s)
         if n != commitment.num_chunks:
             raise ValueError(f"stage {s} has {commitment.num_chunks} chunks here but {n} on-chain: the experiment "

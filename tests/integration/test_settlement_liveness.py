@@ -237,3 +237,22 @@ def test_an_unexpected_error_is_reported_and_shutdown_does_not_wait_for_a_proof(
         settler.shutdown()
         took = time.monotonic() - t0
     assert took < 10.0  # the prover is stopped before the thread is joined (D5)
+
+
+def test_an_update_below_the_norm_floor_is_not_sent(world: EscrowWorld) -> None:
+    """A round with no training (zero update) is skipped before any proof or transaction: the escrow would revert
+    it (NormBelowMinimum) and the peer would pay gas for nothing."""
+    me = world.peers[0]
+    x = world.create_experiment(audits=1, pool=5_000)
+    me.stake(100)
+    client = settler_client(world, me)
+    prover, events = StandInProver(), Recorder()
+    with RoundSettler(client, x, prover=prover, on_event=events, poll_s=0.2) as settler:
+        zero = SimpleNamespace(round=0, stage=0, commitment=SimpleNamespace(root=77, norm_sq=0, num_chunks=5))
+        settler(zero)
+        skipped = events.wait(lambda e: e.kind == "skipped", "the zero update skipped")
+        assert skipped.round == 0 and "norm floor" in skipped.detail["why"]
+        assert prover.jobs == [] and not me.record(x, 0, 0, me.address).exists  # no proof, no transaction
+        settler(report(0, 4243))  # the same round with a real update still goes through
+        events.wait(lambda e: e.kind == "contributed", "the real update contributed")
+    assert len(prover.jobs) >= 1 and me.record(x, 0, 0, me.address).exists

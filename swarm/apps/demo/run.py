@@ -51,6 +51,7 @@ class DemoConfig(BaseModel):
     byzantine: int = Field(0, ge=0)  # the last N stage peers cheat every round (swarm-peer --byzantine)
     attack: Literal["poison", "scale", "random", "stale", "norm"] = "poison"
     submit_window: int = Field(SUBMIT_WINDOW_S, ge=1)  # seconds after a round for its proofs to reach the chain
+    prover_backend: Literal["groth16py", "zokrates"] = "groth16py"  # native arkworks; zokrates: WASM fallback
 
 
 class DemoSwarm:
@@ -173,6 +174,7 @@ def run_demo(config: DemoConfig, console: Console) -> int:
                 economy = stack.enter_context(DemoEconomy(
                     run_dir, workload=config.workload, n_stages=config.n_stages, stage_peers=config.stage_peers,
                     round_duration=max(1, round(config.round_duration)), submit_window=config.submit_window,
+                    prover_backend=config.prover_backend,
                 ))  # fmt: skip
         return _run_swarm(config, console, run_dir, economy, started)
 
@@ -269,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --byzantine: poison (send scales x1000 under an honest root), random (random codes), "
                    "norm (far above the norm bound), stale (replay the last round), scale (-9x the update: passes "
                    "the checks) (default: %(default)s)")
+    p.add_argument("--prover-backend", choices=["groth16py", "zokrates"], default=d.prover_backend,
+                   help="the stage peers' Groth16 prover (default: %(default)s, native; zokrates: WASM, ~4x slower)")
     p.add_argument("--submit-window", type=int, default=d.submit_window, metavar="SECONDS",
                    help="seconds after a round for its proofs to reach the chain (default: %(default)s)")
     p.add_argument("--round-hooks", nargs="+", default=[], metavar="MODULE:FUNC",

@@ -62,8 +62,14 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
             evidence.append(relay.publish_evidence)
     except Exception as exc:  # noqa: BLE001 -- gossip is optional; settlement works without it
         logger.warning("gossip unavailable, contributions go on-chain only: %s", exc)
+    prover = None
+    if config.prover_backend != "zokrates":
+        from zk.background import BackgroundProver
+
+        prover = BackgroundProver(workers=config.prover_workers, backend=config.prover_backend,
+                                  key_dir=config.prover_key_dir)
     settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,
-                           publish=lambda c, audit: publish and publish(c, audit=audit))  # fmt: skip
+                           prover=prover, publish=lambda c, audit: publish and publish(c, audit=audit))  # fmt: skip
     return cleanup.enter_context(settler)
 
 
