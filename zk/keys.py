@@ -6,6 +6,7 @@ default entropy is public, so every developer gets the same keys as the committe
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -99,6 +100,9 @@ def rename_verifier(source: str, params: CircuitParams) -> str:
     return header + source
 
 
+VERIFIER_ARTIFACT = "FastChunkVerifier.json"
+
+
 def fast_setup(params: CircuitParams, root: Path = KEYS_ROOT, key_dir: Path | None = None) -> tuple[Path, dict]:
     """What a deployment proving with groth16py needs: the key folder (`key_dir`, e.g. a ceremony's, or this
     machine's groth16py development keys, made once) and `{"abi", "bytecode"}` of the FastChunkVerifier for
@@ -107,4 +111,13 @@ def fast_setup(params: CircuitParams, root: Path = KEYS_ROOT, key_dir: Path | No
         d = Path(key_dir) if key_dir is not None else ensure_keys(worker, params, root, backend=GROTH16PY)
         if not has_key_files(d, params, GROTH16PY):
             raise ProofError(f"{d} holds no complete groth16py keys for circuit {params.circuit_id}")
-        return d, compile_fast_verifier(worker, d / "verification.key.json")
+        artifact = compile_fast_verifier(worker, d / "verification.key.json")
+    # kept next to the keys: a peer proving with them knows its verifier's runtime code (swarm.chain.safety)
+    (d / VERIFIER_ARTIFACT).write_text(json.dumps(artifact))
+    return d, artifact
+
+
+def key_dir_verifier(key_dir: Path) -> dict | None:
+    """The verifier artifact `fast_setup` wrote next to the keys in `key_dir` (abi, bytecode, deployed_bytecode)."""
+    path = Path(key_dir) / VERIFIER_ARTIFACT
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -85,13 +85,14 @@ function compileSolidity(source, name) {
     language: "Solidity",
     sources: { [`${name}.sol`]: { content: source } },
     settings: { optimizer: config.optimizer, evmVersion: config.evmVersion, viaIR: config.viaIR,
-                outputSelection: { "*": { "*": ["abi", "evm.bytecode.object"] } } },
+                outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } } },
   };
   const out = JSON.parse(solc.compile(JSON.stringify(input)));
   const errors = (out.errors ?? []).filter((e) => e.severity === "error");
   if (errors.length) throw new Error(`solc: ${errors.map((e) => e.formattedMessage).join("; ")}`);
   const contract = out.contracts[`${name}.sol`][name];
-  return { abi: contract.abi, bytecode: "0x" + contract.evm.bytecode.object };
+  return { abi: contract.abi, bytecode: "0x" + contract.evm.bytecode.object,
+           deployed_bytecode: "0x" + contract.evm.deployedBytecode.object };
 }
 
 const ops = {

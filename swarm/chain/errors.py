@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from swarm.errors import SwarmError
 
-class ChainError(RuntimeError):
+
+class ChainError(SwarmError):
     """Something went wrong talking to the L2 chain: a dead RPC, a reverted transaction, a missing key."""
+
+    exit_code = 5
+    summary = "chain: "
 
 
 class DevChainError(ChainError):

@@ -9,7 +9,7 @@ trust) may not be ours, and because its own prover may be slower than the escrow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from web3 import Web3
 
@@ -31,6 +31,8 @@ STANDIN_VERIFIERS = ("FastStandInChunkVerifier", "StandInChunkVerifier")
 class UnsafeExperiment(ChainError):
     """An experiment a peer must not stake for or contribute to (unknown verifier, windows too short, ...)."""
 
+    summary = "refusing the experiment: "
+
 
 def min_submit_window(proof_seconds: int) -> int:
     """The shortest submission window: a proof of c0 after the round ends, plus inclusion."""
@@ -49,10 +51,20 @@ def known_code_hashes(names: Sequence[str]) -> dict[bytes, str]:
     return {Web3.keccak(hexstr=artifacts[n].deployed_bytecode): n for n in names if n in artifacts}
 
 
+def key_dir_code_hashes(key_dir) -> dict[bytes, str]:
+    """The runtime code hash of the verifier made for the keys in `key_dir` (zk.keys.fast_setup), if recorded."""
+    from zk.keys import key_dir_verifier
+
+    artifact = key_dir_verifier(key_dir)
+    if artifact is None or not artifact.get("deployed_bytecode"):
+        return {}
+    return {Web3.keccak(hexstr=artifact["deployed_bytecode"]): f"FastChunkVerifier of {key_dir}"}
+
+
 def check_experiment(
     client: ChainClient, experiment_id: int, *, params: CircuitParams = DEFAULT_PARAMS,
     verifiers: Sequence[str] = REAL_VERIFIERS, proof_seconds: int | None = None, prover_workers: int = 1,
-    stage: int | None = None, stage_chunks: int | None = None,
+    stage: int | None = None, stage_chunks: int | None = None, extra_code_hashes: Mapping[bytes, str] = {},
 ) -> ExperimentState:  # fmt: skip
     """Refuse (UnsafeExperiment) an experiment this peer cannot serve safely; returns its on-chain state.
 
@@ -67,7 +79,7 @@ def check_experiment(
     except RevertError as exc:
         raise UnsafeExperiment(f"experiment {experiment_id} does not exist on escrow {client.escrow_address}") from exc
     where = f"experiment {experiment_id} (escrow {client.escrow_address})"
-    name = known_code_hashes(verifiers).get(client.code_hash(e.verifier))
+    name = {**known_code_hashes(verifiers), **extra_code_hashes}.get(client.code_hash(e.verifier))
     if name is None:
         raise UnsafeExperiment(f"{where}: its verifier {e.verifier} is not one we prove for ({', '.join(verifiers)}); "
                                "a verifier we do not know may reject honest audit answers, so we will not stake")

@@ -48,6 +48,7 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     from swarm.settlement.settler import RoundSettler
 
     client = ChainClient(config.chain_rpc, wallet, escrow=config.escrow)
+    check_paid_experiment(client, record.chain_experiment_id, config)  # refuses (exit 5) before any transaction
 
     def on_event(e) -> None:
         events.emit(Settled(action=e.kind, round=e.round, stage=e.stage, detail=e.detail))
@@ -71,6 +72,18 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,
                            prover=prover, publish=lambda c, audit: publish and publish(c, audit=audit))  # fmt: skip
     return cleanup.enter_context(settler)
+
+
+def check_paid_experiment(client, experiment_id: int, config: PeerConfig) -> None:
+    """Refuse an experiment this peer cannot serve safely (`swarm.chain.safety.check_experiment`): a verifier that
+    is not one of ours (the committed ones, or the one made for `--prover-key-dir`), windows too short for its
+    prover, too many chunks. Raises UnsafeExperiment (exit 5) before any transaction."""
+    from swarm.chain.safety import check_experiment, key_dir_code_hashes
+
+    extra = key_dir_code_hashes(config.prover_key_dir) if config.prover_key_dir is not None else {}
+    state = check_experiment(client, experiment_id, prover_workers=config.prover_workers, extra_code_hashes=extra)
+    logger.info("experiment %d passed the peer's safety checks (verifier %s, windows %d/%d s)", experiment_id,
+                state.verifier, state.submit_window, state.audit_window)
 
 
 def load_wallet(config: PeerConfig):
