@@ -1,4 +1,4 @@
-"""The escrow audit's attacks (../shared/reviews/2026-11-30-escrow-audit.md), each run as the attacker would run
+"""The escrow audit's attacks (contracts/README.md, "Rules"), each run as the attacker would run
 it on a real anvil with the real contracts and real stand-in proofs. Each test asserts that the attacker ends
 with less than it started (or is refused before it can spend anything) and that the honest party loses nothing.
 """

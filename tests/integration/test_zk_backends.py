@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 PEER = "0x" + "b7" * 20
 CLAIM = {"experiment": 3, "round": 12, "stage": 1, "peer": PEER}
-FAST_VERIFIER_GAS = 236_757  # FastChunkVerifier.verifyTx, ZoKrates' dev keys (shared/FACTS.md); varies with calldata
+FAST_VERIFIER_GAS = 236_757  # FastChunkVerifier.verifyTx, ZoKrates' dev keys (measured on the dev machine before this backend); varies with calldata
 
 
 @pytest.fixture(scope="module")
