@@ -84,7 +84,7 @@ class FakeAverager:
     def load_state_from_peers(self, timeout: float) -> bool:
         return False
 
-    def step(self, round: int, timeout: float) -> RoundResult:
+    def step(self, round: int, timeout: float, stop=None) -> RoundResult:
         round_group_bits(round)  # the real averager's check: a negative round raises ValueError
         return RoundResult(round=round, group_size=1, averaged=False, bytes_sent=0, bytes_received=0, seconds=0.0,
                            update_norm=0.0)  # fmt: skip
