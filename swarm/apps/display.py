@@ -138,6 +138,9 @@ def render(view: SwarmView, title: str = "swarm demo") -> Panel:
     return Panel(Group(*parts), title=title)
 
 
+UNFINISHED = "the round did not finish on this peer"  # swarm/rounds/verified.py: stopped or overran, not applied
+
+
 def summary_lines(view: SwarmView, seconds: float, layout: list[int] | None = None) -> list[str]:
     """The end-of-demo summary as plain lines (`layout`: peers per stage when training ended)."""
     first = sum(view.losses[:20]) / len(view.losses[:20]) if view.losses else None
@@ -152,10 +155,12 @@ def summary_lines(view: SwarmView, seconds: float, layout: list[int] | None = No
     ]
     if view.checks:
         checks = view.checks.values()
-        dropped = sorted({f"{p} ({why})" for c in checks for p, why in c.dropped.items()})
+        cut_short = sum(any(why == UNFINISHED for why in c.dropped.values()) for c in checks)  # peers leaving
+        dropped = sorted({f"{p} ({why})" for c in checks for p, why in c.dropped.items() if why != UNFINISHED})
         lines.append(f"verified rounds: {len(view.checks)}; parts checked: {sum(c.parts for c in checks)} "
                      f"({human_bytes(sum(c.bytes for c in checks))}); checking took up to {max(c.seconds for c in checks):.1f} s a round; accusations sent: "
-                     f"{sum(c.accusations for c in checks)}; dropped: {', '.join(dropped) or 'nobody'}")
+                     f"{sum(c.accusations for c in checks)}; dropped: {', '.join(dropped) or 'nobody'}"
+                     + (f"; {cut_short} rounds cut short by peers leaving (not applied)" if cut_short else ""))
     if view.eval_losses:
         lines.append("test loss: " + ", ".join(f"{k} {v:.4f}" for k, v in view.eval_losses.items()))
     lines += [f"failure: {f}" for f in view.failures]

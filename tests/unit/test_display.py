@@ -92,3 +92,16 @@ def test_the_demo_tells_a_second_terminal_how_to_join_its_swarm():
     lines = join_lines(["/ip4/127.0.0.1/tcp/4001/p2p/QmB"], "demo12ab")
     assert "--join" in lines[1] and "--experiment demo12ab" in lines[1]
     assert lines[1].endswith("--initial-peers /ip4/127.0.0.1/tcp/4001/p2p/QmB")
+
+
+def test_rounds_cut_short_by_leaving_peers_are_not_reported_as_drops():
+    from swarm.apps.display import UNFINISHED, RoundChecks
+
+    view = SwarmView(n_stages=1)
+    view.checks[(0, 7)] = RoundChecks(checkers={"stage-peer-0"}, parts=2, bytes=10, seconds=0.1,
+                                      dropped={"stage-peer-1": UNFINISHED})
+    view.checks[(0, 8)] = RoundChecks(checkers={"stage-peer-0"}, parts=2, bytes=10, seconds=0.1,
+                                      dropped={"stage-peer-2": "its part does not match its root"})
+    (line,) = [x for x in summary_lines(view, 10.0) if x.startswith("verified rounds")]
+    assert "dropped: stage-peer-2 (its part does not match its root)" in line
+    assert "stage-peer-1" not in line and "1 rounds cut short by peers leaving" in line
