@@ -5,14 +5,13 @@ with less than it started (or is refused before it can spend anything) and that 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from swarm.chain import DevChain, RevertError
+from swarm.chain import RevertError
 from swarm.chain.client import ChainClient
 from swarm.chain.models import ExperimentSpec
 from swarm.chain.safety import STANDIN_VERIFIERS, UnsafeExperiment, check_experiment
@@ -21,21 +20,6 @@ from swarm.chain.testing import STANDIN_CHUNK, STANDIN_DEPTH, EscrowWorld, Timin
 pytestmark = pytest.mark.integration
 
 STANDIN_SHAPE = SimpleNamespace(chunk=STANDIN_CHUNK, depth=STANDIN_DEPTH)
-
-
-@pytest.fixture(scope="module")
-def chain() -> Iterator[DevChain]:
-    with DevChain(accounts=6) as c:
-        yield c
-
-
-@pytest.fixture
-def world(chain: DevChain) -> Iterator[EscrowWorld]:
-    snapshot = chain.rpc("evm_snapshot", [])
-    try:
-        yield EscrowWorld(chain)
-    finally:
-        chain.rpc("evm_revert", [snapshot])
 
 
 def reverts(name: str):

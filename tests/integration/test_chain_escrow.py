@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from swarm.chain import DevChain, RevertError
+from swarm.chain import RevertError
 from swarm.chain.testing import EscrowWorld
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def chain() -> Iterator[DevChain]:
-    with DevChain(accounts=6) as c:
-        yield c
-
-
-@pytest.fixture
-def world(chain: DevChain) -> Iterator[EscrowWorld]:
-    snapshot = chain.rpc("evm_snapshot", [])
-    try:
-        yield EscrowWorld(chain)
-    finally:
-        chain.rpc("evm_revert", [snapshot])
 
 
 FIELDS = ["verifier", "start", "round", "submit", "audit", "k", "rounds", "chunk", "reward", "bound", "minlog", "stages"]

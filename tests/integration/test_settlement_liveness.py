@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from types import SimpleNamespace
 
@@ -15,7 +15,6 @@ import pytest
 import requests
 from web3 import Web3
 
-from swarm.chain import DevChain
 from swarm.chain.client import ChainClient
 from swarm.chain.testing import EscrowWorld, StandInProver
 from swarm.settlement.settler import RoundSettler, SettlementEvent
@@ -23,21 +22,6 @@ from swarm.settlement.settler import RoundSettler, SettlementEvent
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 120.0
-
-
-@pytest.fixture(scope="module")
-def chain() -> Iterator[DevChain]:
-    with DevChain(accounts=5) as c:
-        yield c
-
-
-@pytest.fixture
-def world(chain: DevChain) -> Iterator[EscrowWorld]:
-    snapshot = chain.rpc("evm_snapshot", [])
-    try:
-        yield EscrowWorld(chain)
-    finally:
-        chain.rpc("evm_revert", [snapshot])
 
 
 class Faulty(Web3.HTTPProvider):
