@@ -6,9 +6,13 @@ environment too), so a leftover is found even after it was re-parented to init, 
 
 from __future__ import annotations
 
+import concurrent.futures.thread
 import contextlib
 import os
+import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 
@@ -106,6 +110,69 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         kill_all(left)
         print(f"\nswarm conftest: {len(left)} process(es) outlived the test session (killed):\n  {described}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    global _exit_status
+    _exit_status = int(session.exitstatus)
+
+
+def _is_idle_pool_worker(frame) -> bool:
+    """Whether a thread's stack is an executor worker waiting for work (joined at exit without trouble)."""
+    callee = None
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_worker" and code.co_filename.endswith(os.path.join("concurrent", "futures", "thread.py")):
+            return callee is None  # in work_queue.get(), a C call: no frame above _worker's own
+        callee, frame = frame, frame.f_back
+    return False
+
+
+def busy_threads(before: set[int]) -> list[threading.Thread]:
+    """Non-daemon threads not in `before` that are doing something: the interpreter waits for them at exit, so
+    one that never ends hangs the process after the last test (idle executor workers are told to stop; fine)."""
+    frames = sys._current_frames()
+    return [t for t in threading.enumerate()
+            if not t.daemon and t is not threading.main_thread() and t.is_alive() and t.ident not in before
+            and not _is_idle_pool_worker(frames.get(t.ident))]  # fmt: skip
+
+
+def describe_threads(threads: list[threading.Thread]) -> str:
+    frames = sys._current_frames()
+    return "\n".join(f"thread {t.name!r}:\n" + "".join(traceback.format_stack(frames[t.ident])[-6:])
+                     for t in threads if t.ident in frames)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def no_busy_threads_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if a non-daemon thread it started is still busy after it: such a thread makes pytest (and a
+    peer) hang at exit, as one did on CI for 68 minutes after the last test passed."""
+    before = {t.ident for t in threading.enumerate() if t.ident is not None}
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while (left := busy_threads(before)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if left:
+        pytest.fail(f"{request.node.nodeid} left {len(left)} busy non-daemon thread(s):\n{describe_threads(left)}",
+                    pytrace=False)
+
+
+_exit_status = 0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The last hook: stop executor workers, wait a little for every non-daemon thread, and if one is stuck print
+    where and leave with the tests' status instead of hanging at interpreter exit (CI would wait 90 minutes)."""
+    concurrent.futures.thread._shutdown = True  # what the interpreter's own exit hook does, but with a deadline
+    for queue in list(concurrent.futures.thread._threads_queues.values()):
+        queue.put(None)
+    deadline = time.monotonic() + 30.0
+    stuck = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    for t in stuck:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in stuck if t.is_alive()]
+    if stuck:
+        print(f"\nswarm conftest: {len(stuck)} non-daemon thread(s) would hang the exit:\n{describe_threads(stuck)}",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(_exit_status or 1)
 
 
 @pytest.fixture

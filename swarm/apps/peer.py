@@ -7,6 +7,7 @@ Errors a volunteer can fix end in one line and an exit code: 2 for a bad setting
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import logging
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -171,6 +172,11 @@ def _fail(events: EventWriter, message: str, code: int) -> int:
 
 def run_peer(config: PeerConfig, events: EventWriter) -> int:
     """Run the configured role until Ctrl-C/SIGTERM or `config.duration`; every part is shut down on the way out."""
+    with _stop_handlers() as stop:
+        return _run_role(config, events, stop)
+
+
+def _run_role(config: PeerConfig, events: EventWriter, stop: threading.Event) -> int:
     from runtime.procs import start_watchdog
     from swarm.apps.roles.bootstrap import run_bootstrap
     from swarm.apps.roles.common import find_experiment
@@ -179,7 +185,6 @@ def run_peer(config: PeerConfig, events: EventWriter) -> int:
     from swarm.apps.view.monitor import view_of
     from swarm.models import get_workload
 
-    stop = _install_stop_handlers()
     deadline = None if config.duration is None else time.monotonic() + config.duration
     wallet = load_wallet(config)  # once, first: a bad key file stops us before anything starts
     with ExitStack() as cleanup:
@@ -239,8 +244,14 @@ def _reachability():
     return reachability
 
 
-def _install_stop_handlers() -> threading.Event:
-    """First Ctrl-C (or SIGTERM) asks to leave cleanly; a second one forces out with KeyboardInterrupt."""
+_fork_hook_registered = False
+
+
+@contextlib.contextmanager
+def _stop_handlers() -> Iterator[threading.Event]:
+    """First Ctrl-C (or SIGTERM) asks to leave cleanly; a second one forces out with KeyboardInterrupt. The
+    previous handlers come back on the way out, so `main` can be called in-process (tests, embedding)."""
+    global _fork_hook_registered
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -251,11 +262,21 @@ def _install_stop_handlers() -> threading.Event:
         )
         stop.set()
 
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _on_signal)
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {sig: signal.getsignal(sig) for sig in signals}
+    for sig in signals:
+        signal.signal(sig, _on_signal)
+    if not _fork_hook_registered:  # os.register_at_fork has no unregister: once per process
         os.register_at_fork(after_in_child=_default_termination_signals)
-    return stop
+        _fork_hook_registered = True
+    try:
+        yield stop
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _default_termination_signals() -> None:

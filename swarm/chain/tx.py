@@ -26,7 +26,7 @@ from eth_account.datastructures import SignedTransaction
 from hexbytes import HexBytes
 from pydantic import BaseModel, ConfigDict
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception, Web3RPCError
 from web3.types import TxReceipt
 
 from swarm.chain.errors import ChainError, RevertError
@@ -40,9 +40,14 @@ GAS_MARGIN = 1.2
 GAS_HEADROOM = 10_000
 REPLACE_AFTER_S = 20.0
 MAX_REPLACEMENTS = 5
+REPRICE_ATTEMPTS = 4  # sends of one transaction refused because the base fee rose past its max fee; then give up
 FEE_BUMP = 1.125  # nodes replace a pending transaction only if both fees rise by >= 10% (geth), 12.5% (others)
 NONCE_LOCK_TIMEOUT_S = 60.0
 NONCE_LOCK_DIR = Path(tempfile.gettempdir()) / f"swarm-nonce-locks-{os.getuid()}"
+
+
+class _FeeBelowBaseFee(ChainError):
+    """The node refused a transaction at once: its max fee is below the next block's base fee (nothing was sent)."""
 
 
 class PendingTx(BaseModel):
@@ -149,23 +154,39 @@ class TxSender(RpcReader):
         with self._lock, self._nonce_lock():
             tx = {**tx, "from": self.wallet.address, "chainId": self.chain_id()}
             gas = self.rpc(f"estimating gas for {what}", self.w3.eth.estimate_gas, tx)
-            base_fee = self.rpc("reading the base fee", lambda: self.w3.eth.get_block("latest"))["baseFeePerGas"]
-            tip = self.rpc("reading the priority fee", lambda: self.w3.eth.max_priority_fee)
             nonce = self._next_nonce()
-            tx.update(
-                gas=int(gas * GAS_MARGIN) + GAS_HEADROOM, nonce=nonce, maxPriorityFeePerGas=tip,
-                maxFeePerGas=2 * base_fee + tip, type=2,
-            )  # fmt: skip
-            pending = self._sign(tx, what)
-            self.unconfirmed[pending.tx_hash] = pending
-            try:
-                self._submit(pending)
-            except BaseException:
-                self._nonce = None  # re-read from the chain next time: the node may or may not hold this nonce
-                raise
+            tx.update(gas=int(gas * GAS_MARGIN) + GAS_HEADROOM, nonce=nonce, type=2)
+            for attempt in range(REPRICE_ATTEMPTS):
+                base_fee = self._base_fee()
+                tip = self.rpc("reading the priority fee", lambda: self.w3.eth.max_priority_fee)
+                floor = 2 * base_fee + tip
+                if attempt:  # the base fee rose past our offer between reading it and sending: offer more
+                    floor = max(floor, int(tx["maxFeePerGas"] * FEE_BUMP) + 1)
+                tx.update(maxPriorityFeePerGas=tip, maxFeePerGas=floor)
+                pending = self._sign(tx, what)
+                self.unconfirmed[pending.tx_hash] = pending
+                try:
+                    self._submit(pending)
+                    break
+                except _FeeBelowBaseFee as exc:
+                    if attempt + 1 == REPRICE_ATTEMPTS:
+                        self._nonce = None
+                        raise ChainError(str(exc)) from exc
+                    logger.info("%s: the node's base fee rose above our max fee %d; re-pricing", what, floor)
+                except BaseException:
+                    self._nonce = None  # re-read from the chain next time: the node may or may not hold this nonce
+                    raise
             self._nonce = nonce + 1
             logger.debug("sent %s: tx %s nonce %d", what, pending.tx_hash, nonce)
             return pending
+
+    def _base_fee(self) -> int:
+        """The base fee the next block will charge: the pending block's where the node tells it, else the latest."""
+        latest = self.rpc("reading the base fee", lambda: self.w3.eth.get_block("latest"))["baseFeePerGas"]
+        try:
+            return max(latest, int(self.w3.eth.get_block("pending")["baseFeePerGas"]))
+        except (Web3Exception, *_CONNECTION_ERRORS, KeyError, TypeError, ValueError):
+            return latest
 
     def _sign(self, tx: dict[str, Any], what: str) -> PendingTx:
         signed: SignedTransaction = self.wallet.account.sign_transaction(tx)
@@ -176,7 +197,7 @@ class TxSender(RpcReader):
         """Sign `p` again with the same nonce and fees raised by FEE_BUMP (at least today's 2 x base fee + tip)
         and send it; None if the node refuses (e.g. the old one was just mined: nonce too low)."""
         with self._lock, self._nonce_lock():
-            base_fee = self.rpc("reading the base fee", lambda: self.w3.eth.get_block("latest"))["baseFeePerGas"]
+            base_fee = self._base_fee()
             tip = max(int(p.fields["maxPriorityFeePerGas"] * FEE_BUMP) + 1,
                       self.rpc("reading the priority fee", lambda: self.w3.eth.max_priority_fee))
             max_fee = max(int(p.fields["maxFeePerGas"] * FEE_BUMP) + 1, 2 * base_fee + tip)
@@ -211,6 +232,11 @@ class TxSender(RpcReader):
                 if "already known" in text or "known transaction" in text or self._known(p):
                     return
                 self.unconfirmed.pop(p.tx_hash, None)
+                if "less than block base fee" in text or "fee cap less than" in text:
+                    raise _FeeBelowBaseFee(
+                        f"{p.what}: max fee {p.fields['maxFeePerGas']} is below the node's base fee at "
+                        f"{self.rpc_url} ({exc}); nothing was sent"
+                    ) from exc
                 if "nonce too low" in text:
                     raise ChainError(
                         f"{p.what}: nonce {p.nonce} was already used by another transaction of "

@@ -121,6 +121,19 @@ def test_a_stuck_transaction_is_repriced_and_replaced_under_the_same_nonce(chain
     assert client.unconfirmed == {}
 
 
+def test_a_base_fee_that_rose_before_sending_is_met_not_an_error(chain: DevChain) -> None:
+    """The node refuses a transaction whose max fee is under the next block's base fee; the client re-prices it
+    (same nonce) instead of failing. Before the fix it read only the latest block's base fee and raised."""
+    client = ChainClient(chain.rpc_url, Wallet(chain.accounts[0].private_key))
+    token, _ = client.deploy("TestToken")
+    token_contract = client.contract("TestToken", token)
+    nonce = client.w3.eth.get_transaction_count(client.address)
+    chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(10**12)])  # the latest block still says 1 gwei
+    receipt = client.transact("approve", client.address, 1, contract=token_contract)
+    mined = client.w3.eth.get_transaction(receipt["transactionHash"])
+    assert receipt["status"] == 1 and mined["nonce"] == nonce and mined["maxFeePerGas"] >= 10**12
+
+
 def test_two_clients_of_one_key_never_take_the_same_nonce(chain: DevChain) -> None:
     key = chain.accounts[2].private_key
     a, b = (ChainClient(chain.rpc_url, Wallet(key)) for _ in range(2))

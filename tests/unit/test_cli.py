@@ -144,18 +144,17 @@ def test_lost_and_join_errors_map_to_their_exit_codes(monkeypatch, capsys: pytes
 
 
 def test_a_second_ctrl_c_forces_out_with_130_not_0(monkeypatch, capsys: pytest.CaptureFixture):
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        stop = swarm.apps.peer._install_stop_handlers()
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {sig: signal.getsignal(sig) for sig in signals}
+    with swarm.apps.peer._stop_handlers() as stop:
         handler = signal.getsignal(signal.SIGINT)
         assert signal.getsignal(signal.SIGTERM) is handler and signal.getsignal(signal.SIGHUP) is handler
         handler(signal.SIGTERM, None)  # the first: leave cleanly
         assert stop.is_set()
         with pytest.raises(KeyboardInterrupt):
             handler(signal.SIGINT, None)  # the second: force
-    finally:
-        for sig, h in saved.items():
-            signal.signal(sig, h)
+    # the previous handlers are back: a peer run in-process (here, in pytest) leaves no handler of its own behind
+    assert {sig: signal.getsignal(sig) for sig in signals} == saved
 
     def interrupted(config, events):
         raise KeyboardInterrupt
