@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Self
 
 import hivemind
@@ -32,6 +33,8 @@ class GossipRelay(StartStop):
         self.dht, self.experiment = dht, experiment
         self.heard: Counter[str] = Counter()  # message kind -> count of valid messages received
         self.last: dict[tuple[int, int, str], Contribution] = {}  # (round, stage, peer) -> latest heard
+        # called with every valid message, on the gossip loop (must not block), e.g. swarm.settlement.watcher
+        self.listeners: list[Callable[[GossipMessage], None]] = []
         self._loop: LoopThread | None = None
         self._sidecar: GossipSidecar | None = None
         self._dialed: set[str] = set()
@@ -125,3 +128,8 @@ class GossipRelay(StartStop):
                     self.last[(c.round, c.stage, c.peer)] = c
             with self._lock:
                 self.heard[msg.kind.value] += 1
+            for listener in self.listeners:
+                try:
+                    listener(msg)
+                except Exception:  # a listener's bug must not stop the relay
+                    logger.exception("gossip listener %r failed", listener)
