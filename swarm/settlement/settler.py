@@ -92,6 +92,7 @@ class OpenRound:
     audit_proofs: dict[int, Future] = field(default_factory=dict)  # chunk -> proof of that chunk
     audits: dict[int, int] = field(default_factory=dict)  # open audit j -> chunk, to answer
     answered: set[int] = field(default_factory=set)
+    gossiped: set[int] = field(default_factory=set)  # audited chunks whose proofs went out on gossip
 
 
 class RoundSettler(StartStop):
@@ -109,11 +110,15 @@ class RoundSettler(StartStop):
         prover: Prover | None = None,
         from_block: int | None = None,
         poll_s: float = POLL_S,
+        answer_audits: bool = True,
     ) -> None:
         self.client, self.experiment_id, self.params = client, experiment_id, params
         self.on_event = on_event or (lambda e: None)
         self.publish = publish or (lambda c, audit: None)  # e.g. GossipRelay.publish_contribution
         self.poll_s = poll_s
+        # False (tests and demos only, `--attack silent`): never prove, gossip nor answer audits, so watchers
+        # (swarm/settlement/watcher.py) open them and get this peer slashed
+        self.answer_audits = answer_audits
         self._reports: queue.Queue[Any] = queue.Queue()
         self.rounds: dict[tuple[int, int], OpenRound] = {}
         self._thread: threading.Thread | None = None
@@ -177,9 +182,11 @@ class RoundSettler(StartStop):
         now = self._now()
         for key, o in list(self.rounds.items()):
             self._guarded(self._advance, o, now, round=key[0], stage=key[1])
-        self._guarded(self._read_audits, round=-1, stage=-1)
-        for key, o in list(self.rounds.items()):
-            self._guarded(self._answer, o, now, round=key[0], stage=key[1])
+            self._gossip_audit_proofs(o)
+        if self.answer_audits:
+            self._guarded(self._read_audits, round=-1, stage=-1)
+            for key, o in list(self.rounds.items()):
+                self._guarded(self._answer, o, now, round=key[0], stage=key[1])
         now = self._now()
         for key, o in sorted(self.rounds.items()):
             self._guarded(self._settle, o, now, round=key[0], stage=key[1])
@@ -256,7 +263,7 @@ class RoundSettler(StartStop):
                     o.contributed = True
                     self.publish(contribution, False)
                     self._contributed(o, receipt)
-        if o.contributed and not o.audit_proofs and now >= self._state.submission_end(o.round):
+        if self.answer_audits and o.contributed and not o.audit_proofs and now >= self._state.submission_end(o.round):
             if self.client.round_seed(self.experiment_id, o.round) is None:
                 return  # not armed yet: without a seed nobody can open a sampled audit either
             k = self._state.audits_per_peer
@@ -264,6 +271,13 @@ class RoundSettler(StartStop):
                              for j in range(k)})  # fmt: skip
             for chunk in chunks:  # one job per chunk: each answer can go as soon as its own proof is made
                 o.audit_proofs[chunk] = self._prove(o, [chunk])
+
+    def _gossip_audit_proofs(self, o: OpenRound) -> None:
+        """Gossip each audited chunk's proof as soon as it is made: watchers that hear it open no audit."""
+        for chunk, proof in list(o.audit_proofs.items()):
+            if chunk not in o.gossiped and proof.done() and proof.exception() is None:
+                o.gossiped.add(chunk)
+                self.publish(proof.result()[0], True)
 
     def _contributed(self, o: OpenRound, receipt: Any) -> None:
         detail = {"num_chunks": o.commitment.num_chunks, "norm_sq": str(o.commitment.norm_sq)}
