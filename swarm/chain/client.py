@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from eth_abi import encode
@@ -30,7 +30,7 @@ from swarm.chain.models import (
     VerifierShape,
 )
 from swarm.chain.revert import ErrorDecoder, _abi_type
-from swarm.chain.tx import REPLACE_AFTER_S, RpcReader, TxSender
+from swarm.chain.tx import REPLACE_AFTER_S, PendingTx, RpcReader, TxSender
 from swarm.chain.wallet import Wallet
 
 logger = logging.getLogger("swarm.chain.client")
@@ -93,6 +93,11 @@ class ChainClient:
 
     def resend(self, tx_hash: str) -> TxReceipt:
         return self._sender.resend(tx_hash)
+
+    def on_signed(self, callback: Callable[[PendingTx], None] | None) -> None:
+        """Call `callback(pending)` with every transaction this client signs, before it is sent (e.g. to journal
+        its raw bytes and nonce: swarm/settlement/journal.py); an exception in it stops that send."""
+        self._sender.on_signed = callback
 
     def forget_nonce(self) -> None:
         """Re-read this wallet's nonce from the chain before the next transaction (e.g. after evm_revert)."""

@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,8 @@ class TxSender(RpcReader):
         self._nonce: int | None = None
         self._chain_id: int | None = None
         self.unconfirmed: dict[str, PendingTx] = {}
+        # called with every signed transaction before it is sent (a journal: swarm/settlement/journal.py)
+        self.on_signed: Callable[[PendingTx], None] | None = None
 
     def chain_id(self) -> int:
         if self._chain_id is None:
@@ -165,6 +167,8 @@ class TxSender(RpcReader):
                 tx.update(maxPriorityFeePerGas=tip, maxFeePerGas=floor)
                 pending = self._sign(tx, what)
                 self.unconfirmed[pending.tx_hash] = pending
+                if self.on_signed is not None:
+                    self.on_signed(pending)
                 try:
                     self._submit(pending)
                     break
@@ -202,6 +206,8 @@ class TxSender(RpcReader):
                       self.rpc("reading the priority fee", lambda: self.w3.eth.max_priority_fee))
             max_fee = max(int(p.fields["maxFeePerGas"] * FEE_BUMP) + 1, 2 * base_fee + tip)
             q = self._sign({**p.fields, "maxPriorityFeePerGas": tip, "maxFeePerGas": max_fee}, p.what)
+            if self.on_signed is not None:
+                self.on_signed(q)
             try:
                 self.w3.eth.send_raw_transaction(q.raw)
             except (Web3RPCError, *_CONNECTION_ERRORS) as exc:
