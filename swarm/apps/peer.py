@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("aggregation", choices=["mean", "centered_clip"])
     opt("norm_bound", type=float, metavar="L2")
     opt("byzantine", action="store_true")
-    opt("attack", choices=["poison", "scale", "random", "stale", "norm"])
+    opt("attack", choices=["poison", "scale", "random", "stale", "norm", "silent"])
     opt("device", metavar="DEVICE")
     opt("matchmaking_time", type=float, metavar="SECONDS")
     opt("identity_path", type=Path, metavar="PATH")
