@@ -1,6 +1,8 @@
 """Benchmark of the zk/ proof system: proving backends per chunk size, commitments, per-round overhead of a stage.
 
 Usage: python experiments/bench_zk.py [--quick] | --gas
+--quick (under a minute): one small shape (chunk 64, depth 8), one proof per backend, commitments at 1e5 / 1e6
+(Python at 1e5 only); every section and ratio is printed all the same.
 Per chunk size (one compile, each backend's dev setup): witness and proving time, wall and CPU-seconds (the
 zokrates-js worker's and this process's), proven values per CPU-second, peak memory, verification (zokrates-js's
 verifier; a changed input must fail), for zokrates-js (WASM) and groth16py (native arkworks). Commitments: µs
@@ -40,6 +42,7 @@ from zk.quantize import quantize_update
 
 PEER = "0x" + "42" * 20
 CLAIM = {"experiment": 1, "round": 3, "stage": 0, "peer": PEER}
+QUICK_CHUNK, QUICK_DEPTH = 64, 8  # --quick's one shape (~4.5k constraints): compile + setups in seconds
 ROUND_STEPS = 100  # local steps a stage peer makes in one round in this benchmark (batch 64)
 CONFIG_ROUND_S = 10.0  # swarm/apps/config.py's default round_duration
 
@@ -204,7 +207,9 @@ def training_round(params_count: int) -> tuple[float, torch.Tensor]:
 
 
 def round_overhead(params_count: int, params: CircuitParams, prove_s: dict[str, float], k: int) -> dict:
-    """Commit (native, one core) + c0 and k audited proofs per backend, against one training round measured now."""
+    """Commit (native, one core) + c0 and k audited proofs per backend, against one training round measured now.
+    The commitment is made at depth 20 whatever the proofs' depth (a --quick shape holds too few chunks)."""
+    params = params.model_copy(update={"depth": max(params.depth, DEFAULT_PARAMS.depth)})
     round_s, delta = training_round(params_count)
     t0 = time.perf_counter()
     commitment = commit_update(quantize_update(delta, params.block), params)
@@ -241,8 +246,10 @@ def onchain_gas() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="chunk 256 only, one proof each, commit 1e5/1e6 (~1 min)")
-    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="chunk 64 at depth 8 only, one proof each, commit "
+                    "1e5/1e6 (under a minute)")
+    ap.add_argument("--depth", type=int, default=None, help="Merkle depth of the proven circuits (default 20; "
+                    "8 with --quick)")
     ap.add_argument("--k", type=int, default=4, help="audited chunks per peer and round")
     ap.add_argument("--gas", action="store_true", help="only: deploy the committed verifier, gas of verifyTx")
     args = ap.parse_args()
@@ -250,7 +257,10 @@ def main() -> None:
         onchain_gas()
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the key folder and workers
-    chunk_sizes = [256] if args.quick else [256, 1024, 4096]
+    started = time.perf_counter()
+    if args.depth is None:
+        args.depth = QUICK_DEPTH if args.quick else DEFAULT_PARAMS.depth
+    chunk_sizes = [QUICK_CHUNK] if args.quick else [256, 1024, 4096]
     n_prove = 1 if args.quick else 3
     commit_sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]
     python_max = 100_000 if args.quick else 10_000_000
@@ -289,19 +299,19 @@ def main() -> None:
         base = commits[0]
         for c in commits:
             py = c.get("python_us")
-            ref = py if py is not None else base["python_us"]  # beyond python_max: the per-value cost at 1e5
+            ref = py if py is not None else base["python_us"]  # beyond python_max: the per-value cost at the smallest size
             ref_cpu = c.get("python_cpu_us", base["python_cpu_us"])
             mark = "" if py is not None else "*"
             print(f"{c['n']:>10,} {ref:>7.2f}{mark or ' '} {c['native_us']:>8.3f} {c['threads_us']:>9.3f} "
                   f"{ref / c['native_us']:>7.1f}x {ref / c['threads_us']:>5.1f}x {ref_cpu:>7.2f} "
                   f"{c['native_cpu_us']:>7.3f} {ref_cpu / c['native_cpu_us']:>5.1f}x {c['verify_opening_ms']:>17.2f}")
         if any("python_us" not in c for c in commits):
-            print("  * Python not run at this size (--quick): its per-value cost at 1e5 is used")
+            print(f"  * Python not run at this size (--quick): its per-value cost at {commits[0]['n']:.0e} is used")
 
         used = 1024 if 1024 in shapes else chunk_sizes[0]
         params = CircuitParams(chunk=used, block=min(256, used), depth=args.depth)
         walls = {b: shapes[used][b]["wall_s"] for b in BACKENDS}
-        print(f"== round overhead (chunk {used}, c0 + k = {args.k} audited; a round = {ROUND_STEPS} local steps of "
+        print(f"== round overhead (chunk {used}, depth {args.depth} proofs, c0 + k = {args.k} audited; a round = {ROUND_STEPS} local steps of "
               f"batch 64 measured now; config round = {CONFIG_ROUND_S:.0f} s)")
         print(f"{'params':>9} {'chunks':>6} {'round s':>7} {'commit s':>8} {'zokrates k s':>12} {'groth16py k s':>13} "
               f"{'overhead':>8} {'strict s':>8}")
@@ -324,9 +334,9 @@ def main() -> None:
               + f" (proving alone {max(prove_ratios.values()):.1f}x); groth16py {used}-chunk "
               f"{shapes[used][GROTH16PY]['cpu_s']:.2f} CPU-s/proof, {shapes[used][GROTH16PY]['values_per_cpu_s']:.0f} "
               f"values/CPU-s; commit native/python per value one core {c1['python_us'] / c1['native_us']:.1f}x, "
-              f"all cores {c1['python_us'] / c1['threads_us']:.1f}x at 1e5 ({big['native_us']:.2f} µs/value at "
+              f"all cores {c1['python_us'] / c1['threads_us']:.1f}x at {c1['n']:.0e} ({big['native_us']:.2f} µs/value at "
               f"{big['n']:.0e}); round overhead " + ", ".join(f"{s:.0e} params {o:.2f}x" for s, o in overheads)
-              + f" a {ROUND_STEPS}-step round")
+              + f" a {ROUND_STEPS}-step round; {'quick ' if args.quick else ''}run {time.perf_counter() - started:.0f} s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
