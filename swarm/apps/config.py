@@ -94,6 +94,10 @@ class PeerConfig(BaseSettings):
                                "contract on that L2")
     chain_experiment: int | None = Field(None, ge=0, description="bootstrap: the escrow's experiment id; the round "
                                          "clock is then read from the chain so peers and contract agree")
+    resume_from: Path | None = Field(None, description="stage: a complete checkpoint folder (.../round-000009, "
+                                     "written by swarm-experiment's checkpoint hook); a stage that no peer serves "
+                                     "when this peer joins starts from it (parameters, anchor, outer momentum, "
+                                     "local optimizer state) instead of the seed")
     round_hooks: Annotated[list[str], NoDecode] = Field(default_factory=list, description="'module:function' called after each "
                                    "averaging round of a stage peer with its RoundReport")
     events: bool = Field(False, description="write one JSON line per event on stdout (for swarm-demo)")
@@ -136,6 +140,14 @@ class PeerConfig(BaseSettings):
         if name not in WORKLOADS:
             raise ValueError(f"unknown workload {name!r}: choose one of {', '.join(sorted(WORKLOADS))}")
         return name
+
+    @field_validator("resume_from")
+    @classmethod
+    def _complete_checkpoint(cls, folder: Path | None) -> Path | None:
+        if folder is not None and not (folder / "manifest.json").is_file():
+            raise ValueError(f"{folder} is not a complete checkpoint (no manifest.json in it); complete ones are "
+                             "the round-NNNNNN folders with a manifest.json under the experiment's checkpoint folder")
+        return folder
 
     @field_validator("round_hooks")
     @classmethod

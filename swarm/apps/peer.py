@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("chain_rpc", metavar="URL")
     opt("escrow", metavar="ADDRESS")
     opt("chain_experiment", type=int, metavar="ID")
+    opt("resume_from", type=Path, metavar="CHECKPOINT")
     opt("round_hooks", nargs="+", metavar="MODULE:FUNC")
     opt("events", action="store_true")
     opt("log_level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

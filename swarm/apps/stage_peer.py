@@ -52,6 +52,8 @@ class RoundReport:
     module: torch.nn.Module  # the stage's parameters after averaging (hold `params_lock` to read them)
     params_lock: Any
     commitment: Any = None  # zk.commit.Commitment of Δ that the group checked and averaged (verified rounds)
+    averager: Any = None  # its anchor, anchor_round and outer optimizer (VerifiedAverager): what a checkpoint keeps
+    optimizer: Any = None  # the stage's local optimizer (read its state under `params_lock`)
 
 
 
@@ -168,6 +170,11 @@ class StagePeer:
             synced = averager.load_state_from_peers(timeout=SYNC_TIMEOUT)
             if not synced:
                 logger.warning("stage %d: no peer sent its parameters; starting from the seed's", stage)
+        if not synced and self.config.resume_from is not None:  # nobody serves it: the checkpoint, not the seed
+            from swarm.apps.experiment.checkpoint import restore_stage
+
+            restore_stage(self.config.resume_from, stage, module=module, lock=server.params_lock, averager=averager,
+                          optimizer=server.worker.optimizer if server.worker.module is module else None, log=logger)
         moved = float((flat_params(module) - seed_params).norm())
         self.events.emit(
             Synced(
@@ -240,7 +247,7 @@ class StagePeer:
         report = RoundReport(
             experiment=self.experiment, round=r, stage=self.stage, peer_id=self.server.peer_id, wallet=self.wallet,
             delta=delta, result=result, module=self.server.module, params_lock=self.server.params_lock,
-            commitment=self.averager.last_commitment,
+            commitment=self.averager.last_commitment, averager=self.averager, optimizer=self.server.worker.optimizer,
         )  # fmt: skip
         for hook in self.round_hooks:
             try:

@@ -650,6 +650,20 @@ class VerifiedAverager:
         self._remember_state()
         return True
 
+    def restore(self, anchor: torch.Tensor, momentum: torch.Tensor | None = None, anchor_round: int = -1) -> None:
+        """Start from a saved anchor and outer momentum (a checkpoint) instead of the parameters we were built with;
+        served to joining peers and compared with the group's like a downloaded one. The parameters are not set."""
+        if anchor.numel() != self.anchor.numel():
+            raise ValueError(f"the saved anchor has {anchor.numel()} values, this stage {self.anchor.numel()}")
+        if momentum is not None and momentum.numel() not in (0, anchor.numel()):
+            raise ValueError(f"the saved outer momentum has {momentum.numel()} values, the anchor {anchor.numel()}")
+        outer = OuterOptimizer(self.outer.name, self.outer.lr, self.outer.momentum_factor)
+        if momentum is not None and self.outer.name == "nesterov":
+            outer.load_state(momentum.reshape(-1).float())
+        self.anchor, self.anchor_round, self.outer = anchor.reshape(-1).float().clone(), anchor_round, outer
+        self._remember_state()
+        self._announce()
+
     def load_state_from_peers(self, timeout: float = 30.0) -> bool:
         """Download the stage's newest anchor from a peer (joining); checked against the group in the next round."""
         present = self._present_peers()

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from swarm.apps.experiment import checkpoint as ckpt
 from swarm.apps.experiment.monitor import ChainReader
@@ -49,26 +50,107 @@ def test_one_peer_per_stage_saves_and_the_manifest_completes(tmp_path: Path):
     assert math.isfinite(ckpt.evaluate(folder)) and ckpt.latest_complete(tmp_path) == folder
 
 
-def test_resume_restores_the_stage_once_and_numbers_rounds_on(tmp_path: Path):
-    saved = get_workload("digits").build_stages(2, seed=0)
-    with torch.no_grad():
-        for m in saved:
-            for p in m.parameters():
-                p.mul_(-1)
+def _trained(optimizer: str, outer: str = "nesterov"):
+    """Stage 1 of digits after a few local steps of `optimizer` and two outer steps (nesterov: momentum != 0)."""
+    from swarm.pipeline.memory import make_optimizer
+
+    module = get_workload("digits").build_stage(2, 1, seed=0)
+    opt = make_optimizer(module.parameters(), 1e-2, optimizer)
+    averager = _averager(module, outer)
+    gen = torch.Generator().manual_seed(1)
+    for r in range(2):
+        for _ in range(2):
+            x = torch.randn(8, next(module.parameters()).shape[1], generator=gen)
+            opt.zero_grad()
+            module(x).square().mean().backward()
+            opt.step()
+        params = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+        averager.anchor, averager.anchor_round = averager.outer.step(averager.anchor, params - averager.anchor), r
+    return module, opt, averager
+
+
+def _averager(module, outer: str):
+    """A real VerifiedAverager that is not started (no DHT)."""
+    from swarm.rounds.clock import RoundClock
+    from swarm.rounds.verified import VerifiedAverager
+
+    dht = SimpleNamespace(peer_id=SimpleNamespace(to_base58=lambda: "QmTest"))
+    averager = VerifiedAverager(dht, "t", 1, module, clock=RoundClock(0.0, 10.0), outer=outer, start=False)
+    averager._announce = lambda: None  # no DHT to announce the restored anchor on
+    return averager
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "adam8bit"])
+def test_a_checkpoint_holds_and_restores_the_whole_training_state(tmp_path: Path, optimizer: str):
+    from swarm.pipeline.memory import make_optimizer
+
+    module, opt, averager = _trained(optimizer)
+    assert averager.outer.momentum is not None and float(averager.outer.momentum.norm()) > 0
+    report = SimpleNamespace(**vars(_report(1, module, 9, "A")), averager=averager, optimizer=opt)
+    ckpt.CheckpointHook(tmp_path / "a", every=5)(report)  # round 9: (9 + 1) % 5 == 0, saved
     src = ckpt.round_dir(tmp_path / "a", 9)
-    for s, m in enumerate(saved):
-        ckpt.save_stage(src, s, m, {"round": 9})
+    meta = json.loads((src / "stage-1.json").read_text())
+    ts = meta["training_state"]
+    assert ts["anchor_round"] == 1 and ts["outer"]["kind"] == "nesterov" and ts["optimizer"]["kind"] == optimizer
+    saved = load_file(str(src / ts["file"]))
+    assert ckpt.fingerprint(saved) == ts["fingerprint"]
+    assert {"anchor", "outer.momentum"} <= set(saved) and any(k.startswith("optimizer/0/") for k in saved)
+
     fresh = get_workload("digits").build_stage(2, 1, seed=0)
-    hook = ckpt.CheckpointHook(tmp_path / "b", every=2, resume_from=src, offset=10)
-    hook(_report(1, fresh, 0, "C"))  # first round: restore, do not save
-    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), saved[1].parameters(), strict=True))
-    with torch.no_grad():
-        next(fresh.parameters()).add_(1.0)
-    hook(_report(1, fresh, 1, "C"))  # global round 11: saved, not restored again
-    assert (ckpt.round_dir(tmp_path / "b", 11) / "stage-1.safetensors").exists()
-    assert not torch.equal(next(fresh.parameters()), next(saved[1].parameters()))
+    fresh_opt, fresh_avg = make_optimizer(fresh.parameters(), 1e-2, optimizer), _averager(fresh, "nesterov")
+    restored = ckpt.restore_stage(src, 1, module=fresh, lock=threading.Lock(), averager=fresh_avg, optimizer=fresh_opt)
+    assert restored["fingerprint"] == ts["fingerprint"]  # read back from the live averager and optimizer
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), module.parameters(), strict=True))
+    assert torch.equal(fresh_avg.anchor, averager.anchor) and fresh_avg.anchor_round == -1
+    assert torch.equal(fresh_avg.outer.momentum, averager.outer.momentum)
+    live, _ = ckpt.training_state(None, fresh_opt)
+    want, _ = ckpt.training_state(None, opt)
+    assert live.keys() == want.keys() and all(torch.equal(live[k], want[k]) for k in want)
+    assert fresh_opt.state_dict()["state"][0].get("step") == opt.state_dict()["state"][0].get("step")
+    # the same next step from the same state: the resumed optimizer goes on exactly where the saved one was
+    x = torch.randn(4, next(module.parameters()).shape[1], generator=torch.Generator().manual_seed(2))
+    for m, o in ((module, opt), (fresh, fresh_opt)):
+        o.zero_grad()
+        m(x).square().mean().backward()
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), module.parameters(), strict=True))
+
+    # the resumed stage's next checkpoint says where it came from; the rounds are numbered on from the offset
+    ckpt.CheckpointHook(tmp_path / "b", every=2, offset=10)(
+        SimpleNamespace(**vars(_report(1, fresh, 1, "C")), averager=fresh_avg, optimizer=fresh_opt))
+    again = json.loads((ckpt.round_dir(tmp_path / "b", 11) / "stage-1.json").read_text())
+    assert again["resumed_from"]["fingerprint"] == ts["fingerprint"] and again["resumed_from"]["round"] == 9
+    averager.shutdown()
+    fresh_avg.shutdown()
+
+
+def test_restoring_into_another_kind_or_from_parameters_only(tmp_path: Path, caplog):
+    from swarm.pipeline.memory import make_optimizer
+
+    module, opt, averager = _trained("adam")
+    src = ckpt.round_dir(tmp_path, 4)
+    ckpt.save_stage(src, 1, module, {"round": 4}, averager=averager, optimizer=opt)
+    ts = json.loads((src / "stage-1.json").read_text())["training_state"]
+    fresh = get_workload("digits").build_stage(2, 1, seed=0)
+    sgd_opt, sgd_avg = make_optimizer(fresh.parameters(), 1e-2, "sgd"), _averager(fresh, "sgd")
+    restored = ckpt.restore_stage(src, 1, module=fresh, averager=sgd_avg, optimizer=sgd_opt)
+    assert "optimizer's state starts afresh" in caplog.text or "state starts afresh" in caplog.text
+    assert "momentum starts at zero" in caplog.text
+    assert restored["fingerprint"] != ts["fingerprint"] and restored["parts"] == ["parameters", "anchor"]
+    assert torch.equal(sgd_avg.anchor, averager.anchor) and sgd_avg.outer.momentum is None
+
+    old = ckpt.round_dir(tmp_path, 5)  # a checkpoint of parameters only (no averager, no optimizer)
+    ckpt.save_stage(old, 1, module, {"round": 5})
+    assert "training_state" not in json.loads((old / "stage-1.json").read_text())
+    fresh2 = get_workload("digits").build_stage(2, 1, seed=0)
+    avg2 = _averager(fresh2, "sgd")
+    ckpt.restore_stage(old, 1, module=fresh2, averager=avg2)
+    params = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    assert torch.equal(avg2.anchor, params)  # the anchor becomes the restored parameters, not the seed's
     with pytest.raises(ckpt.CheckpointError, match="does not fit"):
-        ckpt.load_stage(src, 1, get_workload("digits").build_stage(2, 0, seed=0))
+        ckpt.restore_stage(src, 1, module=get_workload("digits").build_stage(2, 0, seed=0))
+    for a in (averager, sgd_avg, avg2):
+        a.shutdown()
 
 
 def test_chain_summary_sums_the_chains_own_amounts():

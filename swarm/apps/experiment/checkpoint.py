@@ -1,22 +1,31 @@
-"""Checkpoints of the swarm's model: every N rounds, one peer per stage saves its stage (safetensors + JSON).
+"""Checkpoints of the swarm's training state: every N rounds, one peer per stage saves its stage (safetensors + JSON).
 
-The saving is a stage peer's round hook (`swarm-peer --round-hooks swarm.apps.experiment.checkpoint:on_round`),
-configured by the environment (launch sets it for the stage peers it starts):
+A stage's checkpoint is its parameters (`stage-S.safetensors`, what export and evaluation read) and the rest of its
+training state (`stage-S.state.safetensors`): the round's anchor (the parameters the stage's group agreed on), the
+outer optimizer's momentum (nesterov) and the stage's local optimizer state (Adam's moments and step, SGD's momentum,
+bitsandbytes' 8-bit state), with what is not a tensor (anchor round, optimizer kinds, integer steps) in
+`stage-S.json`. The saving is a stage peer's round hook (`swarm-peer --round-hooks
+swarm.apps.experiment.checkpoint:on_round`), configured by the environment (launch sets it for the stage peers):
 
 - SWARM_CHECKPOINT_DIR: the checkpoint folder; SWARM_CHECKPOINT_EVERY: save after rounds r with (r+1) % N == 0;
-- SWARM_RESUME_FROM: a checkpoint folder whose stage parameters the peer loads at its first round hook;
-- SWARM_ROUND_OFFSET: the round a resumed swarm started from (its rounds are numbered offset + local round).
+- SWARM_ROUND_OFFSET: the round a resumed swarm started from (its rounds are numbered offset + local round);
+- SWARM_RESUME_FROM (the stage peer's `resume_from` setting): a stage that no peer serves when the peer joins
+  starts from that checkpoint (`restore_stage`) instead of the seed: parameters, anchor, outer momentum and, at the
+  peer's first join, the local optimizer's state. A peer that finds the stage served downloads it from a peer.
 
 Which peer saves a stage: the first of the stage's peers to finish the round's averaging in this folder takes the
-stage's claim file (O_EXCL), the others skip. After averaging the peers of a stage hold the same parameters, so any
-one of them will do. If that peer leaves, the next checkpoint's claim goes to whichever peer of the stage is left;
-a stage nobody serves at a checkpoint round leaves that checkpoint incomplete (no manifest.json), and export uses
-the newest complete one. The outer optimizer's kind is recorded; its state (nesterov's momentum) is not reachable
-from a round hook, so it is not saved (see `outer_optimizer_info`).
+stage's claim file (O_EXCL), the others skip. After averaging the peers of a stage share the anchor, so any one of
+them will do (their local optimizer states differ: the saver's is kept, and every resumed peer of the stage starts
+from it). If that peer leaves, the next checkpoint's claim goes to whichever peer of the stage is left; a stage
+nobody serves at a checkpoint round leaves that checkpoint incomplete (no manifest.json), and export uses the newest
+complete one. A stage averaged with `--no-verify` (hivemind's all-reduce) has no anchor to save: its parameters and
+local optimizer state are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +37,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from swarm.errors import SwarmError
+
 logger = logging.getLogger("swarm.experiment.checkpoint")
 
 ENV_DIR, ENV_EVERY, ENV_RESUME, ENV_OFFSET = (
@@ -37,33 +48,164 @@ MANIFEST = "manifest.json"
 ROUND_DIR = re.compile(r"^round-(\d{6,})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SwarmError, ValueError):
     """A checkpoint is missing, incomplete or does not fit the model."""
+
+    exit_code = 2  # swarm-peer: a setting (resume_from) to fix
+    summary = "cannot resume: "
 
 
 def round_dir(root: Path, r: int) -> Path:
     return Path(root) / f"round-{r:06d}"
 
 
-def save_stage(folder: Path, stage: int, module: torch.nn.Module, info: dict[str, Any], *, lock=None) -> bool:
-    """Save `stage` into `folder` unless another peer claimed it; True if we saved it."""
+def save_stage(folder: Path, stage: int, module: torch.nn.Module, info: dict[str, Any], *, lock=None,
+               averager: Any = None, optimizer: Any = None) -> bool:
+    """Save `stage` into `folder` unless another peer claimed it; True if we saved it.
+
+    With `averager` (its anchor and outer optimizer) and `optimizer` (the stage's local one), their state is saved
+    too, taken under `lock` with the parameters (the stage's compute thread steps the optimizer under it)."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
         os.close(os.open(folder / f"stage-{stage}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
     except FileExistsError:
         return False
-    if lock is not None:
-        with lock:
-            tensors = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-    else:
-        tensors = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-    tmp = folder / f".stage-{stage}.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"stage": str(stage), "round": str(info.get("round"))})
-    tmp.replace(folder / f"stage-{stage}.safetensors")
+    with lock if lock is not None else contextlib.nullcontext():
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
+        state, facts = training_state(averager, optimizer)
     meta = {**info, "stage": stage, "file": f"stage-{stage}.safetensors",
             "n_params": int(sum(t.numel() for t in tensors.values())), "saved_at": time.time()}  # fmt: skip
+    if state or facts:
+        _save_tensors(folder / f"stage-{stage}{STATE_SUFFIX}", state, stage, info)
+        meta["training_state"] = {**facts, "file": f"stage-{stage}{STATE_SUFFIX}", "fingerprint": fingerprint(state)}
+    _save_tensors(folder / f"stage-{stage}.safetensors", tensors, stage, info)
     _write_json(folder / f"stage-{stage}.json", meta)
     return True
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], stage: int, info: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"stage": str(stage), "round": str(info.get("round"))})
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------ training state
+
+STATE_SUFFIX = ".state.safetensors"
+
+
+def optimizer_kind(optimizer: Any) -> str:
+    """'adam', 'sgd' or 'adam8bit' (swarm.pipeline.memory.make_optimizer's names) of a live optimizer."""
+    return type(optimizer).__name__.lower()
+
+
+def training_state(averager: Any, optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A stage's training state beyond its parameters, as safetensors tensors and JSON facts.
+
+    Tensors: `anchor`, `outer.momentum` (nesterov, once it stepped), `optimizer/<param index>/<key>[/<key>...]`
+    (the optimizer's state_dict, nested dicts flattened); facts: the anchor round, the outer optimizer's kind and
+    hyperparameters, the local optimizer's kind and the non-tensor values of its state (e.g. bitsandbytes' step)."""
+    tensors: dict[str, torch.Tensor] = {}
+    facts: dict[str, Any] = {}
+    outer = getattr(averager, "outer", None)
+    if averager is not None and getattr(averager, "anchor", None) is not None and outer is not None:
+        tensors["anchor"] = averager.anchor.detach().cpu().clone().contiguous()
+        facts["anchor_round"] = int(averager.anchor_round)
+        facts["outer"] = {"kind": outer.name, "lr": outer.lr, "momentum": outer.momentum_factor}
+        if outer.momentum is not None:
+            tensors["outer.momentum"] = outer.momentum.detach().cpu().clone().contiguous()
+    if optimizer is not None:
+        scalars: dict[str, Any] = {}
+        _flatten(optimizer.state_dict()["state"], "optimizer", tensors, scalars)
+        facts["optimizer"] = {"kind": optimizer_kind(optimizer), "scalars": scalars}
+    return tensors, facts
+
+
+def _flatten(value: Any, path: str, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{path}/{k}", tensors, scalars)
+    elif torch.is_tensor(value):
+        tensors[path] = value.detach().cpu().clone().contiguous()
+    else:
+        scalars[path] = value
+
+
+def _unflatten(items: dict[str, Any], prefix: str) -> dict[Any, Any]:
+    """The nested dict of `_flatten`'s paths under `prefix` (integer keys back to int: torch's parameter indices)."""
+    out: dict[Any, Any] = {}
+    for path, v in items.items():
+        if not path.startswith(prefix + "/"):
+            continue
+        *parents, leaf = path[len(prefix) + 1 :].split("/")
+        node = out
+        for k in parents:
+            node = node.setdefault(int(k) if k.isdigit() else k, {})
+        node[int(leaf) if leaf.isdigit() else leaf] = v
+    return out
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors (names, dtypes, shapes and bytes): equal fingerprints, equal states."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def restore_stage(folder: Path, stage: int, *, module: torch.nn.Module, lock=None, averager: Any = None,
+                  optimizer: Any = None, log: logging.Logger = logger) -> dict[str, Any]:
+    """Start `stage` from checkpoint `folder`: its parameters, and when the checkpoint holds them its anchor, outer
+    momentum and (when `optimizer` is given and is of the saved kind) the local optimizer's state.
+
+    Returns what was restored (recorded in the stage's next checkpoints as `resumed_from`): the fingerprint is read
+    back from the live averager and optimizer, so it equals the saved one only if they hold what was saved. An
+    older checkpoint without training state restores the parameters, and the anchor becomes them."""
+    folder = Path(folder)
+    meta_path = folder / f"stage-{stage}.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    with lock if lock is not None else contextlib.nullcontext():
+        load_stage(folder, stage, module)
+        params = torch.cat([p.detach().reshape(-1).float().cpu() for p in module.parameters()])
+    facts = meta.get("training_state") or {}
+    state = load_file(str(folder / facts["file"])) if facts.get("file") else {}
+    restored: dict[str, Any] = {"from": str(folder), "round": meta.get("round"), "parts": ["parameters"]}
+    if averager is not None and hasattr(averager, "restore"):
+        if "anchor" in state:
+            saved_kind = (facts.get("outer") or {}).get("kind")
+            if saved_kind not in (None, averager.outer.name):
+                log.warning("stage %d: the checkpoint's outer optimizer is %s, this peer's %s: its momentum starts "
+                            "at zero", stage, saved_kind, averager.outer.name)
+            averager.restore(state["anchor"], state.get("outer.momentum") if saved_kind == averager.outer.name else None)
+            restored["parts"] += ["anchor"] + (["outer momentum"] if averager.outer.momentum is not None else [])
+        else:
+            averager.restore(params)
+    if optimizer is not None and "optimizer" in facts:
+        kind = facts["optimizer"]["kind"]
+        if kind != optimizer_kind(optimizer):
+            log.warning("stage %d: the checkpoint's optimizer is %s, this peer's %s: its state starts afresh", stage,
+                        kind, optimizer_kind(optimizer))
+        else:
+            values = {**facts["optimizer"].get("scalars", {}),
+                      **{k: v for k, v in state.items() if k.startswith("optimizer/")}}  # fmt: skip
+            sd = optimizer.state_dict()
+            sd["state"] = _unflatten(values, "optimizer")
+            with lock if lock is not None else contextlib.nullcontext():
+                try:
+                    optimizer.load_state_dict(sd)
+                except (ValueError, KeyError, RuntimeError) as exc:
+                    raise CheckpointError(f"{folder}: stage {stage}'s optimizer state does not fit: {exc}") from None
+            restored["parts"].append(f"{kind} state")
+    live, _ = training_state(averager if hasattr(averager, "restore") else None, optimizer)
+    restored["fingerprint"] = fingerprint(live)
+    RESTORED[stage] = restored
+    log.info("stage %d: resumed from %s (round %s): %s", stage, folder, meta.get("round"), ", ".join(restored["parts"]))
+    return restored
+
+
+RESTORED: dict[int, dict[str, Any]] = {}  # stage -> what restore_stage restored in this process
 
 
 def complete_manifest(folder: Path, n_stages: int, common: dict[str, Any]) -> bool:
@@ -144,38 +286,26 @@ def evaluate(folder: Path) -> float:
 
 
 def outer_optimizer_info() -> dict[str, Any]:
-    """What the manifest says of the outer optimizer. Its state (nesterov's momentum) lives in the stage peer's
-    averager, which round hooks cannot reach: it is not saved, and a resumed nesterov swarm restarts it at zero."""
+    """What the manifest says of the outer optimizer (its state is in each stage's state file)."""
     kind = os.environ.get("SWARM_OUTER_OPTIMIZER", "sgd")
     note = "sgd with lr 1 is plain averaging: no state" if kind == "sgd" else (
-        "momentum not saved (not exposed to round hooks); restarts at zero on resume")
-    return {"kind": kind, "state": None, "note": note}
+        "momentum saved per stage as outer.momentum in stage-S.state.safetensors")
+    return {"kind": kind, "state": None if kind == "sgd" else "outer.momentum", "note": note}
 
 
 class CheckpointHook:
-    """The round hook: restores a resumed stage once, saves a stage every `every` rounds."""
+    """The round hook: saves a stage's training state every `every` rounds (rounds numbered from `offset`)."""
 
-    def __init__(self, root: Path | None, every: int, resume_from: Path | None = None, offset: int = 0) -> None:
-        self.root, self.every, self.resume_from, self.offset = root, max(1, every), resume_from, offset
-        self.restored: set[tuple[str, int]] = set()
+    def __init__(self, root: Path | None, every: int, offset: int = 0) -> None:
+        self.root, self.every, self.offset = root, max(1, every), offset
 
     @classmethod
     def from_env(cls) -> CheckpointHook:
         root = os.environ.get(ENV_DIR)
-        resume = os.environ.get(ENV_RESUME)
-        return cls(
-            Path(root) if root else None, int(os.environ.get(ENV_EVERY, "5")),
-            Path(resume) if resume else None, int(os.environ.get(ENV_OFFSET, "0")),
-        )  # fmt: skip
+        return cls(Path(root) if root else None, int(os.environ.get(ENV_EVERY, "5")),
+                   int(os.environ.get(ENV_OFFSET, "0")))  # fmt: skip
 
     def __call__(self, report) -> None:
-        key = (report.experiment.name, report.stage)
-        if self.resume_from is not None and key not in self.restored:
-            self.restored.add(key)
-            with report.params_lock:
-                load_stage(self.resume_from, report.stage, report.module)
-            logger.info("stage %d: parameters restored from %s", report.stage, self.resume_from)
-            return  # this round's parameters were trained from the seed: do not checkpoint them
         if self.root is None:
             return
         r = self.offset + report.round
@@ -183,8 +313,12 @@ class CheckpointHook:
             return
         folder = round_dir(self.root, r)
         exp = report.experiment
-        info = {"round": r, "peer_id": report.peer_id, "group_size": report.result.group_size}
-        if save_stage(folder, report.stage, report.module, info, lock=report.params_lock):
+        info: dict[str, Any] = {"round": r, "peer_id": report.peer_id, "group_size": report.result.group_size}
+        if report.stage in RESTORED:
+            info["resumed_from"] = RESTORED[report.stage]
+        saved = save_stage(folder, report.stage, report.module, info, lock=report.params_lock,
+                           averager=getattr(report, "averager", None), optimizer=getattr(report, "optimizer", None))
+        if saved:
             logger.info("round %d: saved stage %d to %s", r, report.stage, folder)
         complete_manifest(folder, exp.n_stages, {
             "experiment": exp.name, "workload": exp.workload, "round": r, "round_offset": self.offset,
