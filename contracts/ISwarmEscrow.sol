@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IChunkVerifier} from "./IChunkVerifier.sol";
+
 /// @title ISwarmEscrow
 /// @notice Types, events and custom errors of the swarm escrow (contracts/README.md states its rules).
 interface ISwarmEscrow {
@@ -38,11 +40,28 @@ interface ISwarmEscrow {
     /// @param chunk The circuit's CHUNK (values per chunk).
     /// @param depth The circuit's DEPTH (at most 2**depth chunks per stage).
     /// @param proofSeconds Seconds a slow honest peer needs for one chunk proof (sets the minimum windows).
+    /// @param batch Whether the verifier also has IBatchChunkVerifier.verifyBatch (contributeBatch then checks a
+    /// batch with one pairing call; otherwise it checks each proof with verifyTx).
     struct VerifierShape {
         bytes32 codeHash;
         uint32 chunk;
         uint8 depth;
         uint32 proofSeconds;
+        bool batch;
+    }
+
+    /// @notice One contribution in a batch (contributeBatch): what `contribute` takes, plus the peer it is for.
+    /// @param peer The contributing peer (its proof's context names it; the record and the reward are its).
+    /// @param stage The pipeline stage.
+    /// @param root The Poseidon commitment to the quantized update.
+    /// @param normSq The update's fixed-point squared norm.
+    /// @param proof The proof of chunk c0 = keccak256(abi.encode(root, peer)) % numChunks(stage).
+    struct BatchEntry {
+        address peer;
+        uint256 stage;
+        uint256 root;
+        uint256 normSq;
+        IChunkVerifier.Proof proof;
     }
 
     event Staked(address indexed peer, uint256 amount, uint256 active);
@@ -66,6 +85,15 @@ interface ISwarmEscrow {
     event Slashed(
         uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint256 amount,
         address reporter, uint256 reporterReward
+    );
+    /// @notice A batch entry that was not recorded: reason 1 = the peer already has a record for (round, stage),
+    /// 2 = its free stake does not cover minStake of collateral. It is not paid and its proof is not checked.
+    event ContributionSkipped(
+        uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint8 reason
+    );
+    event BatchContributed(
+        uint256 indexed experimentId, uint256 indexed round, address indexed submitter, uint256 included,
+        uint256 skipped, uint256 fee
     );
     event SeedArmed(uint256 indexed experimentId, uint256 indexed round, uint256 blockNumber);
     event PoolReclaimed(uint256 indexed experimentId, address indexed funder, uint256 amount);
@@ -110,4 +138,5 @@ interface ISwarmEscrow {
     error ChunkOutOfRange(uint256 chunk, uint256 numChunks);
     error SeedNotReady(uint256 armedBlock);
     error SeedAlreadyFixed(uint256 round);
+    error EmptyBatch();
 }

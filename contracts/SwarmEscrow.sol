@@ -5,6 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
+import {IBatchChunkVerifier} from "./IBatchChunkVerifier.sol";
 import {IChunkVerifier} from "./IChunkVerifier.sol";
 import {ISwarmEscrow} from "./ISwarmEscrow.sol";
 
@@ -33,6 +34,11 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint256 private constant ROUND_SHIFT = 40;
     uint256 private constant STAGE_SHIFT = 24;
     uint256 private constant PEER_SHIFT = 88;
+    /// @notice ContributionSkipped reasons: the peer already has a record for (round, stage) ...
+    uint8 public constant SKIP_DUPLICATE = 1;
+    /// @notice ... or its free stake does not cover minStake of collateral.
+    uint8 public constant SKIP_COLLATERAL = 2;
+    uint256 private constant BATCH_WORDS = 12; // per proof in verifyBatch's input: 8 proof words, 4 public inputs
 
     /// @notice An experiment's configuration as `getExperiment` returns it (storage packs it as ExperimentData).
     struct Experiment {
@@ -106,6 +112,20 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         bytes32 seed;
     }
 
+    /// @dev What contributeBatch carries from entry to entry (in memory: too many values for the stack).
+    struct BatchContext {
+        uint256 experimentId;
+        uint256 round;
+        address verifier;
+        uint256 normBound;
+        uint256 numStages;
+        uint256 minNormSq;
+        bool batch; // the verifier has verifyBatch: proofs are gathered and checked once at the end
+        bytes32 accumulator;
+        uint256 included;
+        uint256 others; // included entries of peers other than the submitter: each earns batchFee
+    }
+
     struct Audit {
         address opener;
         uint32 chunk; // targeted audits only
@@ -125,6 +145,9 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint32 public immutable slashGrace;
     /// @notice Fraction of a slashed collateral paid to the audit's opener, in basis points; the rest is burned.
     uint16 public immutable reporterBps;
+    /// @notice Tokens paid from an experiment's pool to whoever submits a batch (contributeBatch), per included
+    /// contribution of another peer: it pays the submitter's gas (0: no fee).
+    uint128 public immutable batchFee;
     /// @notice Tokens burned by slashes so far (sent to BURN_ADDRESS).
     uint256 public burned;
 
@@ -150,6 +173,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// under-funded round.
     /// @param reporterBps_ Opener's part of a slashed collateral in basis points (< BPS, so self-reporting loses).
     /// @param auditBond_ Tokens an audit's opener deposits (> 0).
+    /// @param batchFee_ Tokens a batch's submitter gets from the pool per included contribution of another peer.
     /// @param shapes The verifiers experiments may use, pinned by code hash, with their circuit's shape.
     constructor(
         IERC20 token_,
@@ -158,6 +182,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint32 slashGrace_,
         uint16 reporterBps_,
         uint128 auditBond_,
+        uint128 batchFee_,
         VerifierShape[] memory shapes
     ) {
         if (address(token_).code.length == 0) revert InvalidExperiment("token");
@@ -171,6 +196,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         slashGrace = slashGrace_;
         reporterBps = reporterBps_;
         auditBond = auditBond_;
+        batchFee = batchFee_;
         for (uint256 i = 0; i < shapes.length; ++i) {
             VerifierShape memory v = shapes[i];
             if (v.codeHash == bytes32(0) || v.chunk == 0 || v.depth == 0 || v.depth > 24 || v.proofSeconds == 0) {
@@ -311,6 +337,53 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (r.contributions == 0) _experiments[experimentId].pendingRounds += 1;
         r.contributions += 1;
         emit Contributed(experimentId, round, stage, msg.sender, root, normSq, chunk);
+    }
+
+    /// @notice Record a batch of contributions of one round, each for the peer it names (anyone may submit
+    /// other peers' contributions; the records, the collateral and the rewards are the named peers'). Each entry
+    /// is what `contribute` takes from that peer: its proof of c0 = keccak256(abi.encode(root, peer)) %
+    /// numChunks(stage) binds the peer through `context`, so a changed peer makes the batch fail. An entry whose
+    /// peer already has a record for (round, stage) or lacks free stake for the collateral is skipped
+    /// (ContributionSkipped; neither recorded nor checked nor paid); anything the submitter can check beforehand
+    /// (stage, norm bounds, root in the field, and every proof of the included entries) reverts the whole batch.
+    /// With a batch verifier the proofs are checked together (IBatchChunkVerifier.verifyBatch), else one by one.
+    /// The submitter gets batchFee per included entry of another peer from the pool (at most the pool).
+    /// @param experimentId The experiment.
+    /// @param round The round of every entry.
+    /// @param entries The contributions.
+    /// @return included How many entries were recorded.
+    function contributeBatch(uint256 experimentId, uint256 round, BatchEntry[] calldata entries)
+        external
+        nonReentrant
+        returns (uint256 included)
+    {
+        if (entries.length == 0) revert EmptyBatch();
+        BatchContext memory ctx = _batchContext(experimentId, round);
+        uint256[] memory words = new uint256[](ctx.batch ? entries.length * BATCH_WORDS : 0);
+        for (uint256 i = 0; i < entries.length; ++i) {
+            _batchEntry(ctx, entries[i], words);
+        }
+        included = ctx.included;
+        if (ctx.batch && included > 0) {
+            uint256 used = included * BATCH_WORDS;
+            assembly ("memory-safe") {
+                mstore(words, used) // only the included entries' words
+            }
+            if (!IBatchChunkVerifier(ctx.verifier).verifyBatch(words)) revert InvalidProof();
+        }
+        uint256 fee;
+        if (included > 0) {
+            Round storage r = _rounds[experimentId][round];
+            r.accumulator = ctx.accumulator;
+            ExperimentData storage e = _experiments[experimentId];
+            if (r.contributions == 0) e.pendingRounds += 1;
+            r.contributions += uint32(included);
+            fee = batchFee * ctx.others;
+            if (fee > e.pool) fee = e.pool;
+            if (fee > 0) e.pool -= uint128(fee);
+        }
+        emit BatchContributed(experimentId, round, msg.sender, included, entries.length - included, fee);
+        if (fee > 0) token.safeTransfer(msg.sender, fee);
     }
 
     /// @notice Fix a round's per-contribution share once its audit window is over (O(1)). Anyone may call it
@@ -674,6 +747,72 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 locked = s.locked;
         if (active < locked + minStake) revert CollateralUnavailable(active - locked, minStake);
         s.locked = uint128(locked + minStake);
+    }
+
+    /// @dev contributeBatch's checks of the experiment and round (as contribute's), once per batch.
+    function _batchContext(uint256 experimentId, uint256 round) internal view returns (BatchContext memory ctx) {
+        ExperimentData storage e = _experiments[experimentId];
+        ctx.experimentId = experimentId;
+        ctx.round = round;
+        ctx.verifier = e.verifier;
+        ctx.normBound = e.normBound;
+        ctx.numStages = e.numStages;
+        ctx.minNormSq = uint256(1) << e.minNormLog2;
+        if (ctx.verifier == address(0)) revert UnknownExperiment(experimentId);
+        uint256 numRounds = e.numRounds;
+        if (round >= numRounds) revert RoundOutOfRange(round, numRounds);
+        uint256 opensAt = uint256(e.start) + round * e.roundDuration;
+        if (block.timestamp < opensAt) revert RoundNotOpen(round, opensAt);
+        uint256 closedAt = opensAt + e.roundDuration + e.submitWindow;
+        if (block.timestamp >= closedAt) revert SubmissionClosed(round, closedAt);
+        ctx.batch = verifierShapes[ctx.verifier.codehash].batch;
+        ctx.accumulator = _rounds[experimentId][round].accumulator;
+    }
+
+    /// @dev One entry of contributeBatch: checked, skipped or recorded (collateral locked, record written,
+    /// accumulator advanced); its proof is checked now (no batch verifier) or its words appended to `words`.
+    function _batchEntry(BatchContext memory ctx, BatchEntry calldata x, uint256[] memory words) internal {
+        address peer = x.peer;
+        uint256 stage = x.stage;
+        uint256 root = x.root;
+        uint256 normSq = x.normSq;
+        if (stage >= ctx.numStages) revert UnknownStage(stage, ctx.numStages);
+        if (normSq > ctx.normBound) revert NormAboveBound(normSq, ctx.normBound);
+        if (normSq < ctx.minNormSq) revert NormBelowMinimum(normSq, ctx.minNormSq);
+        if (root >= FIELD) revert NotInField(root);
+        Record storage rec = _records[ctx.experimentId][ctx.round][stage][peer];
+        if (rec.commitment != 0) {
+            emit ContributionSkipped(ctx.experimentId, ctx.round, stage, peer, SKIP_DUPLICATE);
+            return;
+        }
+        StakeInfo storage s = stakes[peer];
+        uint256 locked = s.locked;
+        if (s.active < locked + minStake) {
+            emit ContributionSkipped(ctx.experimentId, ctx.round, stage, peer, SKIP_COLLATERAL);
+            return;
+        }
+        s.locked = uint128(locked + minStake);
+        uint256 chunk = uint256(keccak256(abi.encode(root, peer))) % _numChunks[ctx.experimentId][stage];
+        if (ctx.batch) {
+            uint256 context = contextOf(peer, ctx.round, stage, chunk);
+            uint256 normBound = ctx.normBound;
+            uint256 offset = ctx.included * BATCH_WORDS;
+            assembly ("memory-safe") {
+                let dst := add(add(words, 0x20), mul(offset, 0x20))
+                calldatacopy(dst, add(x, 0x80), 0x100) // the proof's 8 words, ZoKrates' struct layout
+                mstore(add(dst, 0x100), context)
+                mstore(add(dst, 0x120), root)
+                mstore(add(dst, 0x140), normSq)
+                mstore(add(dst, 0x160), normBound)
+            }
+        } else {
+            _verify(ctx.verifier, ctx.normBound, x.proof, peer, ctx.round, stage, chunk, root, normSq);
+        }
+        rec.commitment = _commitment(root, normSq);
+        ctx.accumulator = keccak256(abi.encode(ctx.accumulator, peer, stage, root));
+        ctx.included += 1;
+        if (peer != msg.sender) ctx.others += 1;
+        emit Contributed(ctx.experimentId, ctx.round, stage, peer, root, normSq, chunk);
     }
 
     function _verify(

@@ -22,6 +22,7 @@ from swarm.chain.build import Artifact, load_artifact, load_artifacts
 from swarm.chain.errors import ChainError, RevertError
 from swarm.chain.models import (
     AuditState,
+    BatchResult,
     ExperimentSpec,
     ExperimentState,
     RecordState,
@@ -149,12 +150,13 @@ class ChainClient:
 
     def deploy_escrow(
         self, token: str, *, min_stake: int, unbonding_delay: int, slash_grace: int, reporter_bps: int,
-        audit_bond: int, verifiers: Sequence[VerifierShape],
+        audit_bond: int, verifiers: Sequence[VerifierShape], batch_fee: int = 0,
     ) -> str:  # fmt: skip
-        """Deploy the escrow; only `verifiers` (pinned by code hash, see verifier_shape) may back experiments."""
+        """Deploy the escrow; only `verifiers` (pinned by code hash, see verifier_shape) may back experiments.
+        `batch_fee`: tokens a batch's submitter gets from the pool per included contribution of another peer."""
         shapes = [v.abi_tuple() for v in verifiers]
         address, _ = self.deploy(ESCROW, token, min_stake, unbonding_delay, slash_grace, reporter_bps, audit_bond,
-                                 shapes)
+                                 batch_fee, shapes)
         return self.attach(address)
 
     def code_hash(self, address: str) -> bytes:
@@ -164,17 +166,21 @@ class ChainClient:
             raise ChainError(f"no contract code at {address}")
         return keccak(bytes(code))
 
-    def verifier_shape(self, address: str, *, chunk: int, depth: int, proof_seconds: int) -> VerifierShape:
-        """The allowlist entry of the deployed verifier at `address` for a circuit of CHUNK/DEPTH."""
+    def verifier_shape(
+        self, address: str, *, chunk: int, depth: int, proof_seconds: int, batch: bool = False
+    ) -> VerifierShape:
+        """The allowlist entry of the deployed verifier at `address` for a circuit of CHUNK/DEPTH (`batch`: it
+        also has verifyBatch, zk/batch_verifier.py)."""
         return VerifierShape(code_hash=self.code_hash(address), chunk=chunk, depth=depth,
-                             proof_seconds=proof_seconds)
+                             proof_seconds=proof_seconds, batch=batch)
 
     def registered_shape(self, verifier: str) -> VerifierShape | None:
         """The escrow's allowlist entry for the verifier at `verifier`, or None if it is not allowed."""
-        code_hash, chunk, depth, proof_seconds = self.read("verifierShapes", self.code_hash(verifier))
+        code_hash, chunk, depth, proof_seconds, batch = self.read("verifierShapes", self.code_hash(verifier))
         if chunk == 0:
             return None
-        return VerifierShape(code_hash=bytes(code_hash), chunk=chunk, depth=depth, proof_seconds=proof_seconds)
+        return VerifierShape(code_hash=bytes(code_hash), chunk=chunk, depth=depth, proof_seconds=proof_seconds,
+                             batch=batch)
 
     def attach(self, escrow: str) -> str:
         """Talk to the escrow at `escrow` (and its token)."""
@@ -233,6 +239,69 @@ class ChainClient:
         """Record `c` on-chain; its proof must open chunk c0 = keccak(root, peer) % numChunks(stage)."""
         self._check_own(c)
         return self.transact("contribute", c.experiment, c.round, c.stage, c.root, c.norm_sq, c.proof.abi_tuple())
+
+    def contribute_batch(self, contributions: Sequence[Contribution], *, precheck: bool = True) -> BatchResult:
+        """Record other peers' (or our own) contributions of one round in one transaction (contributeBatch).
+
+        Each record, its collateral and its reward are the peer's named in the contribution (its proof binds
+        it); this wallet pays the gas and gets the escrow's batchFee per included contribution of another peer.
+        A bad proof makes the whole batch revert, so with `precheck` (default) every proof is first checked
+        with a free eth_call of the verifier's verifyTx and the contributions the escrow would refuse or skip
+        (bad proof, norm out of bounds, already recorded, too little free stake) are left out; they are
+        returned in `left_out` with the reason. Nothing is sent when none is left."""
+        if not contributions:
+            raise ChainError("an empty batch: nothing to submit")
+        keys = {(c.experiment, c.round) for c in contributions}
+        if len(keys) != 1:
+            raise ChainError(f"a batch holds contributions of one experiment and round, not {sorted(keys)}")
+        (experiment, round), = keys
+        for c in contributions:
+            if c.proof is None:
+                raise ChainError(f"the contribution of {c.peer} (stage {c.stage}) has no proof")
+        left_out: list[tuple[Contribution, str]] = []
+        if precheck:
+            contributions, left_out = self._precheck_batch(experiment, list(contributions))
+        if not contributions:
+            return BatchResult(receipt=None, included=[], skipped=[], left_out=left_out, fee=0)
+        entries = [(Web3.to_checksum_address(c.peer), c.stage, c.root, c.norm_sq, c.proof.abi_tuple())
+                   for c in contributions]  # fmt: skip
+        receipt = self.transact("contributeBatch", experiment, round, entries)
+        escrow = self._escrow()
+        got = {(e["args"]["peer"].lower(), e["args"]["stage"])
+               for e in escrow.events.Contributed().process_receipt(receipt, errors=DISCARD)}
+        skipped = [(c, "duplicate" if e["args"]["reason"] == 1 else "collateral")
+                   for e in escrow.events.ContributionSkipped().process_receipt(receipt, errors=DISCARD)
+                   for c in contributions if (c.peer, c.stage) == (e["args"]["peer"].lower(), e["args"]["stage"])]
+        (done,) = escrow.events.BatchContributed().process_receipt(receipt, errors=DISCARD)
+        return BatchResult(receipt=receipt, included=[c for c in contributions if (c.peer, c.stage) in got],
+                           skipped=skipped, left_out=left_out, fee=int(done["args"]["fee"]))  # fmt: skip
+
+    def _precheck_batch(
+        self, experiment: int, contributions: list[Contribution]
+    ) -> tuple[list[Contribution], list[tuple[Contribution, str]]]:
+        e = self.experiment(experiment)
+        verifier = self.contract("IChunkVerifier", e.verifier)
+        min_stake = self.read("minStake")
+        keep, left_out, seen, free = [], [], set(), {}
+        for c in contributions:
+            key = (c.peer, c.stage)
+            if not (1 << e.min_norm_log2) <= c.norm_sq <= e.norm_bound:
+                left_out.append((c, "norm out of bounds"))
+            elif key in seen or self.record(experiment, c.round, c.stage, c.peer).exists:
+                left_out.append((c, "duplicate"))
+            elif free.setdefault(c.peer, self.stake_of(c.peer).free) < min_stake:
+                left_out.append((c, "collateral"))
+            elif not self._reader.rpc("checking a proof", verifier.functions.verifyTx(
+                    c.proof.abi_tuple(), c.public_inputs(e.norm_bound)).call):  # fmt: skip
+                left_out.append((c, "invalid proof"))
+            else:
+                keep.append(c)
+                seen.add(key)
+                free[c.peer] -= min_stake
+        if left_out:
+            logger.warning("batch of round %d: left out %d of %d contributions (%s)", contributions[0].round,
+                           len(left_out), len(contributions), ", ".join(sorted({r for _, r in left_out})))
+        return keep, left_out
 
     def finalize(self, experiment: int, round: int) -> TxReceipt:
         return self.transact("finalize", experiment, round)

@@ -15,7 +15,7 @@ from swarm.chain.build import load_artifacts
 from swarm.chain.client import ChainClient
 from swarm.chain.devchain import DevChain
 from swarm.chain.models import ExperimentSpec
-from swarm.chain.safety import REAL_PROOF_SECONDS, STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
+from swarm.chain.safety import BATCH_VERIFIERS, REAL_PROOF_SECONDS, STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
 from swarm.chain.standin import STANDIN_VERIFIER
 from swarm.chain.wallet import Wallet
 from zk.circuit import DEFAULT_PARAMS
@@ -94,7 +94,7 @@ def deploy_demo(chain: DevChain, config: DemoConfig | None = None, *, stakers: S
     standin = verifier_name in STANDIN_VERIFIERS
     shape = funder.verifier_shape(
         verifier, chunk=cfg.chunk_size if standin else DEFAULT_PARAMS.chunk, depth=DEFAULT_PARAMS.depth,
-        proof_seconds=STANDIN_PROOF_SECONDS if standin else REAL_PROOF_SECONDS,
+        proof_seconds=STANDIN_PROOF_SECONDS if standin else REAL_PROOF_SECONDS, batch=verifier_name in BATCH_VERIFIERS,
     )  # fmt: skip
     funder.deploy_escrow(
         token, min_stake=cfg.min_stake, unbonding_delay=cfg.unbonding_delay, slash_grace=cfg.slash_grace,

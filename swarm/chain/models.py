@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -40,9 +43,10 @@ class VerifierShape(BaseModel):
     chunk: int = Field(gt=0, lt=1 << 32)
     depth: int = Field(gt=0, le=24)
     proof_seconds: int = Field(gt=0, lt=1 << 32)
+    batch: bool = False  # the verifier also has verifyBatch (zk/batch_verifier.py): contributeBatch uses it
 
     def abi_tuple(self) -> tuple:
-        return (self.code_hash, self.chunk, self.depth, self.proof_seconds)
+        return (self.code_hash, self.chunk, self.depth, self.proof_seconds, self.batch)
 
 
 class ExperimentState(BaseModel):
@@ -111,3 +115,16 @@ class AuditState(BaseModel):
     opener: str
     chunk: int  # targeted audits only
     settled: bool
+
+
+@dataclass
+class BatchResult:
+    """What ChainClient.contribute_batch did: the receipt (None when nothing was sent), the contributions
+    recorded, those the escrow skipped on-chain and those left out before sending, each with its reason
+    ("duplicate", "collateral", "invalid proof", "norm out of bounds"), and the fee paid to the submitter."""
+
+    receipt: Any
+    included: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    left_out: list = field(default_factory=list)
+    fee: int = 0

@@ -24,8 +24,11 @@ INCLUSION_MARGIN_S = 10  # SwarmEscrow.INCLUSION_MARGIN: a few L2 blocks to get 
 # (BENCHMARKS.md "zk", 3-5x an idle core): that is our "slow laptop", rounded up.
 REAL_PROOF_SECONDS = 15
 STANDIN_PROOF_SECONDS = 1  # the stand-in circuit proves in well under a second
-REAL_VERIFIERS = ("FastChunkVerifier", "ChunkVerifier")  # zk's circuit, DEFAULT_PARAMS' keys
-STANDIN_VERIFIERS = ("FastStandInChunkVerifier", "StandInChunkVerifier")
+REAL_VERIFIERS = ("FastChunkVerifier", "ChunkVerifier", "BatchChunkVerifier")  # zk's circuit, DEFAULT_PARAMS' keys
+STANDIN_VERIFIERS = ("FastStandInChunkVerifier", "StandInChunkVerifier", "BatchStandInChunkVerifier")
+# zk/batch_verifier.py's verifiers (verifyTx + verifyBatch): pinned with VerifierShape.batch, so contributeBatch
+# checks a whole batch with one pairing call
+BATCH_VERIFIERS = ("BatchChunkVerifier", "BatchStandInChunkVerifier")
 
 
 class UnsafeExperiment(ChainError):

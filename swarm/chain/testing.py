@@ -17,7 +17,7 @@ from protocol.sampling import contribute_chunk
 from swarm.chain.client import ChainClient
 from swarm.chain.devchain import DevChain
 from swarm.chain.models import ExperimentSpec
-from swarm.chain.safety import STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
+from swarm.chain.safety import BATCH_VERIFIERS, STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
 from swarm.chain.standin import STANDIN_VERIFIER, StandInProofError, prove_standin
 from swarm.chain.wallet import Wallet
 
@@ -50,22 +50,25 @@ class EscrowWorld:
         peer_tokens: int = 10_000,
         verifier_contract: str = STANDIN_VERIFIER,
         audit_bond: int = 10,
+        batch_fee: int = 0,
     ) -> None:
         self.chain = chain
         self.timing = timing or Timing()
         self.clients = [ChainClient(chain.rpc_url, Wallet(a.private_key)) for a in chain.accounts]
         self.funder = self.clients[0]
-        # both stand-in verifiers are deployed and pinned; experiments use `verifier_contract` by default
+        # every stand-in verifier is deployed and pinned (the batch one with batch=True); experiments use
+        # `verifier_contract` by default
         self.verifiers = {name: self.funder.deploy(name)[0] for name in STANDIN_VERIFIERS}
         self.verifier = self.verifiers[verifier_contract]  # must verify stand-in proofs
         self.token, _ = self.funder.deploy(token_contract)
         shapes = [self.funder.verifier_shape(a, chunk=STANDIN_CHUNK, depth=STANDIN_DEPTH,
-                                             proof_seconds=STANDIN_PROOF_SECONDS) for a in self.verifiers.values()]
+                                             proof_seconds=STANDIN_PROOF_SECONDS, batch=name in BATCH_VERIFIERS)
+                  for name, a in self.verifiers.items()]  # fmt: skip
         self.audit_bond = audit_bond
         self.escrow = self.funder.deploy_escrow(
             self.token, min_stake=min_stake, unbonding_delay=self.timing.unbonding_delay,
             slash_grace=self.timing.slash_grace, reporter_bps=reporter_bps, audit_bond=audit_bond,
-            verifiers=shapes,
+            verifiers=shapes, batch_fee=batch_fee,
         )  # fmt: skip
         for c in self.clients[1:]:
             c.attach(self.escrow)
