@@ -1,4 +1,5 @@
-"""The stage role: serve and average a stage (`StagePeer`); a paid peer also proves and claims every round."""
+"""The stage role: serve and average a stage (`StagePeer`); a paid peer also proves and claims every round, and
+watches the experiment's audits (swarm/settlement/watcher.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def run_stage(config: PeerConfig, dht, record, workload, events: EventWriter, st
         if settler is not None:
             hooks.append(settler)
         address = wallet.address if wallet is not None else None
+        if silent(config):  # a settlement attack: the peer averages honestly (no averaging attack named "silent")
+            config = config.model_copy(update={"byzantine": False})
         peer = StagePeer(config, dht, record, workload, events, wallet=address, hooks=hooks)
         peer.evidence_sinks += evidence
         peer.run(stop, deadline)
@@ -36,8 +39,8 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
                evidence: list | None = None):
     """The round hook that proves, contributes and claims each round on-chain, or None when the peer is not paid.
 
-    The gossip relay is started first and the settler after it, so `cleanup` stops them in reverse order: the
-    settler's last publications still find the relay open.
+    The gossip relay is started first and the settler and the watcher after it, so `cleanup` stops them in reverse
+    order: the settler's last publications still find the relay open.
     """
     if config.chain_rpc is None or record.chain_experiment_id is None:
         return None
@@ -46,6 +49,7 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
         return None
     from swarm.chain.client import ChainClient
     from swarm.settlement.settler import RoundSettler
+    from swarm.settlement.watcher import Watcher
 
     client = ChainClient(config.chain_rpc, wallet, escrow=config.escrow)
     check_paid_experiment(client, record.chain_experiment_id, config)  # refuses (exit 5) before any transaction
@@ -53,7 +57,7 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     def on_event(e) -> None:
         events.emit(Settled(action=e.kind, round=e.round, stage=e.stage, detail=e.detail))
 
-    publish = None
+    publish, relay = None, None
     try:  # contributions and audit answers also go out on GossipSub (swarm/network/gossip), best effort
         from swarm.network.gossip.relay import GossipRelay
 
@@ -69,9 +73,23 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
 
         prover = BackgroundProver(workers=config.prover_workers, backend=config.prover_backend,
                                   key_dir=config.prover_key_dir)
+    if silent(config):
+        logger.warning("--byzantine --attack silent: this peer will not prove nor answer its audits (tests only)")
     settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,
-                           prover=prover, publish=lambda c, audit: publish and publish(c, audit=audit))  # fmt: skip
-    return cleanup.enter_context(settler)
+                           prover=prover, publish=lambda c, audit: publish and publish(c, audit=audit),
+                           answer_audits=not silent(config))  # fmt: skip
+    settler = cleanup.enter_context(settler)
+    # every paid peer also watches the experiment's audits (its own client: its transactions never wait on the
+    # settler's; nonces are shared through the wallet's lock)
+    watcher = cleanup.enter_context(Watcher(client.with_wallet(wallet), record.chain_experiment_id, on_event=on_event))
+    if relay is not None:
+        relay.listeners.append(watcher.on_gossip)
+    return settler
+
+
+def silent(config: PeerConfig) -> bool:
+    """`--byzantine --attack silent`: a paid peer that never proves nor answers its audits (tests and demos)."""
+    return config.byzantine and config.attack == "silent"
 
 
 def check_paid_experiment(client, experiment_id: int, config: PeerConfig) -> None:
