@@ -20,22 +20,27 @@ One background thread runs a loop that never blocks on a proof: proofs are futur
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict
+from web3.logs import DISCARD
 
 from protocol.contribution import Contribution
 from protocol.sampling import contribute_chunk
 from runtime.loops import StartStop
 from swarm.chain.client import TARGETED_BASE, ChainClient
-from swarm.chain.errors import RevertError
+from swarm.chain.errors import ChainError, RevertError
+from swarm.chain.tx import PendingTx
+from swarm.settlement.journal import Journal, TxReconciler, TxRow, journal_path, receipt_block
 from zk.background import BackgroundProver
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
 from zk.commit import Commitment, commit_update
@@ -49,6 +54,9 @@ JOIN_TIMEOUT_S = 30.0
 ALREADY_DONE = {"AlreadyFinalized", "AlreadyClaimed", "AlreadyContributed", "AuditAlreadyAnswered"}
 GIVE_UP = {"UnansweredAudit", "PeerSlashed", "NoContribution", "NotInAuditWindow", "SubmissionClosed",
            "CollateralUnavailable", "NormBelowMinimum", "NormAboveBound", "InvalidProof"}  # fmt: skip
+NOT_OPEN = {"AuditNotOpen"}  # an answer to an audit that is not open (any more): a new opening is a new event
+CLAIM_BATCH = 50  # (round, stage) pairs per claimMany transaction
+REORG_REWIND = 128  # blocks of audit events read again when the block before the cursor changed (a reorganization)
 
 
 class SettlementEvent(BaseModel):
@@ -93,6 +101,7 @@ class OpenRound:
     audits: dict[int, int] = field(default_factory=dict)  # open audit j -> chunk, to answer
     answered: set[int] = field(default_factory=set)
     gossiped: set[int] = field(default_factory=set)  # audited chunks whose proofs went out on gossip
+    announced: bool = False  # the `contributed` event went out (once per round, even if a reorg makes us re-check)
 
 
 class RoundSettler(StartStop):
@@ -111,6 +120,7 @@ class RoundSettler(StartStop):
         from_block: int | None = None,
         poll_s: float = POLL_S,
         answer_audits: bool = True,
+        data_dir: Path | None = None,
     ) -> None:
         self.client, self.experiment_id, self.params = client, experiment_id, params
         self.on_event = on_event or (lambda e: None)
@@ -128,14 +138,26 @@ class RoundSettler(StartStop):
         self._state = client.experiment(experiment_id)
         self._me = client.address.lower()
         self.earned = 0
+        # the crash-safe journal (swarm/settlement/journal.py) under `data_dir`; None: this settler keeps it all in
+        # memory and a restart forgets its open rounds
+        self.data_dir = data_dir
+        self.journal: Journal | None = None
+        self._reconciler: TxReconciler | None = None
+        self._cursor_parent: str | None = None  # hash of the block before the cursor, to notice a reorganization
+        self._start_block = 0
+        self._doing = threading.local()  # what the transaction being signed in this thread is for
+        self._retry_report: Any = None  # a report whose round could not be opened (RPC down): tried next pass
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> Self:
         """Start the prover (may compile + set up the circuit on first use) and the settling thread."""
         self._prover.start()
+        if self.data_dir is not None:
+            self._open_journal(self.data_dir)
         if self._cursor is None:
             self._cursor = self.client.block_number()
+        self._start_block = self._cursor if self._start_block == 0 else self._start_block
         self._thread = threading.Thread(target=self._run, name="round-settler", daemon=True)
         self._thread.start()
         return self
@@ -148,10 +170,116 @@ class RoundSettler(StartStop):
         if self._thread is not None:
             self._thread.join(timeout=JOIN_TIMEOUT_S)
             self._thread = None
+        if self.journal is not None:
+            self.client.on_signed(None)
+            self.journal.close()
+            self.journal = None
 
     def __call__(self, report: Any) -> None:
         """The round hook: hand the round over and return at once (StagePeer calls this in its main loop)."""
         self._reports.put(report)
+
+    # ------------------------------------------------------------------------------------------ the journal
+
+    def _open_journal(self, data_dir: Path) -> None:
+        """Open this peer's journal for the experiment, hook it to every signed transaction, settle what it holds
+        from the last run (transactions first), and take back its open rounds, audits and event cursor."""
+        c = self.client
+        chain_id = int(c._reader.rpc("reading the chain id", lambda: c.w3.eth.chain_id))
+        identity = {"chain_id": str(chain_id), "escrow": str(c.escrow_address).lower(),
+                    "experiment": str(self.experiment_id), "peer": self._me, "genesis": self._block_hash(0)}
+        path = journal_path(data_dir, chain_id=chain_id, escrow=str(c.escrow_address), experiment=self.experiment_id,
+                            peer=self._me)  # fmt: skip
+        self.journal = Journal(path, identity)
+        self._reconciler = TxReconciler(self.journal, c.w3, c.address)
+        c.on_signed(self._journal_tx)
+        stored = self.journal.cursor()
+        if stored is not None:
+            self._cursor, self._cursor_parent = stored
+            self._start_block = max(0, self._cursor - REORG_REWIND)
+        restored = 0
+        for row in self.journal.rounds("open", "contributed"):
+            o = OpenRound(round=row.round, stage=row.stage, commitment=row.commitment(),
+                          contributed=row.state == "contributed", tried_contribute=True,
+                          announced=row.state == "contributed")  # fmt: skip
+            for j, chunk, answered in self.journal.audits(row.round, row.stage):
+                if answered:
+                    o.answered.add(j)
+                else:
+                    o.audits[j] = chunk
+            self.rounds[(row.round, row.stage)] = o
+            restored += 1
+        pending = len(self.journal.txs())
+        if restored or pending:
+            logger.info("journal %s: %d open round(s) and %d unfinished transaction(s) taken back", path, restored,
+                        pending)  # fmt: skip
+
+    def _block_hash(self, number: int) -> str:
+        block = self.client._reader.rpc(f"reading block {number}", self.client.w3.eth.get_block, number)
+        return block["hash"].to_0x_hex()
+
+    def _journal_tx(self, p: PendingTx) -> None:
+        """The sender's on_signed hook: journal the signed bytes before they go out (an error here stops the send)."""
+        assert self.journal is not None
+        kind, target = getattr(self._doing, "what", None) or (None, [])
+        self.journal.record_tx(p, kind, target)
+
+    @contextlib.contextmanager
+    def _sending(self, kind: str, *targets: tuple) -> Iterator[None]:
+        """Label the transactions signed in this block (journal: what they do, to re-check after a failure)."""
+        self._doing.what = (kind, [list(t) for t in targets])
+        try:
+            yield
+        finally:
+            self._doing.what = None
+
+    def _in_flight(self, kind: str, key: tuple) -> bool:
+        """A journaled transaction of `kind` for `key` is signed and not seen mined: send nothing in its place."""
+        return self.journal is not None and self.journal.unresolved(kind, key)
+
+    def _mined(self, receipt: Any) -> None:
+        if self.journal is not None and receipt is not None:
+            self.journal.set_mined(receipt["transactionHash"].to_0x_hex(), *receipt_block(receipt))
+
+    def _reconcile(self) -> bool:
+        """Bring the journaled transactions in line with the chain; False when the RPC cannot tell (then this pass
+        sends nothing new: a transaction whose fate is unknown must not get a twin)."""
+        if self._reconciler is None or self.journal is None:
+            return True
+        try:
+            changed = self._reconciler.run()
+        except ChainError as exc:
+            logger.warning("settlement journal: %s", exc)
+            self._failed("_reconcile", -1, -1, exc)
+            return False
+        for row in changed:
+            self._recheck(row)
+        self.journal.prune()
+        return True
+
+    def _recheck(self, row: TxRow) -> None:
+        """A journaled transaction moved (reorganized out, re-sent, dropped): forget what we believed it did, so the
+        step re-derives it from the chain (the contract refuses a step done twice before anything is sent)."""
+        assert self.journal is not None
+        for target in row.target:
+            key = (target[0], target[1]) if len(target) >= 2 else None
+            o = self.rounds.get(key) if key else None
+            if row.kind == "contribute" and o is not None:
+                o.contributed, o.tried_contribute = False, True
+            elif row.kind == "answer" and o is not None and len(target) == 3:
+                j = target[2]
+                chunk = next((c for jj, c, _ in self.journal.audits(*key) if jj == j), None)
+                if chunk is not None:
+                    o.answered.discard(j)
+                    o.audits[j] = chunk
+                    self.journal.set_answered(key[0], key[1], j, False)
+            elif row.kind == "claim" and key is not None and o is None and self.journal.round_state(*key) == "claimed":
+                rows = [r for r in self.journal.rounds("claimed") if (r.round, r.stage) == key]
+                if rows:  # claimed, then reorganized away: claim it again once the transaction is settled
+                    logger.warning("round %d stage %d: its claim left the chain; claiming again", *key)
+                    self.rounds[key] = OpenRound(round=key[0], stage=key[1], commitment=rows[0].commitment(),
+                                                 contributed=True, tried_contribute=True)  # fmt: skip
+                    self.journal.set_round_state(key[0], key[1], "contributed")
 
     # ------------------------------------------------------------------------------------------ the thread
 
@@ -177,8 +305,19 @@ class RoundSettler(StartStop):
                 if report is not None:
                     logger.info("round %d: skipped, round %d is waiting", report.round, item.round)
                 report = item
+        if report is None:
+            report, self._retry_report = self._retry_report, None
         if report is not None:
-            self._guarded(self._open_round, report, round=report.round, stage=report.stage)
+            try:
+                self._open_round(report)
+            except ChainError as exc:  # the RPC is down: the round is tried again next pass, not forgotten
+                self._retry_report = report
+                self._failed("_open_round", report.round, report.stage, exc)
+            except Exception as exc:  # noqa: BLE001 -- reported; a report that cannot be read is dropped
+                logger.warning("round %d stage %d: cannot open the round: %s", report.round, report.stage, exc)
+                self._failed("_open_round", report.round, report.stage, exc)
+        if not self._reconcile():
+            return
         now = self._now()
         for key, o in list(self.rounds.items()):
             self._guarded(self._advance, o, now, round=key[0], stage=key[1])
@@ -187,9 +326,7 @@ class RoundSettler(StartStop):
             self._guarded(self._read_audits, round=-1, stage=-1)
             for key, o in list(self.rounds.items()):
                 self._guarded(self._answer, o, now, round=key[0], stage=key[1])
-        now = self._now()
-        for key, o in sorted(self.rounds.items()):
-            self._guarded(self._settle, o, now, round=key[0], stage=key[1])
+        self._guarded(self._settle_all, self._now(), round=-1, stage=-1)
 
     def _guarded(self, fn: Callable[..., None], *args: Any, round: int, stage: int) -> None:
         try:
@@ -205,6 +342,8 @@ class RoundSettler(StartStop):
     def _give_up(self, o: OpenRound, why: str) -> None:
         logger.warning("round %d stage %d: given up: %s", o.round, o.stage, why)
         self.rounds.pop((o.round, o.stage), None)
+        if self.journal is not None:
+            self.journal.set_round_state(o.round, o.stage, "done")
         self.on_event(SettlementEvent(kind="gave_up", round=o.round, stage=o.stage, detail={"why": why}))
 
     # ------------------------------------------------------------------------------------------ the steps
@@ -226,9 +365,16 @@ class RoundSettler(StartStop):
         if n != commitment.num_chunks:
             raise ValueError(f"stage {s} has {commitment.num_chunks} chunks here but {n} on-chain: the experiment "
                              "was declared with other stage sizes or another chunk size")
+        if self.journal is not None:
+            if self.journal.round_state(r, s) is not None:  # e.g. a report of a round a restart took back
+                return
+            self.journal.put_round(r, s, commitment)  # before anything is sent: the data audits may ask for
         o = OpenRound(round=r, stage=s, commitment=commitment)
-        o.c0 = self._prove(o, [contribute_chunk(commitment.root, self._me, n)])
+        o.c0 = self._prove_c0(o)
         self.rounds[(r, s)] = o
+
+    def _prove_c0(self, o: OpenRound) -> Future[list[Contribution]]:
+        return self._prove(o, [contribute_chunk(o.commitment.root, self._me, o.commitment.num_chunks)])
 
     def _prove(self, o: OpenRound, chunks: list[int]) -> Future[list[Contribution]]:
         return self._prover.submit(o.commitment, experiment=self.experiment_id, round=o.round, stage=o.stage,
@@ -237,30 +383,39 @@ class RoundSettler(StartStop):
     def _advance(self, o: OpenRound, now: int) -> None:
         """Contribute once c0 is proven; once the seed is fixed, queue proofs of all k audited chunks."""
         if not o.contributed:
+            key = (o.round, o.stage)
+            if self._in_flight("contribute", key):
+                return  # our contribution is signed and sent (or about to be sent again): wait for it
             if o.tried_contribute and self.client.record(self.experiment_id, o.round, o.stage, self._me).exists:
                 o.contributed = True  # a transaction whose receipt we missed was mined after all
+                self._set_state(o, "contributed")
                 self._contributed(o, None)
             elif now >= self._state.submission_end(o.round):
                 self._give_up(o, "not contributed before the submission window closed")
                 return
-            elif o.c0 is not None and o.c0.done():
+            elif o.c0 is None:  # taken back from the journal: prove c0 again
+                o.c0 = self._prove_c0(o)
+            elif o.c0.done():
                 if o.c0.exception() is not None:  # reported; proved again next pass
-                    failed, o.c0 = o.c0, self._prove(o, [contribute_chunk(o.commitment.root, self._me,
-                                                                          o.commitment.num_chunks)])
+                    failed, o.c0 = o.c0, self._prove_c0(o)
                     raise failed.exception()
                 (contribution,) = o.c0.result()
                 o.tried_contribute = True
                 try:
-                    receipt = self.client.contribute(contribution)
+                    with self._sending("contribute", key):
+                        receipt = self.client.contribute(contribution)
                 except RevertError as exc:
                     if exc.error_name in ALREADY_DONE:
                         o.contributed = True
+                        self._set_state(o, "contributed")
                     elif exc.error_name in GIVE_UP:
                         self._give_up(o, str(exc))
                         return
                     raise
                 else:
                     o.contributed = True
+                    self._mined(receipt)
+                    self._set_state(o, "contributed")
                     self.publish(contribution, False)
                     self._contributed(o, receipt)
         if self.answer_audits and o.contributed and not o.audit_proofs and now >= self._state.submission_end(o.round):
@@ -279,7 +434,14 @@ class RoundSettler(StartStop):
                 o.gossiped.add(chunk)
                 self.publish(proof.result()[0], True)
 
+    def _set_state(self, o: OpenRound, state: str) -> None:
+        if self.journal is not None:
+            self.journal.set_round_state(o.round, o.stage, state)
+
     def _contributed(self, o: OpenRound, receipt: Any) -> None:
+        if o.announced:
+            return
+        o.announced = True
         detail = {"num_chunks": o.commitment.num_chunks, "norm_sq": str(o.commitment.norm_sq)}
         if receipt is not None:
             detail["gas"] = receipt["gasUsed"]
@@ -289,6 +451,14 @@ class RoundSettler(StartStop):
         """Add every audit opened against us in this experiment since the cursor to the to-do set."""
         assert self._cursor is not None
         head = self.client.block_number()
+        rewound = False
+        moved = (self._cursor_parent is not None and 0 < self._cursor <= head + 1
+                 and self._block_hash(self._cursor - 1) != self._cursor_parent)  # the blocks we read were replaced
+        if moved or self._cursor > head + 1:  # the chain is shorter than what we read: reorganized too
+            back = max(self._start_block, min(self._cursor, head + 1) - REORG_REWIND)
+            logger.warning("block %d changed (a reorganization): reading audit events again from block %d",
+                           self._cursor - 1, back)  # fmt: skip
+            self._cursor, rewound = back, True
         if head < self._cursor:
             return
         opened = self.client.events("AuditOpened", self._cursor, head,
@@ -300,72 +470,137 @@ class RoundSettler(StartStop):
                                e["round"], e["stage"])
                 continue
             j, chunk = int(e["j"]), int(e["chunk"])
+            if j in o.answered and rewound and not self._answered_on_chain(o, j):
+                o.answered.discard(j)  # our answer went with the reorganization
             if j not in o.answered:
                 o.audits[j] = chunk
+                if self.journal is not None:
+                    self.journal.add_audit(o.round, o.stage, j, chunk)
+                    self.journal.set_answered(o.round, o.stage, j, False)
                 if chunk not in o.audit_proofs:  # a targeted audit (or a sampled one before our pre-proving)
                     o.audit_proofs[chunk] = self._prove(o, [chunk])
-        self._cursor = head + 1  # everything up to head is in the to-do set now
+        self._cursor = head + 1  # everything up to head is in the to-do set (and the journal) now
+        self._cursor_parent = self._block_hash(head)
+        if self.journal is not None:
+            self.journal.set_cursor(self._cursor, self._cursor_parent)
+
+    def _answered_on_chain(self, o: OpenRound, j: int) -> bool:
+        return bool(self.client.record(self.experiment_id, o.round, o.stage, self._me).audits_answered >> j & 1)
 
     def _answer(self, o: OpenRound, now: int) -> None:
         if o.audits and now >= self._state.audit_end(o.round):  # too late: the contract takes no answer now
             logger.warning("round %d stage %d: audits %s left unanswered", o.round, o.stage, sorted(o.audits))
             o.audits.clear()
         for j, chunk in sorted(o.audits.items()):
+            if self._in_flight("answer", (o.round, o.stage, j)):
+                continue  # our answer is signed and sent: wait for it
             proof = o.audit_proofs.get(chunk)
-            if proof is None or not proof.done():
+            if proof is None:  # taken back from the journal: prove the chunk again
+                o.audit_proofs[chunk] = self._prove(o, [chunk])
+                continue
+            if not proof.done():
                 continue
             if proof.exception() is not None:  # reported; proved again next pass
                 o.audit_proofs[chunk] = self._prove(o, [chunk])
                 raise proof.exception()
             (contribution,) = proof.result()
             try:
-                self.client.answer_audit(contribution, j)
+                with self._sending("answer", (o.round, o.stage, j)):
+                    receipt = self.client.answer_audit(contribution, j)
             except RevertError as exc:
+                if exc.error_name in NOT_OPEN:  # e.g. its opening went with a reorganization: a new one is new
+                    del o.audits[j]
+                    continue
                 if exc.error_name not in ALREADY_DONE | GIVE_UP:
                     raise
                 logger.warning("audit %d of round %d: %s", j, o.round, exc)
             else:
+                self._mined(receipt)
                 self.publish(contribution, True)
                 self.on_event(SettlementEvent(kind="audit_answered", round=o.round, stage=o.stage,
                                               detail={"j": j, "chunk": chunk, "targeted": j >= TARGETED_BASE}))
             o.answered.add(j)
             del o.audits[j]
+            if self.journal is not None:
+                self.journal.set_answered(o.round, o.stage, j)
 
-    def _settle(self, o: OpenRound, now: int) -> None:
-        """Finalize (idempotently) and claim a round whose audit window is over."""
-        if not o.contributed or now < self._state.audit_end(o.round):
-            return
+    def _settle_all(self, now: int) -> None:
+        """Finalize (idempotently) every round whose audit window is over, then claim them: several at once with
+        claimMany, each on its own if that would revert (one bad round never blocks the others)."""
+        ready: list[OpenRound] = []
+        finalized: set[int] = set()
+        for key, o in sorted(self.rounds.items()):
+            if not o.contributed or now < self._state.audit_end(o.round) or self._in_flight("claim", key):
+                continue
+            try:
+                if o.round not in finalized and not self._in_flight("finalize", (o.round,)):
+                    with self._sending("finalize", (o.round,)):
+                        self._idempotent(self.client.finalize, self.experiment_id, o.round)
+                    finalized.add(o.round)
+                ready.append(o)
+            except RevertError as exc:
+                if exc.error_name == "NotFinalizable":  # an under-funded round waits for its funder (or the grace)
+                    logger.debug("round %d: %s", o.round, exc)
+                elif exc.error_name in GIVE_UP:
+                    self._give_up(o, str(exc))
+                else:
+                    self._failed("_settle", o.round, o.stage, exc)  # retried next pass
+            except ChainError as exc:
+                self._failed("_settle", o.round, o.stage, exc)
+        for i in range(0, len(ready), CLAIM_BATCH):
+            batch = ready[i : i + CLAIM_BATCH]
+            if len(batch) > 1:
+                keys = [(o.round, o.stage) for o in batch]
+                try:
+                    with self._sending("claim", *keys):
+                        receipt = self.client.claim_many(self.experiment_id, [r for r, _ in keys], [s for _, s in keys])
+                except RevertError as exc:  # refused before sending: claim one by one to find the bad one
+                    logger.info("claimMany of rounds %s would revert (%s): claiming one by one", keys, exc)
+                else:
+                    self._claimed(batch, receipt)
+                    continue
+            for o in batch:
+                self._guarded(self._settle_one, o, round=o.round, stage=o.stage)
+
+    def _settle_one(self, o: OpenRound) -> None:
         try:
-            self._idempotent(self.client.finalize, self.experiment_id, o.round)
-            before = self.client.token_balance()
-            claimed = self._idempotent(self.client.claim, self.experiment_id, o.round, o.stage)
+            with self._sending("claim", (o.round, o.stage)):
+                receipt = self._idempotent(self.client.claim, self.experiment_id, o.round, o.stage)
         except RevertError as exc:
-            if exc.error_name == "NotFinalizable":  # an under-funded round waits for its funder (or the grace)
-                logger.debug("round %d: %s", o.round, exc)
-                return
             if exc.error_name in GIVE_UP:
                 self._give_up(o, str(exc))
                 return
             raise  # retried next pass
-        if claimed:
-            gained = self.client.token_balance() - before
-            self.earned += gained
-            self.on_event(SettlementEvent(kind="claimed", round=o.round, stage=o.stage,
-                                          detail={"amount": str(gained)}))
-        self.rounds.pop((o.round, o.stage), None)
+        self._claimed([o], receipt)
+
+    def _claimed(self, rounds: list[OpenRound], receipt: Any) -> None:
+        """Rounds claimed by `receipt` (None: someone had claimed them already): amounts from its Claimed events."""
+        amounts: dict[tuple[int, int], int] = {}
+        if receipt is not None:
+            self._mined(receipt)
+            for e in self.client._escrow().events.Claimed().process_receipt(receipt, errors=DISCARD):
+                amounts[(int(e["args"]["round"]), int(e["args"]["stage"]))] = int(e["args"]["amount"])
+        for o in rounds:
+            key = (o.round, o.stage)
+            self.rounds.pop(key, None)
+            self._set_state(o, "claimed")  # deleted from the journal once the claim is final
+            if key in amounts:
+                self.earned += amounts[key]
+                self.on_event(SettlementEvent(kind="claimed", round=o.round, stage=o.stage,
+                                              detail={"amount": str(amounts[key])}))
 
     def _now(self) -> int:
         """The later of wall time and the chain's last block (a dev chain may have been moved forward)."""
         return max(int(time.time()), self.client.block_timestamp())
 
     @staticmethod
-    def _idempotent(fn: Callable[..., Any], *args: Any) -> bool:
+    def _idempotent(fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`'s receipt, or None when the contract says it was done already."""
         try:
-            fn(*args)
-            return True
+            return fn(*args)
         except RevertError as exc:
             if exc.error_name in ALREADY_DONE:
-                return False
+                return None
             raise
 
 
