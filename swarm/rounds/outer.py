@@ -72,6 +72,12 @@ class OuterOptimizer:
 
     DiLoCo (arXiv 2311.08105) treats -Δ as an outer gradient g: m = mu m + g; anchor -= lr (g + mu m).
     Its state (the momentum) is part of what every peer of a group must share, so it is in `digest`.
+
+    A round in which the group did not train (Δ exactly 0: no batch reached the stage, e.g. while another stage
+    has no peer or before a trainer arrives) is no outer step: the anchor and the momentum stay as they are. In
+    DiLoCo every worker always trains; a swarm idles, and coasting on the momentum through idle rounds moves the
+    anchor by up to lr mu / (1 - mu) = 6.3 x m with nothing learnt (measured: digits' test loss 0.22 -> 0.90 after
+    4 idle rounds of one stage, 6.95 after 8 and 4).
     """
 
     def __init__(self, name: OuterName = "sgd", lr: float | None = None, momentum: float = 0.9) -> None:
@@ -86,6 +92,8 @@ class OuterOptimizer:
         """The next anchor (a new tensor); `anchor` and `delta` are flat float32."""
         if self.name == "sgd":
             return anchor + self.lr * delta if self.lr != 1.0 else anchor + delta
+        if not torch.any(delta):  # an idle round: nothing to follow (the same decision on every peer: same Δ)
+            return anchor.clone()
         g = -delta
         if self.momentum is None:
             self.momentum = torch.zeros_like(anchor)
