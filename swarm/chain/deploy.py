@@ -51,6 +51,9 @@ class DemoConfig(BaseModel):
     slash_grace: int = 120
     reporter_bps: int = 2_000
     verifier: str = "auto"  # "auto" | "FastChunkVerifier" | "ChunkVerifier" | "StandInChunkVerifier"
+    # the verifier's pinned proof time (sets the window floors); None: REAL_PROOF_SECONDS (or the stand-in's 1 s).
+    # Tests on a machine that proves a real chunk in ~2 s may pin less, for shorter windows.
+    proof_seconds: int | None = None
 
 
 class DemoDeployment(BaseModel):
@@ -94,7 +97,7 @@ def deploy_demo(chain: DevChain, config: DemoConfig | None = None, *, stakers: S
     standin = verifier_name in STANDIN_VERIFIERS
     shape = funder.verifier_shape(
         verifier, chunk=cfg.chunk_size if standin else DEFAULT_PARAMS.chunk, depth=DEFAULT_PARAMS.depth,
-        proof_seconds=STANDIN_PROOF_SECONDS if standin else REAL_PROOF_SECONDS, batch=verifier_name in BATCH_VERIFIERS,
+        proof_seconds=cfg.proof_seconds or (STANDIN_PROOF_SECONDS if standin else REAL_PROOF_SECONDS), batch=verifier_name in BATCH_VERIFIERS,
     )  # fmt: skip
     funder.deploy_escrow(
         token, min_stake=cfg.min_stake, unbonding_delay=cfg.unbonding_delay, slash_grace=cfg.slash_grace,
