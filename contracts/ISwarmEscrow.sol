@@ -87,7 +87,8 @@ interface ISwarmEscrow {
         address reporter, uint256 reporterReward
     );
     /// @notice A batch entry that was not recorded: reason 1 = the peer already has a record for (round, stage),
-    /// 2 = its free stake does not cover minStake of collateral. It is not paid and its proof is not checked.
+    /// 2 = its free stake does not cover minStake of collateral, 3 = its record slot (round % RECORD_RING) still
+    /// holds an open record of an earlier round. It is not paid and its proof is not checked.
     event ContributionSkipped(
         uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint8 reason
     );
@@ -139,4 +140,5 @@ interface ISwarmEscrow {
     error SeedNotReady(uint256 armedBlock);
     error SeedAlreadyFixed(uint256 round);
     error EmptyBatch();
+    error RecordSlotBusy(uint256 openRound);
 }

@@ -38,7 +38,13 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint8 public constant SKIP_DUPLICATE = 1;
     /// @notice ... or its free stake does not cover minStake of collateral.
     uint8 public constant SKIP_COLLATERAL = 2;
+    /// @notice ... or its record slot still holds an open record of round - RECORD_RING (claim or slash it first).
+    uint8 public constant SKIP_SLOT_BUSY = 3;
     uint256 private constant BATCH_WORDS = 12; // per proof in verifyBatch's input: 8 proof words, 4 public inputs
+    /// @notice A peer's records of (experiment, stage) live in RECORD_RING slots, round r in slot r % RECORD_RING:
+    /// a contribution RECORD_RING rounds after a closed (claimed or slashed) one rewrites a used slot (2,900 gas
+    /// instead of 20,000 for a new one). Experiments must let a record close within half the ring.
+    uint256 public constant RECORD_RING = 64;
 
     /// @notice An experiment's configuration as `getExperiment` returns it (storage packs it as ExperimentData).
     struct Experiment {
@@ -89,9 +95,11 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint128 share;
     }
 
-    /// @dev One slot per contribution: a 192-bit hash of (root, normSq) plus status flags and audit bitmaps.
+    /// @dev One slot per contribution: a 160-bit hash of (root, normSq), its round (the slot is reused RECORD_RING
+    /// rounds later once the record is closed), status flags and audit bitmaps.
     struct Record {
-        uint192 commitment;
+        uint160 commitment;
+        uint48 round;
         bool claimed;
         bool slashed;
         uint16 auditsOpened;
@@ -156,7 +164,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     mapping(uint256 experimentId => ExperimentData) private _experiments;
     mapping(uint256 experimentId => mapping(uint256 stage => uint32)) private _numChunks;
     mapping(uint256 experimentId => mapping(uint256 round => Round)) private _rounds;
-    mapping(uint256 experimentId => mapping(uint256 round => mapping(uint256 stage => mapping(address => Record))))
+    mapping(uint256 experimentId => mapping(uint256 ringSlot => mapping(uint256 stage => mapping(address => Record))))
         private _records;
     /// @notice Stake of each peer: active (of which `locked` backs open contributions), unbonding, and when the
     /// unbonding can be withdrawn.
@@ -325,13 +333,15 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         (address verifier, uint256 normBound) = _checkSubmission(experimentId, round, stage, normSq);
         _lockCollateral();
         if (root >= FIELD) revert NotInField(root);
-        Record storage rec = _records[experimentId][round][stage][msg.sender];
-        if (rec.commitment != 0) revert AlreadyContributed(experimentId, round, stage, msg.sender);
+        Record storage rec = _records[experimentId][round % RECORD_RING][stage][msg.sender];
+        uint8 busy = _slotState(rec, round);
+        if (busy == SKIP_DUPLICATE) revert AlreadyContributed(experimentId, round, stage, msg.sender);
+        if (busy == SKIP_SLOT_BUSY) revert RecordSlotBusy(rec.round);
 
         uint256 chunk = uint256(keccak256(abi.encode(root, msg.sender))) % _numChunks[experimentId][stage];
         _verify(verifier, normBound, proof, msg.sender, round, stage, chunk, root, normSq);
 
-        rec.commitment = _commitment(root, normSq);
+        _writeRecord(rec, round, root, normSq);
         Round storage r = _rounds[experimentId][round];
         r.accumulator = keccak256(abi.encode(r.accumulator, msg.sender, stage, root));
         if (r.contributions == 0) _experiments[experimentId].pendingRounds += 1;
@@ -644,13 +654,14 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         return _rounds[experimentId][round];
     }
 
-    /// @notice A contribution's record (commitment 0 means none).
+    /// @notice A contribution's record (commitment 0 means none, or that its ring slot was reused: RECORD_RING).
     function getRecord(uint256 experimentId, uint256 round, uint256 stage, address peer)
         external
         view
-        returns (Record memory)
+        returns (Record memory rec)
     {
-        return _records[experimentId][round][stage][peer];
+        Record storage stored = _records[experimentId][round % RECORD_RING][stage][peer];
+        if (stored.round == round) rec = stored; // else the slot holds another round's record (or none)
     }
 
     /// @notice The round's audit seed keccak256(abi.encode(accumulator, blockhash(armedBlock))); reverts
@@ -691,9 +702,9 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         Round storage r = _rounds[experimentId][round];
         if (!r.finalized) revert NotFinalized(round);
         amount = r.share;
-        Record storage rec = _records[experimentId][round][stage][msg.sender];
+        Record storage rec = _records[experimentId][round % RECORD_RING][stage][msg.sender];
         // all fields read before the first branch: one SLOAD of the record's slot
-        uint256 commitment = rec.commitment;
+        uint256 commitment = rec.round == round ? rec.commitment : 0;
         bool claimed = rec.claimed;
         bool slashed = rec.slashed;
         uint16 unanswered = rec.auditsOpened & ~rec.auditsAnswered;
@@ -772,47 +783,63 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @dev One entry of contributeBatch: checked, skipped or recorded (collateral locked, record written,
     /// accumulator advanced); its proof is checked now (no batch verifier) or its words appended to `words`.
     function _batchEntry(BatchContext memory ctx, BatchEntry calldata x, uint256[] memory words) internal {
+        _checkEntry(ctx, x);
         address peer = x.peer;
         uint256 stage = x.stage;
-        uint256 root = x.root;
-        uint256 normSq = x.normSq;
-        if (stage >= ctx.numStages) revert UnknownStage(stage, ctx.numStages);
-        if (normSq > ctx.normBound) revert NormAboveBound(normSq, ctx.normBound);
-        if (normSq < ctx.minNormSq) revert NormBelowMinimum(normSq, ctx.minNormSq);
-        if (root >= FIELD) revert NotInField(root);
-        Record storage rec = _records[ctx.experimentId][ctx.round][stage][peer];
-        if (rec.commitment != 0) {
-            emit ContributionSkipped(ctx.experimentId, ctx.round, stage, peer, SKIP_DUPLICATE);
+        Record storage rec = _records[ctx.experimentId][ctx.round % RECORD_RING][stage][peer];
+        uint8 skip = _slotState(rec, ctx.round);
+        if (skip == 0 && !_tryLockCollateral(peer)) skip = SKIP_COLLATERAL;
+        if (skip != 0) {
+            emit ContributionSkipped(ctx.experimentId, ctx.round, stage, peer, skip);
             return;
         }
-        StakeInfo storage s = stakes[peer];
-        uint256 locked = s.locked;
-        if (s.active < locked + minStake) {
-            emit ContributionSkipped(ctx.experimentId, ctx.round, stage, peer, SKIP_COLLATERAL);
-            return;
-        }
-        s.locked = uint128(locked + minStake);
-        uint256 chunk = uint256(keccak256(abi.encode(root, peer))) % _numChunks[ctx.experimentId][stage];
+        uint256 chunk = uint256(keccak256(abi.encode(x.root, peer))) % _numChunks[ctx.experimentId][stage];
         if (ctx.batch) {
-            uint256 context = contextOf(peer, ctx.round, stage, chunk);
-            uint256 normBound = ctx.normBound;
-            uint256 offset = ctx.included * BATCH_WORDS;
-            assembly ("memory-safe") {
-                let dst := add(add(words, 0x20), mul(offset, 0x20))
-                calldatacopy(dst, add(x, 0x80), 0x100) // the proof's 8 words, ZoKrates' struct layout
-                mstore(add(dst, 0x100), context)
-                mstore(add(dst, 0x120), root)
-                mstore(add(dst, 0x140), normSq)
-                mstore(add(dst, 0x160), normBound)
-            }
+            _appendBatchWords(words, ctx.included * BATCH_WORDS, x, contextOf(peer, ctx.round, stage, chunk),
+                              ctx.normBound);
         } else {
-            _verify(ctx.verifier, ctx.normBound, x.proof, peer, ctx.round, stage, chunk, root, normSq);
+            _verify(ctx.verifier, ctx.normBound, x.proof, peer, ctx.round, stage, chunk, x.root, x.normSq);
         }
-        rec.commitment = _commitment(root, normSq);
-        ctx.accumulator = keccak256(abi.encode(ctx.accumulator, peer, stage, root));
+        _writeRecord(rec, ctx.round, x.root, x.normSq);
+        ctx.accumulator = keccak256(abi.encode(ctx.accumulator, peer, stage, x.root));
         ctx.included += 1;
         if (peer != msg.sender) ctx.others += 1;
-        emit Contributed(ctx.experimentId, ctx.round, stage, peer, root, normSq, chunk);
+        emit Contributed(ctx.experimentId, ctx.round, stage, peer, x.root, x.normSq, chunk);
+    }
+
+    /// @dev What the submitter can check about an entry before sending: a failure reverts the whole batch.
+    function _checkEntry(BatchContext memory ctx, BatchEntry calldata x) internal pure {
+        uint256 normSq = x.normSq;
+        if (x.stage >= ctx.numStages) revert UnknownStage(x.stage, ctx.numStages);
+        if (normSq > ctx.normBound) revert NormAboveBound(normSq, ctx.normBound);
+        if (normSq < ctx.minNormSq) revert NormBelowMinimum(normSq, ctx.minNormSq);
+        if (x.root >= FIELD) revert NotInField(x.root);
+    }
+
+    /// @dev Locks minStake of `peer`'s active stake if it is free (one read, one write of its slot).
+    function _tryLockCollateral(address peer) internal returns (bool) {
+        StakeInfo storage s = stakes[peer];
+        uint256 locked = s.locked;
+        if (s.active < locked + minStake) return false;
+        s.locked = uint128(locked + minStake);
+        return true;
+    }
+
+    /// @dev verifyBatch's 12 words of entry `x` at word `offset` of `words`: its proof, then its public inputs.
+    function _appendBatchWords(
+        uint256[] memory words,
+        uint256 offset,
+        BatchEntry calldata x,
+        uint256 context,
+        uint256 normBound
+    ) internal pure {
+        assembly ("memory-safe") {
+            let dst := add(add(words, 0x20), mul(offset, 0x20))
+            calldatacopy(dst, add(x, 0x80), 0x100) // the proof's 8 words, ZoKrates' struct layout
+            mstore(add(dst, 0x100), context)
+            calldatacopy(add(dst, 0x120), add(x, 0x40), 0x40) // root, normSq
+            mstore(add(dst, 0x160), normBound)
+        }
     }
 
     function _verify(
@@ -872,6 +899,9 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             revert InvalidExperiment("auditWindow too short");
         }
         if (p.numRounds == 0) revert InvalidExperiment("numRounds");
+        if (uint256(p.submitWindow) + p.auditWindow > (RECORD_RING / 2) * p.roundDuration) {
+            revert InvalidExperiment("windows longer than RECORD_RING/2 rounds");
+        }
         if (p.normBound > type(uint128).max) revert InvalidExperiment("normBound");
         if (p.minNormLog2 >= 128 || (uint256(1) << p.minNormLog2) > p.normBound) revert InvalidExperiment("minNormLog2");
         if (p.stageParams.length == 0 || p.stageParams.length > type(uint16).max) revert InvalidExperiment("stages");
@@ -897,8 +927,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         view
         returns (Record storage rec)
     {
-        rec = _records[experimentId][round][stage][peer];
-        if (rec.commitment == 0) revert NoContribution(experimentId, round, stage, peer);
+        rec = _records[experimentId][round % RECORD_RING][stage][peer];
+        if (rec.commitment == 0 || rec.round != round) revert NoContribution(experimentId, round, stage, peer);
     }
 
     function _submissionEnd(ExperimentData storage e, uint256 round) internal view returns (uint256) {
@@ -909,8 +939,24 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         return _submissionEnd(e, round) + e.auditWindow;
     }
 
-    function _commitment(uint256 root, uint256 normSq) internal pure returns (uint192) {
-        uint192 c = uint192(uint256(keccak256(abi.encode(root, normSq))));
+    function _commitment(uint256 root, uint256 normSq) internal pure returns (uint160) {
+        uint160 c = uint160(uint256(keccak256(abi.encode(root, normSq))));
         return c == 0 ? 1 : c; // 0 marks "no record"
+    }
+
+    /// @dev 0: the ring slot is free for `round` (never used, or its record of an earlier round is closed);
+    /// SKIP_DUPLICATE: it holds `round`'s record; SKIP_SLOT_BUSY: an open record of an earlier round.
+    function _slotState(Record storage rec, uint256 round) internal view returns (uint8) {
+        if (rec.commitment == 0) return 0;
+        if (rec.round == round) return SKIP_DUPLICATE;
+        return rec.claimed || rec.slashed ? 0 : SKIP_SLOT_BUSY;
+    }
+
+    /// @dev A new record in one SSTORE (every field of the slot, so a reused slot forgets its old round).
+    function _writeRecord(Record storage rec, uint256 round, uint256 root, uint256 normSq) internal {
+        uint256 word = uint256(_commitment(root, normSq)) | (round << 160); // flags and bitmaps 0
+        assembly ("memory-safe") {
+            sstore(rec.slot, word)
+        }
     }
 }

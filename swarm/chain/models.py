@@ -87,9 +87,11 @@ class RoundState(BaseModel):
 
 
 class RecordState(BaseModel):
-    """One contribution's on-chain record; `commitment == 0` means there is none."""
+    """One contribution's on-chain record; `commitment == 0` means there is none (its ring slot may hold another
+    round's: SwarmEscrow.RECORD_RING)."""
 
     commitment: int
+    round: int
     claimed: bool
     slashed: bool
     audits_opened: int
