@@ -1,7 +1,10 @@
 """The native Poseidon (zk/_poseidon.c) against the pure-Python forms: random inputs, edge cases, whole leaves and
-commitments. The circuit itself is the judge in tests/integration/test_zk_proofs.py."""
+commitments, for each of the extension's paths (portable C, and x86-64 BMI2/ADX assembly where the CPU has it).
+The circuit itself is the judge in tests/integration/test_zk_proofs.py."""
 
 from __future__ import annotations
+
+import platform
 
 import numpy as np
 import pytest
@@ -17,10 +20,34 @@ from zk.quantize import quantize_update
 pytestmark = pytest.mark.skipif(not pos.native_available(), reason="zk._poseidon was not built (no C compiler)")
 
 EDGES = [0, 1, 2, P - 1, P - 2, 2**64 - 1, 2**64, 2**128 - 1, 2**248 - 1, P // 2]
+PATHS = ["portable", "adx"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request):
+    """Run the test with one permutation of the extension (the import picks the fastest the CPU has)."""
+    native = pos._native
+    chosen = native.impl()
+    try:
+        native.use(request.param)
+    except ValueError:
+        pytest.skip(f"no {request.param} path on this CPU")
+    yield request.param
+    native.use(chosen)
+
+
+def test_the_fastest_path_is_chosen_at_import_and_unknown_paths_are_refused():
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    expected = "adx" if platform.machine() == "x86_64" and {"bmi2", "adx"} <= set(flags) else "portable"
+    assert pos._native.impl() == expected
+    with pytest.raises(ValueError, match="no Poseidon path avx9"):
+        pos._native.use("avx9")
+    assert pos._native.impl() == expected
 
 
 @pytest.mark.parametrize("n", range(1, 7))
-def test_native_equals_python_and_the_definition_on_random_and_edge_inputs(n):
+def test_native_equals_python_and_the_definition_on_random_and_edge_inputs(n, path):
     rng = np.random.default_rng(100 + n)
     cases = [[int.from_bytes(rng.bytes(32), "big") % P for _ in range(n)] for _ in range(20)]
     cases += [[EDGES[(i + k) % len(EDGES)] for k in range(n)] for i in range(len(EDGES))]
@@ -36,8 +63,29 @@ def test_poseidon_many_refuses_ragged_groups():
         pos.poseidon_many(4, [1, 2, 3])
 
 
+def test_the_paths_agree_on_many_random_inputs():
+    """Thousands of random hashes: the assembly's lazy reduction (elements below 2p) against the portable form."""
+    native = pos._native
+    chosen = native.impl()
+    try:
+        native.use("adx")
+    except ValueError:
+        pytest.skip("no adx path on this CPU")
+    rng = np.random.default_rng(7)
+    try:
+        for n in (1, 2, 4, 6):
+            raw = rng.bytes(32 * n * 3000)
+            data = b"".join(pos.to_le(int.from_bytes(raw[i : i + 32], "little")) for i in range(0, len(raw), 32))
+            native.use("adx")
+            fast = native.hash(n, data)
+            native.use("portable")
+            assert native.hash(n, data) == fast
+    finally:
+        native.use(chosen)
+
+
 @pytest.mark.parametrize("chunk,block", [(128, 64), (1024, 256), (256, 256), (4096, 256)])
-def test_native_leaves_equal_python_leaves(chunk, block):
+def test_native_leaves_equal_python_leaves(chunk, block, path):
     rng = np.random.default_rng(chunk)
     per = chunk // block
     for scales_kind in ("random", "extremes"):
