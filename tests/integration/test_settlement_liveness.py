@@ -5,19 +5,18 @@ was mined, a claim that reverts, an unexpected exception, and a shutdown with a 
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
 import requests
+from settle_support import Recorder, wait_until
 from web3 import Web3
 
 from swarm.chain.client import ChainClient
 from swarm.chain.testing import EscrowWorld, StandInProver
-from swarm.settlement.settler import RoundSettler, SettlementEvent
+from swarm.settlement.settler import RoundSettler
 
 pytestmark = pytest.mark.integration
 
@@ -44,37 +43,6 @@ class Faulty(Web3.HTTPProvider):
         if method == "eth_getTransactionReceipt" and self.hide_receipts:
             return {"jsonrpc": "2.0", "id": 1, "result": None}
         return super().make_request(method, params)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[SettlementEvent] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, e: SettlementEvent) -> None:
-        with self.cond:
-            self.events.append(e)
-            self.cond.notify_all()
-
-    def wait(self, pred: Callable[[SettlementEvent], bool], what: str) -> SettlementEvent:
-        deadline = time.monotonic() + DEADLINE_S
-        with self.cond:
-            while True:
-                hit = next((e for e in self.events if pred(e)), None)
-                if hit is not None:
-                    return hit
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    pytest.fail(f"no {what} within {DEADLINE_S:.0f} s; got {[(e.kind, e.detail) for e in self.events]}")
-                self.cond.wait(left)
-
-
-def wait_until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {DEADLINE_S:.0f} s")
-        time.sleep(0.2)
 
 
 def report(round: int, root: int, stage: int = 0) -> SimpleNamespace:
