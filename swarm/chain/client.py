@@ -40,6 +40,7 @@ ESCROW = "SwarmEscrow"
 TOKEN_ABI_SOURCE = "TestToken"  # any ERC-20 ABI will do for approve/balanceOf
 LOG_RANGE = 2_000  # blocks per eth_getLogs request: public L2 RPCs refuse larger ranges
 TARGETED_BASE = 8  # SwarmEscrow.TARGETED_BASE: audit indices of targeted audits
+SKIP_REASONS = {1: "duplicate", 2: "collateral", 3: "slot busy"}  # SwarmEscrow.SKIP_*: ContributionSkipped
 
 
 class ChainClient:
@@ -269,7 +270,7 @@ class ChainClient:
         escrow = self._escrow()
         got = {(e["args"]["peer"].lower(), e["args"]["stage"])
                for e in escrow.events.Contributed().process_receipt(receipt, errors=DISCARD)}
-        skipped = [(c, "duplicate" if e["args"]["reason"] == 1 else "collateral")
+        skipped = [(c, SKIP_REASONS.get(e["args"]["reason"], str(e["args"]["reason"])))
                    for e in escrow.events.ContributionSkipped().process_receipt(receipt, errors=DISCARD)
                    for c in contributions if (c.peer, c.stage) == (e["args"]["peer"].lower(), e["args"]["stage"])]
         (done,) = escrow.events.BatchContributed().process_receipt(receipt, errors=DISCARD)

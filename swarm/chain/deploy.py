@@ -1,19 +1,25 @@
-"""deploy_demo: one call that turns a fresh dev chain into a ready local swarm economy.
+"""Deployments: the escrow stack on any EVM chain (deploy_escrow_stack, `python -m swarm.chain deploy`), and
+deploy_demo, one call that turns a fresh dev chain into a ready local swarm economy.
 
-Deploys the verifier (FastChunkVerifier or zk/'s ChunkVerifier if built, else the stand-in), a test token and
-the escrow, creates and funds one demo experiment and gives the dev accounts tokens and stakes.
+deploy_escrow_stack deploys the verifier (FastChunkVerifier or zk/'s ChunkVerifier if built, else the stand-in),
+a test token (or uses a given ERC-20) and the escrow; `Deployment` is what it returns and what deployment.json
+holds. deploy_demo does that (or attaches to a `Deployment` read from such a file), creates and funds one demo
+experiment and gives the dev accounts tokens and stakes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from swarm.chain.build import load_artifacts
 from swarm.chain.client import ChainClient
-from swarm.chain.devchain import DevChain
+from swarm.chain.errors import ChainError
 from swarm.chain.models import ExperimentSpec
 from swarm.chain.safety import BATCH_VERIFIERS, REAL_PROOF_SECONDS, STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
 from swarm.chain.standin import STANDIN_VERIFIER
@@ -56,8 +62,9 @@ class DemoConfig(BaseModel):
     proof_seconds: int | None = None
 
 
-class DemoDeployment(BaseModel):
-    """Addresses and ids the demo's peers need (no keys: peers get those from the DevChain)."""
+class Deployment(BaseModel):
+    """An escrow stack on one chain: what `python -m swarm.chain deploy` writes (deployment.json) and what
+    deploy_demo(..., deployment=) and peers (--chain-rpc, --escrow) read. No keys."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -67,6 +74,26 @@ class DemoDeployment(BaseModel):
     escrow: str
     verifier: str
     verifier_name: str
+
+    def save(self, path: str | Path) -> Path:
+        """Write this deployment as JSON to `path` (its folder is created)."""
+        out = Path(path).expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(self.model_dump_json(indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a deployment file (a demo's, with its experiment, reads as its escrow stack too)."""
+        try:
+            return cls.model_validate(json.loads(Path(path).expanduser().read_text()))
+        except (OSError, ValueError, ValidationError) as exc:
+            raise ChainError(f"cannot read the deployment file {path}: {str(exc).splitlines()[0]}") from exc
+
+
+class DemoDeployment(Deployment):
+    """Addresses and ids the demo's peers need (no keys: peers get those from the DevChain)."""
+
     experiment_id: int
     start: int
     funder: str
@@ -81,28 +108,61 @@ def choose_verifier(preference: str = "auto") -> str:
     return next((name for name in (FAST_VERIFIER, REAL_VERIFIER) if name in artifacts), STANDIN_VERIFIER)
 
 
-def deploy_demo(chain: DevChain, config: DemoConfig | None = None, *, stakers: Sequence[int] | None = None,
-                verifier_artifact: dict | None = None) -> DemoDeployment:
-    """Deploy and fund the demo on `chain`. Account 0 is the researcher; `stakers` (default: all others) stake.
+class ChainTarget(Protocol):
+    """What deploy_demo needs of a chain: a DevChain, or any RPC with the deployer's account first."""
+
+    rpc_url: str
+    chain_id: int
+    accounts: Sequence[Any]  # .address, .private_key; account 0 deploys and funds
+
+
+def deploy_escrow_stack(
+    client: ChainClient, config: DemoConfig | None = None, *, verifier_artifact: dict | None = None,
+    token: str | None = None, batch_fee: int = 0,
+) -> Deployment:  # fmt: skip
+    """Deploy the verifier, the token (a TestToken unless `token`, an ERC-20 address, is given) and the escrow
+    pinning that verifier, from `client`'s wallet; returns the addresses.
 
     `verifier_artifact` (`{"abi", "bytecode"}`, from `zk.keys.fast_setup`) deploys the verifier of a key folder
     other than the committed one (groth16py's keys), under the name FastChunkVerifier."""
     cfg = config or DemoConfig()
-    funder = ChainClient(chain.rpc_url, Wallet(chain.accounts[0].private_key))
     if verifier_artifact is not None:
-        funder.add_artifact(FAST_VERIFIER, verifier_artifact["abi"], verifier_artifact["bytecode"])
+        client.add_artifact(FAST_VERIFIER, verifier_artifact["abi"], verifier_artifact["bytecode"])
     verifier_name = FAST_VERIFIER if verifier_artifact is not None else choose_verifier(cfg.verifier)
-    verifier, _ = funder.deploy(verifier_name)
-    token, _ = funder.deploy("TestToken")
+    verifier, _ = client.deploy(verifier_name)
+    if token is None:
+        token, _ = client.deploy("TestToken")
     standin = verifier_name in STANDIN_VERIFIERS
-    shape = funder.verifier_shape(
+    shape = client.verifier_shape(
         verifier, chunk=cfg.chunk_size if standin else DEFAULT_PARAMS.chunk, depth=DEFAULT_PARAMS.depth,
-        proof_seconds=cfg.proof_seconds or (STANDIN_PROOF_SECONDS if standin else REAL_PROOF_SECONDS), batch=verifier_name in BATCH_VERIFIERS,
+        proof_seconds=cfg.proof_seconds or (STANDIN_PROOF_SECONDS if standin else REAL_PROOF_SECONDS),
+        batch=verifier_name in BATCH_VERIFIERS,
     )  # fmt: skip
-    funder.deploy_escrow(
+    client.deploy_escrow(
         token, min_stake=cfg.min_stake, unbonding_delay=cfg.unbonding_delay, slash_grace=cfg.slash_grace,
-        reporter_bps=cfg.reporter_bps, audit_bond=cfg.audit_bond, verifiers=[shape],
+        reporter_bps=cfg.reporter_bps, audit_bond=cfg.audit_bond, verifiers=[shape], batch_fee=batch_fee,
     )  # fmt: skip
+    return Deployment(rpc_url=client.rpc_url, chain_id=client.w3.eth.chain_id, token=token,
+                      escrow=client.escrow_address, verifier=verifier, verifier_name=verifier_name)  # fmt: skip
+
+
+def deploy_demo(chain: ChainTarget, config: DemoConfig | None = None, *, stakers: Sequence[int] | None = None,
+                verifier_artifact: dict | None = None, deployment: Deployment | None = None) -> DemoDeployment:
+    """Deploy and fund the demo on `chain`. Account 0 is the researcher; `stakers` (default: all others) stake.
+
+    `deployment` (e.g. `Deployment.load("deployment.json")`, written by `python -m swarm.chain deploy`): use
+    that escrow stack instead of deploying one (its chain id must be `chain`'s; minting needs account 0 to own
+    its TestToken). `verifier_artifact`: see deploy_escrow_stack."""
+    cfg = config or DemoConfig()
+    funder = ChainClient(chain.rpc_url, Wallet(chain.accounts[0].private_key))
+    if deployment is None:
+        stack = deploy_escrow_stack(funder, cfg, verifier_artifact=verifier_artifact)
+    else:
+        if deployment.chain_id != chain.chain_id:
+            raise ChainError(f"the deployment is on chain {deployment.chain_id}, this chain is {chain.chain_id}")
+        funder.attach(deployment.escrow)
+        stack = deployment
+    verifier, verifier_name, token = stack.verifier, stack.verifier_name, stack.token
     start = funder.block_timestamp()
     spec = ExperimentSpec(
         verifier=verifier, start=start, round_duration=cfg.round_duration, submit_window=cfg.submit_window,
