@@ -86,6 +86,8 @@ class PeerConfig(BaseSettings):
     prover_key_dir: Path | None = Field(None, description="paid stage: the folder of the circuit keys the experiment's "
                                         "verifier was made from (groth16py; e.g. a ceremony's output)")
     wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
+    data_dir: Path | None = Field(None, description="paid stage: where the peer keeps what must outlive a crash (its "
+                                  "settlement journal, data_dir/settlement/; docs/protocol.md); default ~/.swarm")
     wallet_key: SecretStr | None = Field(None, description="the L2 wallet's private key: env SWARM_WALLET_KEY "
                                          "only, never a flag or a profile")
     chain_rpc: str | None = Field(None, pattern=r"^(https?|wss?)://", description="L2 RPC URL; with a wallet and "

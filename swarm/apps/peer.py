@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("matchmaking_time", type=float, metavar="SECONDS")
     opt("identity_path", type=Path, metavar="PATH")
     opt("wallet_key_file", type=Path, metavar="PATH")
+    opt("data_dir", type=Path, metavar="PATH")
     opt("prover_workers", type=int, metavar="N")
     opt("prover_backend", choices=["zokrates", "groth16py"])
     opt("prover_key_dir", type=Path, metavar="DIR")

@@ -9,6 +9,7 @@ one in its place (`TxReconciler`). No key material is ever stored. Layout and ru
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -104,9 +105,19 @@ class TxRow:
     resent: int
 
 
-def journal_path(data_dir: Path, *, chain_id: int, escrow: str, experiment: int, peer: str) -> Path:
-    """<data_dir>/settlement/<chain id>-<escrow>-<experiment>-<peer>.sqlite (addresses lower-case)."""
-    return data_dir / "settlement" / f"{chain_id}-{escrow.lower()}-{experiment}-{peer.lower()}.sqlite"
+DEFAULT_DATA_DIR = Path("~/.swarm")
+
+
+def default_data_dir() -> Path:
+    """Where a peer keeps what must outlive it when no --data-dir (SWARM_DATA_DIR) is given: ~/.swarm."""
+    return DEFAULT_DATA_DIR.expanduser()
+
+
+def journal_path(data_dir: Path, *, chain_id: int, genesis: str, escrow: str, experiment: int, peer: str) -> Path:
+    """<data_dir>/settlement/<chain id>-<genesis hash, 8 hex>-<escrow>-<experiment>-<peer>.sqlite (lower-case): a
+    dev chain started again (same addresses, new genesis) gets a new file, never an old run's journal."""
+    tag = genesis.lower().removeprefix("0x")[:8]
+    return data_dir / "settlement" / f"{chain_id}-{tag}-{escrow.lower()}-{experiment}-{peer.lower()}.sqlite"
 
 
 class Journal:
@@ -118,17 +129,32 @@ class Journal:
         self.path = path
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError(f"cannot create the settlement journal {path}: {exc}") from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel if we die
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise JournalError(f"another process is settling with the journal {path} (the same wallet in the "
+                               "same experiment): stop it first") from None
+        try:
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives -wal/-shm the same mode
             if path.stat().st_mode & 0o077:
                 os.chmod(path, 0o600)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the transaction is sent
             self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            os.close(self._lock_fd)
             raise JournalError(f"cannot open the settlement journal {path}: {exc}") from exc
         self._lock = threading.Lock()
-        self._check_identity({"version": str(SCHEMA_VERSION), **identity})
+        try:
+            self._check_identity({"version": str(SCHEMA_VERSION), **identity})
+        except BaseException:
+            self.close()
+            raise
 
     def _check_identity(self, identity: dict[str, str]) -> None:
         stored = dict(self._db.execute("SELECT key, value FROM meta WHERE key != 'cursor'").fetchall())
@@ -141,9 +167,18 @@ class Journal:
                                f"({', '.join(f'{k}: {a} here, {b} now' for k, (a, b) in wrong.items())}); move it "
                                "away if that chain is gone")  # fmt: skip
 
-    def close(self) -> None:
+    def close(self, *, remove_if_empty: bool = False) -> None:
+        """Close the file; with `remove_if_empty`, delete it when nothing is owed (no round, no transaction)."""
         with self._lock:
+            empty = remove_if_empty and not any(
+                self._db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in ("rounds", "txs")
+            )
             self._db.close()
+            if empty:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                self.path.with_suffix(".lock").unlink(missing_ok=True)
+            os.close(self._lock_fd)
 
     def _write(self, sql: str, *rows: tuple) -> None:
         with self._lock:

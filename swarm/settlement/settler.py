@@ -172,7 +172,7 @@ class RoundSettler(StartStop):
             self._thread = None
         if self.journal is not None:
             self.client.on_signed(None)
-            self.journal.close()
+            self.journal.close(remove_if_empty=True)
             self.journal = None
 
     def __call__(self, report: Any) -> None:
@@ -188,8 +188,8 @@ class RoundSettler(StartStop):
         chain_id = int(c._reader.rpc("reading the chain id", lambda: c.w3.eth.chain_id))
         identity = {"chain_id": str(chain_id), "escrow": str(c.escrow_address).lower(),
                     "experiment": str(self.experiment_id), "peer": self._me, "genesis": self._block_hash(0)}
-        path = journal_path(data_dir, chain_id=chain_id, escrow=str(c.escrow_address), experiment=self.experiment_id,
-                            peer=self._me)  # fmt: skip
+        path = journal_path(data_dir, chain_id=chain_id, genesis=identity["genesis"], escrow=str(c.escrow_address),
+                            experiment=self.experiment_id, peer=self._me)  # fmt: skip
         self.journal = Journal(path, identity)
         self._reconciler = TxReconciler(self.journal, c.w3, c.address)
         c.on_signed(self._journal_tx)

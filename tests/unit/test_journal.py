@@ -19,8 +19,8 @@ IDENTITY = {"chain_id": "31337", "escrow": "0x" + "ab" * 20, "experiment": "3", 
 
 
 def journal(tmp_path, **identity) -> Journal:
-    path = journal_path(tmp_path / "data", chain_id=31337, escrow=IDENTITY["escrow"], experiment=3,
-                        peer=IDENTITY["peer"])  # fmt: skip
+    path = journal_path(tmp_path / "data", chain_id=31337, genesis=IDENTITY["genesis"], escrow=IDENTITY["escrow"],
+                        experiment=3, peer=IDENTITY["peer"])  # fmt: skip
     return Journal(path, {**IDENTITY, **identity})
 
 
@@ -34,17 +34,22 @@ def test_the_file_is_private_and_holds_no_key(tmp_path) -> None:
     j.record_tx(pending(0, "0x01"), "contribute", [[0, 0]])
     j.close()
     files = list((tmp_path / "data" / "settlement").iterdir())
-    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert len(files) >= 2 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)  # + its .lock
+    files = [f for f in files if f.suffix == ".sqlite"]
     assert stat.S_IMODE((tmp_path / "data" / "settlement").stat().st_mode) == 0o700
     names = {r[0] for r in sqlite3.connect(files[0]).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert names == {"meta", "rounds", "audits", "txs"}  # signed bytes only: nothing a key could be read from
 
 
-def test_a_journal_of_another_chain_or_peer_is_refused(tmp_path) -> None:
+def test_a_journal_of_another_peer_or_a_second_process_is_refused(tmp_path) -> None:
     journal(tmp_path).close()
-    with pytest.raises(JournalError, match="genesis"):
-        journal(tmp_path, genesis="0x" + "11" * 32)
-    journal(tmp_path).close()  # the right identity opens it again
+    with pytest.raises(JournalError, match="peer"):
+        journal(tmp_path, peer="0x" + "ef" * 20)
+    j = journal(tmp_path)  # the right identity opens it again
+    with pytest.raises(JournalError, match="another process"):
+        journal(tmp_path)
+    j.close(remove_if_empty=True)  # nothing owed: the file goes
+    assert list((tmp_path / "data" / "settlement").iterdir()) == []
 
 
 def test_a_round_is_rebuilt_from_its_codes_and_scales(tmp_path) -> None:

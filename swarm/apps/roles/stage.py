@@ -48,6 +48,7 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
         logger.warning("no wallet: this peer trains but is not paid (give --wallet-key-file to be paid)")
         return None
     from swarm.chain.client import ChainClient
+    from swarm.settlement.journal import default_data_dir
     from swarm.settlement.settler import RoundSettler
     from swarm.settlement.watcher import Watcher
 
@@ -77,7 +78,7 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
         logger.warning("--byzantine --attack silent: this peer will not prove nor answer its audits (tests only)")
     settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,
                            prover=prover, publish=lambda c, audit: publish and publish(c, audit=audit),
-                           answer_audits=not silent(config))  # fmt: skip
+                           answer_audits=not silent(config), data_dir=config.data_dir or default_data_dir())  # fmt: skip
     settler = cleanup.enter_context(settler)
     # every paid peer also watches the experiment's audits (its own client: its transactions never wait on the
     # settler's; nonces are shared through the wallet's lock)
