@@ -5,14 +5,24 @@ it) and takes chunk proofs from a shared queue; a job's result is a `concurrent.
 with `prove_async`) that resolves when all its chunks are proved. With `backend="groth16py"` the worker only
 computes witnesses and each thread proves natively in-process (GIL released; the proving key is loaded once
 and shared), ~5x fewer CPU-seconds per chunk than zokrates-js (BENCHMARKS.md, zk); one thread per core.
+
+Strict mode (`strict=True`, a stage peer's `--strict-proofs`): the first job of each (round, stage, root) also
+queues proofs of every other chunk of that commitment, at a lower priority than any plain job, so the
+contribution's chunk c0 and the audited chunks are never kept waiting by them; a later job for a chunk the strict
+pass has proven is answered from it. When the next round's commitment arrives, what is left of the previous
+round's strict pass is dropped (the backlog stays bounded) and `on_strict` hears how far it got (`StrictReport`:
+whether strict proving keeps up with the rounds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +69,35 @@ class ProofJob:
 
 
 Task = tuple[ProofJob, int]  # one chunk of one job
+URGENT, STRICT = 0, 1  # queue priorities: plain jobs (c0, audits) before strict-mode proofs
+KEPT_PASSES = 4  # strict passes whose proofs still answer later jobs (audits come rounds after c0)
+
+
+def _key(job: ProofJob) -> tuple:
+    return job.round, job.stage, job.commitment.root, job.peer
+
+
+@dataclass(frozen=True)
+class StrictReport:
+    """How far one round's strict pass got: `proven` of `chunks` in `seconds`; `complete` False if the next
+    round's commitment came first (the rest was dropped) or a proof failed."""
+
+    round: int
+    stage: int
+    chunks: int
+    proven: int
+    seconds: float
+    complete: bool
+
+
+def log_strict(report: StrictReport) -> None:
+    if report.complete:
+        logger.info("strict proofs, round %d stage %d: all %d chunks proven in %.1f s", report.round, report.stage,
+                    report.chunks, report.seconds)
+    else:
+        logger.warning("strict proofs, round %d stage %d: %d of %d chunks proven in %.1f s, the rest dropped (the "
+                       "prover does not keep up)", report.round, report.stage, report.proven, report.chunks,
+                       report.seconds)
 
 
 class BackgroundProver:
@@ -66,12 +105,17 @@ class BackgroundProver:
 
     def __init__(self, params: CircuitParams = DEFAULT_PARAMS, keys_root: Path = KEYS_ROOT,
                  timeout: float = DEFAULT_TIMEOUT, workers: int = 1, backend: str = DEFAULT_BACKEND,
-                 key_dir: Path | None = None) -> None:
+                 key_dir: Path | None = None, strict: bool = False,
+                 on_strict: Callable[[StrictReport], None] = log_strict) -> None:
         if workers < 1:
             raise ProofError(f"a background prover needs at least one worker, got {workers}")
         self.params, self.keys_root, self.timeout, self.workers = params, keys_root, timeout, workers
         self.backend, self.key_dir = check_backend(backend), key_dir
-        self._tasks: queue.Queue[Task | None] = queue.Queue()
+        self.strict, self.on_strict = strict, on_strict
+        self._strict_job: ProofJob | None = None  # the newest round's strict pass: the one whose tasks are queued
+        self._passes: dict[tuple, ProofJob] = {}  # the last KEPT_PASSES passes by _key, to answer audits from
+        self._seq = itertools.count()  # FIFO within a priority
+        self._tasks: queue.PriorityQueue[tuple[int, int, Task | None]] = queue.PriorityQueue()
         self._threads: list[threading.Thread] = []
         self._zk_workers: list[ZkWorker] = []
         self._lock = threading.Lock()
@@ -108,9 +152,59 @@ class BackgroundProver:
         job.future.set_running_or_notify_cancel()  # a queued proof cannot be cancelled, only shut down
         if not job.chunks:
             job.future.set_result([])
+        strict = self._strict_for(job) if self.strict else None
         for chunk in job.chunks:
-            self._tasks.put((job, chunk))
+            done = strict._results.get(chunk) if strict is not None else None
+            if done is not None:
+                job.record(chunk, done)
+            else:
+                self._put(URGENT, (job, chunk))
         return job.future
+
+    def _put(self, priority: int, task: Task | None) -> None:
+        self._tasks.put((priority, next(self._seq), task))
+
+    def _strict_for(self, job: ProofJob) -> ProofJob | None:
+        """The strict pass of this job's (round, stage, root, peer). The first job of a newer round starts one
+        and drops what is left of the previous pass; a job of an older round (an audit) starts none, but is
+        answered from its round's pass where that proved the chunk."""
+        key = _key(job)
+        with self._lock:
+            if key in self._passes:
+                return self._passes[key]
+            current = self._strict_job
+            if current is not None and job.round <= current.round:
+                return None
+            strict = ProofJob(job.commitment, job.experiment, job.round, job.stage, job.peer,
+                              list(range(job.commitment.num_chunks)), job.norm_bound)
+            strict.future.set_running_or_notify_cancel()
+            self._strict_job, now = strict, time.perf_counter()
+            self._passes[key] = strict
+            while len(self._passes) > KEPT_PASSES:
+                del self._passes[next(iter(self._passes))]
+        if current is not None:  # reported by its own callback; its proofs still answer audits
+            current.fail(ProofError("dropped: the next round's strict proofs started"))
+        strict.future.add_done_callback(lambda f: self._report(strict, now, time.perf_counter()))
+        for chunk in strict.chunks:  # a chunk some plain job proves first is skipped when its turn comes
+            self._put(STRICT, (strict, chunk))
+        return strict
+
+    def _share(self, job: ProofJob, chunk: int, proof: Contribution) -> None:
+        """A plain job's proof also counts for the strict pass of the same commitment."""
+        strict = self._passes.get(_key(job))
+        if strict is not None and strict is not job:
+            strict.record(chunk, proof)
+
+    def _report(self, strict: ProofJob, started: float, ended: float) -> None:
+        if self._stopping:
+            return
+        proven = len(strict._results)  # no lock: this may run inside strict.record's
+        report = StrictReport(strict.round, strict.stage, len(strict.chunks), proven, ended - started,
+                              proven == len(strict.chunks))
+        try:
+            self.on_strict(report)
+        except Exception:  # a listener's bug must not stop the prover
+            logger.exception("on_strict failed")
 
     async def prove_async(self, commitment: Commitment, **job: object) -> list[Contribution]:
         """`submit` for asyncio code: awaits the proofs without blocking the event loop."""
@@ -118,7 +212,7 @@ class BackgroundProver:
 
     @property
     def pending(self) -> int:
-        """Chunk proofs queued and not started yet."""
+        """Chunk proofs queued and not started yet (strict-mode ones included)."""
         return self._tasks.qsize()
 
     def shutdown(self) -> None:
@@ -127,13 +221,13 @@ class BackgroundProver:
         stopped = ProofError("the background prover was shut down before this proof was made")
         while True:
             try:
-                task = self._tasks.get_nowait()
+                _, _, task = self._tasks.get_nowait()
             except queue.Empty:
                 break
             if task is not None:
                 task[0].fail(stopped)
         for _ in self._threads:
-            self._tasks.put(None)
+            self._put(-1, None)
         with self._lock:
             workers = list(self._zk_workers)
         for w in workers:
@@ -156,10 +250,12 @@ class BackgroundProver:
             return
         ready.set()
         try:
-            while (task := self._tasks.get()) is not None:
+            while (task := self._tasks.get()[2]) is not None:
                 job, chunk = task
                 if self._stopping or job.future.done():
                     job.fail(ProofError("the background prover was shut down before this proof was made"))
+                    continue
+                if chunk in job._results:  # a strict-mode chunk a plain job has proven meanwhile
                     continue
                 try:
                     proof = prover.prove(job.commitment, experiment=job.experiment, round=job.round,
@@ -169,5 +265,7 @@ class BackgroundProver:
                     job.fail(exc)
                 else:
                     job.record(chunk, proof)
+                    if self.strict:
+                        self._share(job, chunk, proof)
         finally:
             worker.shutdown()
