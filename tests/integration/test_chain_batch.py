@@ -1,0 +1,216 @@
+"""contributeBatch on a real anvil with real Groth16 proofs (zokrates-js stand-in proofs, and the real chunk
+circuit's for the batch verifier itself): any peer submits other peers' contributions of a round in one
+transaction; the records, collateral and rewards are the named peers'; a bad proof never gets paid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from eth_abi import encode
+from eth_utils import keccak
+
+from protocol.contribution import Contribution
+from swarm.chain import DevChain, RevertError
+from swarm.chain.client import ChainClient
+from swarm.chain.testing import EscrowWorld
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+BATCH = "BatchStandInChunkVerifier"
+FEE = 7
+
+
+@pytest.fixture
+def bworld(chain: DevChain) -> Iterator[EscrowWorld]:
+    """A world whose experiments use the batch stand-in verifier, with a batch fee of FEE per entry."""
+    snapshot = chain.rpc("evm_snapshot", [])
+    try:
+        yield EscrowWorld(chain, verifier_contract=BATCH, batch_fee=FEE)
+    finally:
+        chain.rpc("evm_revert", [snapshot])
+
+
+def reverts(name: str):
+    return pytest.raises(RevertError, match=rf"\b{name}\b")
+
+
+def accumulator(contributions: list[Contribution]) -> bytes:
+    """The round accumulator after these contributions, in order (SwarmEscrow: keccak(acc, peer, stage, root))."""
+    acc = bytes(32)
+    for c in contributions:
+        acc = keccak(encode(["bytes32", "address", "uint256", "uint256"], [acc, c.peer, c.stage, c.root]))
+    return acc
+
+
+def proven(world: EscrowWorld, exp: int, pairs: list[tuple[ChainClient, int]], round: int = 0,
+           root0: int = 1_000) -> list[Contribution]:  # fmt: skip
+    return world.prove([world.contribution(p, exp, round, s, root0 + i) for i, (p, s) in enumerate(pairs)], exp)
+
+
+@pytest.mark.parametrize("size", [1, 2, 50])
+def test_a_batch_records_each_contribution_for_its_peer(bworld: EscrowWorld, size: int) -> None:
+    w = bworld
+    stages = 10  # 5 peers x 10 stages: 50 distinct (peer, stage) records in one round
+    exp = w.create_experiment(stage_params=(5_000,) * stages, reward_per_round=1_000, pool=10_000)
+    for p in w.peers:
+        p.stake(100 * stages)
+    pairs = [(w.peers[i % 5], i // 5) for i in range(size)]
+    batch = proven(w, exp, pairs)
+    submitter = w.funder  # not a contributor: it only pays the gas and earns the fee
+    before = submitter.token_balance()
+    result = submitter.contribute_batch(batch)
+    assert result.receipt["status"] == 1 and result.included == batch and not result.skipped and not result.left_out
+    assert result.fee == FEE * size and submitter.token_balance() == before + FEE * size
+    state = w.funder.round_state(exp, 0)
+    assert state.contributions == size
+    assert state.accumulator == accumulator(batch)  # the same seed input as one contribute per peer
+    for c in batch:
+        assert w.funder.record(exp, 0, c.stage, c.peer).exists
+    for p in w.peers:
+        assert p.stake_of().locked == 100 * sum(1 for q, _ in pairs if q is p)
+    assert [(e["peer"].lower(), e["stage"]) for e in w.funder.events("Contributed")] == [
+        (c.peer, c.stage) for c in batch]  # fmt: skip
+    assert not submitter.record(exp, 0, 0, submitter.address).exists
+    w.goto(exp, 0, "after")
+    w.funder.finalize(exp, 0)
+    share = w.funder.round_state(exp, 0).share
+    assert share == 1_000 // size
+    p, stage = pairs[0]
+    paid = p.token_balance()
+    p.claim(exp, 0, stage)
+    assert p.token_balance() == paid + share
+
+
+def test_a_bad_proof_fails_the_whole_batch_and_the_precheck_leaves_it_out(bworld: EscrowWorld) -> None:
+    w = bworld
+    exp = w.create_experiment(reward_per_round=1_000, pool=10_000)
+    a, b, c, d = w.peers[:4]
+    for p in (a, b, c, d):
+        p.stake(100)
+    good = proven(w, exp, [(a, 0), (b, 0), (c, 1), (d, 1)])
+    # d's proof for another root: a valid proof, of another statement (root is a public input)
+    bad = good[3].model_copy(update={"root": good[3].root + 1})
+    batch = [*good[:3], bad]
+    submitter = w.peers[4]
+    with reverts("InvalidProof"):
+        submitter.contribute_batch(batch, precheck=False)
+    assert w.funder.round_state(exp, 0).contributions == 0 and d.stake_of().locked == 0
+    result = submitter.contribute_batch(batch)  # the free eth_call precheck drops it
+    assert result.included == good[:3] and result.left_out == [(bad, "invalid proof")]
+    assert not w.funder.record(exp, 0, 1, d.address).exists and d.stake_of().locked == 0
+    w.goto(exp, 0, "after")
+    w.funder.finalize(exp, 0)
+    assert w.funder.round_state(exp, 0).share == 333  # 3 valid contributions share the round: d gets nothing
+    with reverts("NoContribution"):
+        d.claim(exp, 0, 1)
+
+
+def test_a_submitter_cannot_redirect_a_reward(bworld: EscrowWorld) -> None:
+    w = bworld
+    exp = w.create_experiment(reward_per_round=1_000, pool=10_000)
+    victim, thief = w.peers[:2]
+    for p in (victim, thief):
+        p.stake(100)
+    (honest,) = proven(w, exp, [(victim, 0)])
+    stolen = honest.model_copy(update={"peer": thief.address.lower()})  # the victim's proof, the thief's name
+    with reverts("InvalidProof"):  # the proof's context binds the victim's address (and c0 depends on it)
+        thief.contribute_batch([stolen], precheck=False)
+    result = thief.contribute_batch([honest])  # submitting it honestly pays the fee, not the reward
+    assert result.included == [honest] and result.fee == FEE
+    assert not w.funder.record(exp, 0, 0, thief.address).exists and thief.stake_of().locked == 0
+    assert victim.stake_of().locked == 100
+    w.goto(exp, 0, "after")
+    w.funder.finalize(exp, 0)
+    with reverts("NoContribution"):
+        thief.claim(exp, 0, 0)
+    before = victim.token_balance()
+    victim.claim(exp, 0, 0)
+    assert victim.token_balance() == before + 1_000
+
+
+def test_entries_a_peer_made_unpayable_are_skipped_not_fatal(bworld: EscrowWorld) -> None:
+    """A peer cannot make someone else's batch revert: an entry already recorded (it sent its own first) or
+    without free collateral (it unbonded) is skipped; the others are recorded; no fee for the submitter's own."""
+    w = bworld
+    exp = w.create_experiment(reward_per_round=1_000, pool=10_000)
+    a, b, c, submitter = w.peers[:4]
+    for p in (a, b, c, submitter):
+        p.stake(100)
+    ca, cb, cc, cs = proven(w, exp, [(a, 0), (b, 0), (c, 0), (submitter, 1)])
+    a.contribute(ca)  # a front-runs the batch with its own contribute
+    b.request_unbond(100)  # b's collateral leaves before the batch lands
+    result = submitter.contribute_batch([ca, cb, cc, cs], precheck=False)
+    assert result.included == [cc, cs]
+    assert sorted(r for _, r in result.skipped) == ["collateral", "duplicate"]
+    assert result.fee == FEE  # c's entry only: the submitter's own earns no fee
+    assert w.funder.round_state(exp, 0).contributions == 3
+    assert (a.stake_of().locked, b.stake_of().locked, c.stake_of().locked) == (100, 0, 100)
+    assert [e["reason"] for e in w.funder.events("ContributionSkipped")] == [1, 2]
+
+
+def test_a_verifier_without_verify_batch_checks_each_proof(world: EscrowWorld) -> None:
+    """The default world's experiments use ZoKrates' stand-in verifier (no verifyBatch): contributeBatch
+    checks each proof with verifyTx, same rules."""
+    exp = world.create_experiment(reward_per_round=1_000, pool=10_000)
+    a, b = world.peers[:2]
+    for p in (a, b):
+        p.stake(100)
+    ca, cb = proven(world, exp, [(a, 0), (b, 1)])
+    with reverts("InvalidProof"):
+        world.funder.contribute_batch([ca, cb.model_copy(update={"norm_sq": cb.norm_sq + 1})], precheck=False)
+    assert world.funder.contribute_batch([ca, cb]).included == [ca, cb]
+    assert world.funder.round_state(exp, 0).contributions == 2
+
+
+def test_a_record_slot_is_reused_after_the_ring_only_once_closed(bworld: EscrowWorld) -> None:
+    w = bworld
+    ring = w.funder.read("RECORD_RING")
+    exp = w.create_experiment(reward_per_round=1_000, pool=10_000, num_rounds=2 * ring + 1)
+    a, b = w.peers[:2]
+    for p in (a, b):
+        p.stake(200)
+    (a0,) = proven(w, exp, [(a, 0)])
+    (a64, b64) = proven(w, exp, [(a, 0), (b, 0)], round=ring, root0=5_000)
+    (a128,) = proven(w, exp, [(a, 0)], round=2 * ring, root0=9_000)
+    a.contribute(a0)
+    w.goto(exp, ring, "train")
+    with reverts("RecordSlotBusy"):  # round 0's record is not claimed: its slot is not free
+        a.contribute(a64)
+    result = w.funder.contribute_batch([a64, b64], precheck=False)
+    assert result.included == [b64] and result.skipped == [(a64, "slot busy")]
+    w.funder.finalize(exp, 0)
+    a.claim(exp, 0, 0)
+    receipt = a.contribute(a64)  # the claimed record's slot is rewritten
+    assert a.record(exp, ring, 0, a.address).exists and not a.record(exp, 0, 0, a.address).exists
+    assert a.record(exp, ring, 0, a.address).round == ring
+    with reverts("AlreadyContributed"):
+        a.contribute(a64)
+    with reverts("NoContribution"):  # round 0's record is gone from the ring: nothing to claim twice
+        a.claim(exp, 0, 0)
+    assert receipt["gasUsed"] < 300_000
+    w.goto(exp, 2 * ring, "train")
+    with reverts("RecordSlotBusy"):
+        a.contribute(a128)
+
+
+def test_contribute_batch_refuses_what_the_submitter_can_check(bworld: EscrowWorld) -> None:
+    w = bworld
+    exp = w.create_experiment(num_rounds=2)
+    a = w.peers[0]
+    a.stake(100)
+    (ca,) = proven(w, exp, [(a, 0)])
+    with pytest.raises(Exception, match="empty batch"):
+        w.funder.contribute_batch([])
+    with reverts("EmptyBatch"):
+        w.funder.transact("contributeBatch", exp, 0, [])
+    late = ca.model_copy(update={"round": 1})
+    with pytest.raises(Exception, match="one experiment and round"):
+        w.funder.contribute_batch([ca, late])
+    with reverts("UnknownStage"):
+        w.funder.contribute_batch([ca.model_copy(update={"stage": 5})], precheck=False)
+    with reverts("NormAboveBound"):
+        w.funder.contribute_batch([ca.model_copy(update={"norm_sq": 10**7})], precheck=False)
+    w.goto(exp, 1, "audit")
+    with reverts("SubmissionClosed"):
+        w.funder.contribute_batch([ca], precheck=False)
