@@ -85,6 +85,8 @@ class PeerConfig(BaseSettings):
                                                             "per proof; needs --prover-key-dir matching the verifier)")
     prover_key_dir: Path | None = Field(None, description="paid stage: the folder of the circuit keys the experiment's "
                                         "verifier was made from (groth16py; e.g. a ceremony's output)")
+    strict_proofs: bool = Field(False, description="paid stage: prove every chunk of every update, not only the "
+                                "contributed and audited ones (at low priority; each round's tally is logged)")
     wallet_key_file: Path | None = Field(None, description="file (mode 0600) holding the L2 wallet's private key")
     data_dir: Path | None = Field(None, description="paid stage: where the peer keeps what must outlive a crash (its "
                                   "settlement journal, data_dir/settlement/; docs/protocol.md); default ~/.swarm")

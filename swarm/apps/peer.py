@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("prover_workers", type=int, metavar="N")
     opt("prover_backend", choices=["zokrates", "groth16py"])
     opt("prover_key_dir", type=Path, metavar="DIR")
+    opt("strict_proofs", action="store_true")
     opt("chain_rpc", metavar="URL")
     opt("escrow", metavar="ADDRESS")
     opt("chain_experiment", type=int, metavar="ID")

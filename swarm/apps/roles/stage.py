@@ -69,11 +69,11 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     except Exception as exc:  # noqa: BLE001 -- gossip is optional; settlement works without it
         logger.warning("gossip unavailable, contributions go on-chain only: %s", exc)
     prover = None
-    if config.prover_backend != "zokrates":
+    if config.prover_backend != "zokrates" or config.strict_proofs:
         from zk.background import BackgroundProver
 
         prover = BackgroundProver(workers=config.prover_workers, backend=config.prover_backend,
-                                  key_dir=config.prover_key_dir)
+                                  key_dir=config.prover_key_dir, strict=config.strict_proofs)
     if silent(config):
         logger.warning("--byzantine --attack silent: this peer will not prove nor answer its audits (tests only)")
     settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,
