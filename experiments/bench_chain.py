@@ -1,11 +1,13 @@
 """Gas of the escrow on a real anvil (optimism mode) with real Groth16 proofs (stand-in circuit, same verifier
 shape as zk's): deploy gas, gas per peer-round (contribute + finalize/N + claim) for N contributors with the
-ZoKrates-exported verifier and with zk/fast_verifier.py's, claimMany amortized over R rounds, and the cost of
-one round at a stated L2 gas price. Baselines: a bare verifyTx transaction of the same proof on each verifier.
+ZoKrates-exported verifier, with zk/fast_verifier.py's, and batched (one contributeBatch of the N contributions,
+checked by zk/batch_verifier.py's verifyBatch) in the same run, claimMany amortized over R rounds, and the cost
+of one round in ETH and USD at a stated L2 gas price and ETH price. Baselines: a bare verifyTx transaction of
+the same proof on each verifier.
 Also what a free rider earns per round next to an honest peer: with the escrow before issue 13 (its artifact
 read from git, commit 97e46d6) and with today's, in the same run.
 
-    python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--breakdown]
+    python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--eth-usd 3000] [--breakdown]
 
 --breakdown: where a steady contribute's and a claim's gas goes, by opcode class (anvil --steps-tracing).
 """
@@ -22,30 +24,50 @@ from collections import Counter
 
 from protocol.sampling import contribute_chunk
 from swarm.chain import DevChain, RevertError
+from swarm.chain.client import batch_words
 from swarm.chain.paths import PROJECT_ROOT
 from swarm.chain.standin import STANDIN_VERIFIER
 from swarm.chain.testing import EscrowWorld, Timing
 
-TARGET_PER_PEER_ROUND = 300_000
+TARGET_PER_PEER_ROUND = 100_000  # issue 9 (it was 300,000 before batching)
 FAST_STANDIN_VERIFIER = "FastStandInChunkVerifier"  # zk/fast_verifier.py's verifier of the stand-in's key
-VERIFIERS = {"zokrates": STANDIN_VERIFIER, "fast": FAST_STANDIN_VERIFIER}
+BATCH_STANDIN_VERIFIER = "BatchStandInChunkVerifier"  # zk/batch_verifier.py's: verifyTx + verifyBatch
+VERIFIERS = {"zokrates": STANDIN_VERIFIER, "fast": FAST_STANDIN_VERIFIER, "batch": BATCH_STANDIN_VERIFIER}
 CLAIM_ROUNDS = (1, 10, 20)
+RING = 64  # SwarmEscrow.RECORD_RING: round r's record reuses round r - RING's slot
 BEFORE_ISSUE_13 = "97e46d6"  # the escrow the audit attacked: a zero update was accepted and paid
 
 
-def measure(world: EscrowWorld, n: int, proofs: list, verifier: str) -> dict[str, float]:
-    """One round with n contributors; per peer-round = (all contributions + finalize) / n + one claim."""
+def measure(world: EscrowWorld, n: int, proofs: list, verifier: str, later: list | None = None) -> dict[str, float]:
+    """One round with n contributors; per peer-round = (all contributions + finalize) / n + one claim. With
+    `later` (proofs of round RING), the funder submits all n in one contributeBatch (its gas is the
+    contributions' total), and again for round RING once round 0 is claimed: the records' ring slots are reused
+    (`steady`, what every round of an experiment longer than RING rounds pays)."""
+    batch = later is not None
     exp = world.create_experiment(
-        stage_params=(100_000,), pool=10**9, reward_per_round=10**6, verifier=verifier
+        stage_params=(100_000,), pool=10**9, reward_per_round=10**6, verifier=verifier, num_rounds=RING + 1
     )
     peers = world.peers[:n]
-    contribute = [
-        p.contribute(c.model_copy(update={"experiment": exp}))["gasUsed"] for p, c in zip(peers, proofs)
-    ]
+    mine = [c.model_copy(update={"experiment": exp}) for c in proofs[:n]]
+    if batch:
+        result = world.funder.contribute_batch(mine, precheck=False)
+        assert len(result.included) == n, result
+        contribute = [result.receipt["gasUsed"] / n] * n
+    else:
+        contribute = [p.contribute(c)["gasUsed"] for p, c in zip(peers, mine)]
     world.goto(exp, 0, "after")
     finalize = world.funder.finalize(exp, 0)["gasUsed"]
     claim = [p.claim(exp, 0, 0)["gasUsed"] for p in peers]
+    steady = statistics.mean(contribute)
+    if batch:
+        world.goto(exp, RING, "train")
+        again = world.funder.contribute_batch([c.model_copy(update={"experiment": exp}) for c in later[:n]],
+                                              precheck=False)  # fmt: skip
+        assert len(again.included) == n, again
+        steady = again.receipt["gasUsed"] / n
     return {
+        "steady": steady,
+        "steady_per_peer_round": (steady * n + finalize) / n + statistics.mean(claim),
         "n": n,
         "first_contribute": contribute[0],
         "contribute": statistics.mean(contribute[1:] or contribute),
@@ -186,6 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N in (1, 10, 30) instead of (1, 10, 100)")
     parser.add_argument("--gas-price-gwei", type=float, default=0.01, help="L2 execution gas price")
+    parser.add_argument("--eth-usd", type=float, default=3_000.0, help="ETH price in USD")
     parser.add_argument("--breakdown", action="store_true", help="also trace where contribute/claim gas goes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -208,9 +231,9 @@ def main() -> None:
         f = world.funder
         deployed = {name: f.deploy(name) for name in (*VERIFIERS.values(), "TestToken")}
         deploy = {name: receipt["gasUsed"] for name, (_, receipt) in deployed.items()}
-        deploy["SwarmEscrow"] = f.deploy("SwarmEscrow", world.token, 100, 10_000, 600, 2_000, 10, [])[1]["gasUsed"]
+        deploy["SwarmEscrow"] = f.deploy("SwarmEscrow", world.token, 100, 10_000, 600, 2_000, 10, 0, [])[1]["gasUsed"]
         for p in world.peers:
-            p.stake(100 * (max(CLAIM_ROUNDS) + 2))  # collateral: minStake per contribution in flight
+            p.stake(100 * (max(CLAIM_ROUNDS) + 2 + len(sizes)))  # collateral: minStake per contribution in flight
         exp0 = world.create_experiment(stage_params=(100_000,))
         proofs = world.prove(
             [world.contribution(p, exp0, 0, 0, 7_000 + i) for i, p in enumerate(world.peers)], exp0
@@ -221,51 +244,72 @@ def main() -> None:
             verifier = f.contract(name, deployed[name][0])
             call = verifier.functions.verifyTx(c.proof.abi_tuple(), c.public_inputs(10**6))
             baseline[key] = call.estimate_gas({"from": f.address})
+        batch_verifier = f.contract(BATCH_STANDIN_VERIFIER, deployed[BATCH_STANDIN_VERIFIER][0])
+        verify_batch = {n: batch_verifier.functions.verifyBatch(batch_words(proofs[:n], 10**6)).estimate_gas(
+            {"from": f.address}) for n in sizes}  # fmt: skip
+        later = world.prove(
+            [world.contribution(p, exp0, RING, 0, 8_000 + i) for i, p in enumerate(world.peers)], exp0
+        )
         rows = {
-            key: [measure(world, n, proofs, deployed[name][0]) for n in sizes]
+            key: [measure(world, n, proofs, deployed[name][0], later if key == "batch" else None) for n in sizes]
             for key, name in VERIFIERS.items()
         }
         many = {r: claim_many(world, r, deployed[FAST_STANDIN_VERIFIER][0]) for r in CLAIM_ROUNDS}
         riders = free_rider(world)
     print("deploy gas: " + ", ".join(f"{k} {v:,}" for k, v in deploy.items()))
     print(
-        f"baseline: bare verifyTx transaction (Groth16, 4 public inputs): "
-        f"ZoKrates' {baseline['zokrates']:,} gas, fast {baseline['fast']:,} gas ({baseline['fast'] / baseline['zokrates']:.3f}x)"
+        f"baseline: bare verifyTx transaction (Groth16, 4 public inputs): ZoKrates' {baseline['zokrates']:,} gas, "
+        f"fast {baseline['fast']:,} gas ({baseline['fast'] / baseline['zokrates']:.3f}x), batch verifier's "
+        f"verifyTx {baseline['batch']:,} ({baseline['batch'] - baseline['fast']:+,} vs fast)"
     )
+    print("bare verifyBatch transaction: " + ", ".join(
+        f"n={n} {g:,} gas ({g / n:,.0f} per proof, {g / n / baseline['fast']:.3f}x fast verifyTx)"
+        for n, g in verify_batch.items()))  # fmt: skip
     for key, name in VERIFIERS.items():
-        print_rows(f"{key} verifier ({name}):", rows[key], baseline["zokrates"])
-    fast = rows["fast"][-1]
-    contribute_share = fast["per_peer_round"] - fast["claim"]  # (contributions + finalize) / N
+        label = "batched: one contributeBatch of all N (contribute = its gas / N)" if key == "batch" else ""
+        print_rows(f"{key} verifier ({name}) {label}:", rows[key], baseline["zokrates"])
+    print(f"batched, round {RING} (ring slots of round 0 reused): " + ", ".join(
+        f"N={r['n']} contribute {r['steady']:,.0f}, per peer-round {r['steady_per_peer_round']:,.0f}"
+        for r in rows["batch"]))  # fmt: skip
+    fast, batched = rows["fast"][-1], rows["batch"][-1]
     print(
-        f"claimMany, fast verifier, N={fast['n']} "
-        "(per peer-round = (contributions + finalize)/N + claimMany/R):"
+        f"claimMany, N={fast['n']} (per peer-round = (contributions + finalize)/N + claimMany/R), single "
+        f"contribute (fast) | batched (round {RING}: ring slots reused):"
     )
+    best = {}
     for r, gas in many.items():
+        per = {k: row[f] - row["claim"] + gas / r
+               for k, row, f in (("fast", fast, "per_peer_round"), ("batch", batched, "steady_per_peer_round"))}
+        best[r] = per
         print(
             f"  R={r:>3}: claimMany {gas:>9,} gas, {gas / r:>8,.0f} per round, per peer-round "
-            f"{contribute_share + gas / r:,.0f}"
+            f"{per['fast']:,.0f} | {per['batch']:,.0f}"
         )
-    best = contribute_share + many[max(many)] / max(many)
+    r_max = max(many)
     print("free rider's tokens per round next to 3 honest peers (reward 1,000; an honest peer's share with the "
           "rider in: 250):")
     for label, paid in riders.items():
         print(f"  {label:<38} {paid:>6,}")
     zk = rows["zokrates"][-1]
-    eth = fast["n"] * fast["per_peer_round"] * args.gas_price_gwei * 1e-9
     flat = fast["finalize"] / rows["fast"][0]["finalize"]
+    n = fast["n"]
+    for label, per in (("single contribute (fast), a claim per round", fast["per_peer_round"]),
+                       (f"batched, claimMany over R={r_max}", best[r_max]["batch"])):  # fmt: skip
+        eth = n * per * args.gas_price_gwei * 1e-9
+        print(
+            f"one round, {n} peers, {label}: {n * per:,.0f} gas = {eth:.7f} ETH = {eth * args.eth_usd:.4f} USD at "
+            f"{args.gas_price_gwei} gwei and {args.eth_usd:,.0f} USD/ETH (L2 execution; the L1 data fee comes on "
+            "top, contracts/README.md)"
+        )
     print(
-        f"one round, {fast['n']} peers (fast verifier, claim per round): "
-        f"{fast['n'] * fast['per_peer_round']:,.0f} gas "
-        f"= {eth:.6f} ETH at {args.gas_price_gwei} gwei (L2 execution only; the L1 data fee comes on top)"
-    )
-    print(
-        f"chain: {best:,.0f} gas/peer-round at N={fast['n']} with the fast verifier and claimMany over "
-        f"R={max(many)} ({best / TARGET_PER_PEER_ROUND:.3f}x the 300k target); one claim per round "
-        f"{fast['per_peer_round']:,.0f} (ZoKrates' verifier {zk['per_peer_round']:,.0f}); "
-        "verifyTx fast/ZoKrates "
-        f"{baseline['fast'] / baseline['zokrates']:.3f}x; finalize N={fast['n']}/N=1 {flat:.2f}x; free rider "
-        f"(zero update) {riders['zero update, escrow before issue 13']} -> {riders['zero update']} per round; "
-        f"{time.monotonic() - t0:.0f} s"
+        f"chain: batched {best[r_max]['batch']:,.0f} gas/peer-round at N={n} with claimMany over R={r_max} "
+        f"({best[r_max]['batch'] / TARGET_PER_PEER_ROUND:.3f}x the 100k target), "
+        f"{batched['steady_per_peer_round']:,.0f} with a claim per round, {batched['per_peer_round']:,.0f} in the "
+        f"first {RING} rounds (new record slots); single contribute (fast) {best[r_max]['fast']:,.0f} / {fast['per_peer_round']:,.0f}"
+        f" (ZoKrates' verifier {zk['per_peer_round']:,.0f}); verifyBatch n={max(sizes)} "
+        f"{verify_batch[max(sizes)] / max(sizes):,.0f} gas/proof vs verifyTx {baseline['fast']:,}; finalize "
+        f"N={n}/N=1 {flat:.2f}x; free rider (zero update) {riders['zero update, escrow before issue 13']} -> "
+        f"{riders['zero update']} per round; {time.monotonic() - t0:.0f} s"
     )
 
 

@@ -43,6 +43,18 @@ TARGETED_BASE = 8  # SwarmEscrow.TARGETED_BASE: audit indices of targeted audits
 SKIP_REASONS = {1: "duplicate", 2: "collateral", 3: "slot busy"}  # SwarmEscrow.SKIP_*: ContributionSkipped
 
 
+def batch_words(contributions: Sequence[Contribution], norm_bound: int) -> list[int]:
+    """IBatchChunkVerifier.verifyBatch's input: per contribution its proof's 8 words (ZoKrates' Proof layout)
+    then its 4 public inputs [context, root, normSq, normBound]."""
+    words: list[int] = []
+    for c in contributions:
+        if c.proof is None:
+            raise ChainError(f"the contribution of {c.peer} (stage {c.stage}) has no proof")
+        (ax, ay), ((bx0, bx1), (by0, by1)), (cx, cy) = c.proof.abi_tuple()
+        words += [ax, ay, bx0, bx1, by0, by1, cx, cy, *c.public_inputs(norm_bound)]
+    return words
+
+
 class ChainClient:
     """One wallet talking to one escrow (and its token) over one RPC URL."""
 

@@ -12,7 +12,7 @@ from eth_utils import keccak
 
 from protocol.contribution import Contribution
 from swarm.chain import DevChain, RevertError
-from swarm.chain.client import ChainClient
+from swarm.chain.client import ChainClient, batch_words
 from swarm.chain.testing import EscrowWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -214,3 +214,55 @@ def test_contribute_batch_refuses_what_the_submitter_can_check(bworld: EscrowWor
     w.goto(exp, 1, "audit")
     with reverts("SubmissionClosed"):
         w.funder.contribute_batch([ca], precheck=False)
+
+
+@pytest.mark.timeout(900)
+def test_a_batch_of_real_proofs_of_our_circuit(chain: DevChain) -> None:
+    """zk's chunk circuit (CHUNK 1024, DEPTH 20, the committed development keys) proven by zokrates-js, two peers'
+    contributions recorded by a third party's contributeBatch through BatchChunkVerifier; a changed input fails."""
+    import torch
+
+    from protocol.sampling import contribute_chunk
+    from swarm.chain.deploy import DemoConfig, deploy_demo
+    from swarm.chain.wallet import Wallet
+    from zk.chunk_prover import ChunkProver
+    from zk.circuit import DEFAULT_PARAMS
+    from zk.commit import commit_update
+    from zk.prover import ZkWorker
+    from zk.quantize import quantize_update
+
+    snapshot = chain.rpc("evm_snapshot", [])
+    try:
+        cfg = DemoConfig(stage_params=(3_000,), verifier="BatchChunkVerifier", round_duration=3_600)
+        dep = deploy_demo(chain, cfg, stakers=[1, 2])
+        submitter = ChainClient(chain.rpc_url, Wallet(chain.accounts[3].private_key), escrow=dep.escrow)
+        assert submitter.registered_shape(dep.verifier).batch
+        norm_bound = submitter.experiment(dep.experiment_id).norm_bound
+        batch = []
+        with ZkWorker(timeout=600) as worker:
+            prover = ChunkProver(worker, DEFAULT_PARAMS)
+            for i, peer in enumerate(dep.peers):
+                torch.manual_seed(i)
+                commitment = commit_update(quantize_update(torch.randn(3_000) * 0.01), DEFAULT_PARAMS)
+                c0 = contribute_chunk(commitment.root, peer, commitment.num_chunks)
+                batch.append(prover.prove(commitment, experiment=dep.experiment_id, round=0, stage=0,
+                                          peer=peer.lower(), chunk=c0, norm_bound=norm_bound))  # fmt: skip
+        verifier = submitter.contract("BatchChunkVerifier", dep.verifier)
+        words = batch_words(batch, norm_bound)
+        assert verifier.functions.verifyBatch(words).call() is True
+        for k in range(2 * 12):  # any changed word of either proof or its public inputs fails the batch
+            if k % 12 in (0, 2, 6, 8, 9, 10):  # A.x, B.x.c0, C.x, context, root, normSq
+                changed = list(words)
+                changed[k] += 1
+                try:
+                    ok = verifier.functions.verifyBatch(changed).call()
+                except Exception:  # noqa: BLE001 - a point moved off its curve: the precompile reverts
+                    ok = False
+                assert ok is False, k
+        result = submitter.contribute_batch(batch)
+        assert len(result.included) == 2 and not result.left_out
+        for peer in dep.peers:
+            assert submitter.record(dep.experiment_id, 0, 0, peer).exists
+            assert submitter.stake_of(peer).locked == cfg.min_stake
+    finally:
+        chain.rpc("evm_revert", [snapshot])
