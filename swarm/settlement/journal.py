@@ -303,8 +303,8 @@ class TxReconciler:
 
     For each nonce of ours still in the journal: a version with a receipt is mined (the other versions are dropped);
     a mined one whose receipt vanished (a reorganization) is unmined; one the node does not know while its nonce is
-    still free is sent again, byte for byte (same hash: it cannot be mined twice); one whose nonce some other
-    transaction took is dropped; a mined one in a block at or below the node's `finalized` block is final and
+    still free (not mined, not held in the pool by another transaction) is sent again, byte for byte (same hash: it
+    cannot be mined twice); one whose nonce some other transaction took is dropped; a mined one in a block at or below the node's `finalized` block is final and
     leaves the journal. Returns what changed, for the settler to re-check what those transactions did.
     """
 
@@ -328,6 +328,7 @@ class TxReconciler:
     def _run(self, rows: list[TxRow]) -> list[TxRow]:
         changed: list[TxRow] = []
         used = int(self.w3.eth.get_transaction_count(self.address, "latest"))  # read before the receipts
+        queued = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # nonces the pool holds too
         final = self._finalized_block()
         by_nonce: dict[int, list[TxRow]] = {}
         for row in rows:
@@ -367,6 +368,8 @@ class TxReconciler:
                 continue
             if any(self._known(v.hash) for v in versions):
                 continue  # in the node's pool: wait for it
+            if nonce < queued:  # a transaction not in the journal (e.g. the watcher's, same key) holds this nonce in
+                continue  # the pool: sending ours could replace it; if it is mined ours is dropped above
             newest = max(versions, key=lambda v: int(v.fields.get("maxFeePerGas", 0)))
             if not self._resend(newest):
                 self.journal.drop_txs(*[v.hash for v in versions])
