@@ -18,7 +18,7 @@ every round of its experiment it:
 
 Duty order, so that not every peer opens the same audit: the watchers of a round are its contributors (and this
 peer); for the contribution of peer p, watcher w ranks by keccak256(seed, p, w), seed being the round's
-unsteerable audit seed. Rank 0 decides at the middle of the audit-opening phase (the first half of the audit
+unsteerable audit seed. Rank 0 decides two thirds into the audit-opening phase (the first half of the audit
 window: by then an honest peer has had time to prove and gossip), rank i `step` seconds later, up to
 `backups`; a revert because the audit is already open, answered or slashed is the normal outcome of that race,
 not an error. Arming the seed follows keccak256(experiment, round, w), every ARM_STEP_S seconds from the end of
@@ -64,6 +64,10 @@ PENDING_PER_ROUND = 1_000  # gossiped proofs kept unchecked per round (record or
 RACE_LOST = {"AuditAlreadyOpen", "AuditAlreadyAnswered", "AlreadySlashed", "SeedAlreadyFixed", "NoContribution",
              "AuditNotOpen"}  # fmt: skip
 TOO_EARLY = {"NotInAuditOpening", "AuditWindowNotOver", "SeedNotReady"}  # the chain's clock is behind ours: retried
+# A transaction that passed its gas estimate and then reverted in its block has no reason left to read (replayed on
+# the block before, it succeeds): another watcher's transaction got there first in that block. Looked at again
+# next pass, from the chain.
+RACED_IN_BLOCK = None
 
 
 def commitment_of(root: int, norm_sq: int) -> int:
@@ -314,7 +318,7 @@ class Watcher(StartStop):
         try:
             self.client.arm_seed(self.experiment_id, w.round)
         except RevertError as exc:
-            if exc.error_name in TOO_EARLY:
+            if exc.error_name in TOO_EARLY or exc.error_name is RACED_IN_BLOCK:
                 return False
             if exc.error_name not in RACE_LOST:
                 raise
@@ -334,7 +338,7 @@ class Watcher(StartStop):
         assert w.seed is not None
         opens = self.state.submission_end(w.round)
         phase = self.state.audit_window // 2
-        first = opens + phase // 2
+        first = opens + phase * 2 // 3
         step = max(1.0, (opens + phase - self._margin() - first) / max(1, self.backups))
         rank = duty_rank(w.seed + bytes.fromhex(peer[2:]), self.me, self._watchers(w) - {peer})
         return None if rank > self.backups else first + rank * step
@@ -389,10 +393,10 @@ class Watcher(StartStop):
             if exc.error_name in RACE_LOST:
                 w.given_up.add(key)
                 return
-            if exc.error_name in TOO_EARLY:
+            if exc.error_name in TOO_EARLY or exc.error_name is RACED_IN_BLOCK:
                 if now >= closes - 1:
                     w.given_up.add(key)
-                return  # the chain's clock is behind ours: retried next pass
+                return  # the chain's clock is behind ours, or another opened it in the same block: next pass
             raise
         w.audits[(stage, peer, j)] = self.me
         self.opened.append((w.round, stage, peer, j))
@@ -417,7 +421,7 @@ class Watcher(StartStop):
                     w.slashed.add((stage, peer))
                 elif exc.error_name in RACE_LOST:  # answered after all, or not ours to slash: leave it
                     w.answered.add((stage, peer, j))
-                elif exc.error_name not in TOO_EARLY:
+                elif exc.error_name not in TOO_EARLY and exc.error_name is not RACED_IN_BLOCK:
                     raise
                 continue
             w.slashed.add((stage, peer))

@@ -50,12 +50,14 @@ class DemoEconomy:
     """Owns the dev chain; `peer_args(i)` are the flags that make stage peer i a paid, proving peer."""
 
     def __init__(self, run_dir: Path, *, workload: str, n_stages: int, stage_peers: int, round_duration: int,
-                 submit_window: int = SUBMIT_WINDOW_S, prover_backend: str = "groth16py") -> None:
+                 submit_window: int = SUBMIT_WINDOW_S, prover_backend: str = "groth16py", audits_per_peer: int = 2,
+                 audit_window: int | None = None, proof_seconds: int | None = None) -> None:  # fmt: skip
         self.run_dir, self.stage_peers, self.prover_backend = run_dir, stage_peers, prover_backend
         self.prover_key_dir: Path | None = None
         self.config = DemoConfig(
-            stage_params=stage_sizes(workload, n_stages), round_duration=round_duration,
-            submit_window=submit_window, audit_window=AUDIT_WINDOW_S, audits_per_peer=2,
+            stage_params=stage_sizes(workload, n_stages), round_duration=round_duration, submit_window=submit_window,
+            audit_window=audit_window or min_audit_window(audits_per_peer, proof_seconds or REAL_PROOF_SECONDS),
+            audits_per_peer=audits_per_peer, proof_seconds=proof_seconds,
         )  # fmt: skip
         self._stack = ExitStack()
         self.chain: DevChain | None = None
@@ -88,6 +90,18 @@ class DemoEconomy:
         """Seconds from a round's end until its rewards can be claimed."""
         return self.config.submit_window + self.config.audit_window
 
+    def address_of(self, name: str) -> str:
+        """The wallet address (lower case) of stage peer `name` ("stage-peer-<i>")."""
+        assert self.chain is not None
+        return self.chain.accounts[int(name.rsplit("-", 1)[1]) + 1].address.lower()
+
+    def name_of(self, address: str) -> str:
+        """The demo's name for a wallet address (a stage peer's, the researcher's, or the address itself)."""
+        assert self.chain is not None
+        names = {a.address.lower(): f"stage-peer-{i - 1}" if i else "researcher"
+                 for i, a in enumerate(self.chain.accounts)}  # fmt: skip
+        return names.get(address.lower(), address)
+
     def chain_args(self) -> list[str]:
         assert self.deployment is not None
         return ["--chain-rpc", self.deployment.rpc_url, "--escrow", self.deployment.escrow]
@@ -117,10 +131,24 @@ class DemoEconomy:
         slashed = client.events("Slashed")
         paid = sum(e["amount"] for e in claimed)
         pool = client.experiment(dep.experiment_id).pool
+        opened = client.events("AuditOpened")
+        watchers = (f"watchers: {len(opened)} audits opened by peers on their own ("
+                    f"{len({(e['round'], e['stage'], e['peer']) for e in audits})} answered, {len(slashed)} slashed)")
         return [
             (f"chain: {len(contributed)} proven contributions verified on-chain over "
             f"{len({e['round'] for e in contributed})} rounds; {len(finalized)} rounds finalized; "
             f"{len(audits)} audits answered; {len(slashed)} peers slashed"),
             (f"rewards claimed: {paid / TOKEN:.2f} SWT by {len({e['peer'] for e in claimed})} peers; "
             f"pool left {pool / TOKEN:.2f} SWT (escrow {dep.escrow}, verifier {dep.verifier_name})"),
+            watchers, *[self._slash_line(client, e) for e in slashed],
         ]
+
+    def _slash_line(self, client, e: dict) -> str:
+        """One slash as the chain shows it: who, which round, the stake just before and after, the reporter."""
+        peer = client.w3.to_checksum_address(e["peer"])
+        before = client.escrow.functions.stakes(peer).call(block_identifier=e["block"] - 1)[0]
+        after = client.escrow.functions.stakes(peer).call(block_identifier=e["block"])[0]
+        return (f"slashed: {self.name_of(peer)} ({peer}) round {e['round']} stage {e['stage']}: stake "
+                f"{before / TOKEN:.2f} -> {after / TOKEN:.2f} SWT ({e['amount'] / TOKEN:.2f} taken); its audit was "
+                f"opened by {self.name_of(e['reporter'])}'s watcher, paid {e['reporterReward'] / TOKEN:.2f} SWT and "
+                "its bond back; the rest burned")

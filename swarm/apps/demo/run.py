@@ -49,7 +49,7 @@ class DemoConfig(BaseModel):
     round_hooks: list[str] = []
     chain: bool = True  # embedded anvil + escrow: stage peers prove every round and are paid
     byzantine: int = Field(0, ge=0)  # the last N stage peers cheat every round (swarm-peer --byzantine)
-    attack: Literal["poison", "scale", "random", "stale", "norm"] = "poison"
+    attack: Literal["poison", "scale", "random", "stale", "norm", "silent"] = "poison"
     submit_window: int = Field(SUBMIT_WINDOW_S, ge=1)  # seconds after a round for its proofs to reach the chain
     prover_backend: Literal["groth16py", "zokrates"] = "groth16py"  # native arkworks; zokrates: WASM fallback
 
@@ -157,10 +157,23 @@ class DemoSwarm:
     def trainers_done(self) -> bool:
         return all(not c.alive for c in self.children if c.name.startswith("trainer"))
 
+    def cheaters(self) -> list[str]:
+        """Names of the stage peers started with --byzantine."""
+        c = self.config
+        return [f"stage-peer-{i}" for i in range(c.stage_peers) if i >= c.stage_peers - c.byzantine]
+
     def all_paid(self) -> bool:
-        """Every live stage peer has claimed at least one round's reward."""
-        stage = [p for p in self.view.peers.values() if p.role == "stage" and self.child(p.name).alive]
-        return bool(stage) and all(p.claimed > 0 for p in stage)
+        """Every live honest stage peer has claimed at least one round's reward, and with `--attack silent` every
+        silent peer has been slashed at least once (by the others' watchers)."""
+        cheaters = set(self.cheaters())
+        stage = [p for p in self.view.peers.values()
+                 if p.role == "stage" and p.name not in cheaters and self.child(p.name).alive]  # fmt: skip
+        if not stage or not all(p.claimed > 0 for p in stage):
+            return False
+        if self.config.attack != "silent" or not cheaters or self.economy is None:
+            return True
+        slashed = {e.detail.get("peer") for e in self.history if getattr(e, "action", None) == "slashed"}
+        return all(self.economy.address_of(name) in slashed for name in cheaters)
 
 
 def run_demo(config: DemoConfig, console: Console) -> int:
@@ -267,10 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--byzantine", type=int, default=0, metavar="N",
                    help="the last N stage peers cheat every round, as --attack says; the others check, drop them "
                    "and say so (N <= stage peers - stages, so every stage keeps an honest peer)")
-    p.add_argument("--attack", choices=["poison", "scale", "random", "stale", "norm"], default=d.attack,
+    p.add_argument("--attack", choices=["poison", "scale", "random", "stale", "norm", "silent"], default=d.attack,
                    help="with --byzantine: poison (send scales x1000 under an honest root), random (random codes), "
                    "norm (far above the norm bound), stale (replay the last round), scale (-9x the update: passes "
-                   "the checks) (default: %(default)s)")
+                   "the checks), silent (never prove nor answer audits: the other peers' watchers get it slashed) "
+                   "(default: %(default)s)")
     p.add_argument("--prover-backend", choices=["groth16py", "zokrates"], default=d.prover_backend,
                    help="the stage peers' Groth16 prover (default: %(default)s, native; zokrates: WASM, ~4x slower)")
     p.add_argument("--submit-window", type=int, default=d.submit_window, metavar="SECONDS",
