@@ -5,6 +5,7 @@ Profiles are TOML files (see peers/); the wallet key is never a flag: it comes f
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -71,10 +72,17 @@ class PeerConfig(BaseSettings):
         "round's commitment and data), scale (commit and send -9x the honest update: passes every check; only "
         "--aggregation centered_clip limits it), silent (a paid peer that averages honestly but never proves nor "
         "answers its audits: the watchers get it slashed)")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]+)?|mps)$", description="stage: where the stage computes "
-                        "(cpu, cuda, cuda:N, mps)")
+    device: str = Field("cpu", description="stage: where the stage computes: cpu, cuda, cuda:N (the N-th GPU) or "
+                        "auto (the GPU if torch sees one, else the CPU)")
     optimizer: Literal["adam", "adam8bit", "sgd"] = Field("adam", description="stage: the stage's local optimizer "
                                                           "(adam8bit: bitsandbytes' 8-bit Adam, ~4x less state)")
+    memory_limit: float | None = Field(None, gt=0, le=1 << 20, description="stage: GiB of the device's memory this "
+                                       "peer may use (default: what is free); the memory preflight sizes the "
+                                       "micro-batches it accepts to it and refuses a stage that does not fit")
+    relay: Literal["auto", "serve", "off"] = Field("auto", description="libp2p circuit relay: auto (a bootstrap "
+                                                   "relays for peers behind a NAT; a stage peer behind a NAT serves "
+                                                   "through its initial peer's relay), serve (this peer relays too: "
+                                                   "give it to reachable stage peers), off (neither)")
     matchmaking_time: float | None = Field(None, gt=0, le=600, description="stage with --no-verify: seconds "
                                            "hivemind's matchmaking gathers a group each round (default: 3 s)")
     identity_path: Path | None = Field(None, description="file holding this peer's libp2p key (created, mode 0600, "
@@ -105,7 +113,8 @@ class PeerConfig(BaseSettings):
     round_hooks: Annotated[list[str], NoDecode] = Field(default_factory=list, description="'module:function' called after each "
                                    "averaging round of a stage peer with its RoundReport")
     events: bool = Field(False, description="write one JSON line per event on stdout (for swarm-demo)")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="how much the peer logs "
+                                                                    "on stderr")
 
     @classmethod
     def settings_customise_sources(
@@ -144,6 +153,13 @@ class PeerConfig(BaseSettings):
         if name not in WORKLOADS:
             raise ValueError(f"unknown workload {name!r}: choose one of {', '.join(sorted(WORKLOADS))}")
         return name
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
+            raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N (N: the GPU's index)")
+        return device
 
     @field_validator("resume_from")
     @classmethod

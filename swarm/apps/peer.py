@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt("byzantine", action="store_true")
     opt("attack", choices=["poison", "scale", "random", "stale", "norm", "silent"])
     opt("device", metavar="DEVICE")
+    opt("optimizer", choices=["adam", "adam8bit", "sgd"])
+    opt("memory_limit", type=float, metavar="GIB")
+    opt("relay", choices=["auto", "serve", "off"])
     opt("matchmaking_time", type=float, metavar="SECONDS")
     opt("identity_path", type=Path, metavar="PATH")
     opt("wallet_key_file", type=Path, metavar="PATH")
@@ -195,7 +198,7 @@ def _run_role(config: PeerConfig, events: EventWriter, stop: threading.Event) ->
         cleanup.callback(watchdog.stop)
         t0 = time.monotonic()
         dht, reach = _reachability().join_swarm(_dht_starter(config), stop, config.role, config.initial_peers,
-                                                log=logger)  # fmt: skip
+                                                relay=config.relay, log=logger)  # fmt: skip
         if dht is None:
             return EXIT_OK  # Ctrl-C while retrying to reach the swarm
         cleanup.callback(dht.shutdown)

@@ -251,23 +251,31 @@ def start_with_retry(
 
 def join_swarm(
     start: Callable[..., T], stop: threading.Event, role: str, initial_peers: Sequence[str], *,
-    relay: bool = True, log: logging.Logger = logger,
+    relay: str = "auto", log: logging.Logger = logger,
 ) -> tuple[T | None, Reachability]:  # fmt: skip
     """Start the DHT (`start(**options)`, retried while no initial peer answers), check reachability, and behind a
     NAT serve a stage through a relay: the DHT is restarted with a reservation on the initial peer that answered.
 
-    Returns (dht, reachability), or (None, ...) when stopped first. A bootstrap peer starts as a relay (it is
-    reachable by definition); every peer dials relayed peers it finds on the DHT (swarm.network.relay).
+    Returns (dht, reachability), or (None, ...) when stopped first. `relay` (swarm-peer --relay): "auto", a
+    bootstrap peer starts as a relay (it is reachable by definition); "serve", any peer does; "off", none does and
+    a stage peer behind a NAT does not serve through one. Every peer dials relayed peers it finds on the DHT
+    (swarm.network.relay).
     """
     from swarm.network import relay as relaying
 
-    options = relaying.relay_service_options() if role == "bootstrap" else {}
+    if relay not in ("auto", "serve", "off"):
+        raise ValueError(f"relay must be 'auto', 'serve' or 'off', got {relay!r}")
+    serves = relay == "serve" or (relay == "auto" and role == "bootstrap")
+    options = relaying.relay_service_options() if serves else {}
     dht = start_with_retry(lambda: start(**options), stop, log=log)
     if dht is None:
         return None, Reachability("unknown", detail="stopped")
     try:
         result = report_reachability(dht, role, initial_peers)
-        if relay and role == "stage" and result.status == "private":
+        if relay == "off" and role == "stage" and result.status == "private":
+            log.warning("--relay off: this stage peer is not reachable and serves through no relay; trainers and "
+                        "its stage's other peers cannot call it (drop --relay off, or forward a port)")
+        if relay != "off" and role == "stage" and result.status == "private":
             relays = [p for p in initial_peers if p.endswith(f"/p2p/{result.checker}")] or list(initial_peers)
             log.warning(
                 "serving through a relay: restarting the DHT with a relay reservation on %s", relays[0]

@@ -102,3 +102,66 @@ def test_key_file_and_env_key_together_are_refused(tmp_path: Path, monkeypatch: 
 def test_every_shipped_profile_is_valid(profile: Path):
     config = load_config({"initial_peers": [PEER]}, profile)
     assert config.wallet_key is None and config.wallet_key_file is None
+
+
+def test_every_setting_is_a_flag_with_help():
+    from swarm.apps.config import PeerConfig
+    from swarm.apps.peer import build_parser
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    for name, field in PeerConfig.model_fields.items():
+        if name == "wallet_key":  # never a flag: argv is visible to every user of the machine
+            assert name not in actions
+            continue
+        assert name in actions, f"setting {name} has no flag"
+        assert (actions[name].help or "").strip(), f"--{name.replace('_', '-')} has no --help text"
+        assert field.description, f"setting {name} has no description"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--optimizer", "lion"], "argument --optimizer: invalid choice: 'lion' (choose from 'adam', 'adam8bit', 'sgd')"),
+        (["--relay", "maybe"], "argument --relay: invalid choice: 'maybe' (choose from 'auto', 'serve', 'off')"),
+        (["--memory-limit", "lots"], "argument --memory-limit: invalid float value: 'lots'"),
+    ],
+)
+def test_a_bad_flag_value_names_the_flag_and_the_allowed_values(argv: list[str], message: str):
+    from swarm.apps.peer import UsageError, parse_config
+
+    with pytest.raises(UsageError) as err:
+        parse_config(["--role", "bootstrap", *argv])
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("SWARM_OPTIMIZER", "lion", "--optimizer / SWARM_OPTIMIZER: Input should be 'adam', 'adam8bit' or 'sgd'"),
+        ("SWARM_RELAY", "maybe", "--relay / SWARM_RELAY: Input should be 'auto', 'serve' or 'off'"),
+        ("SWARM_DEVICE", "tpu", "--device / SWARM_DEVICE: unknown device 'tpu': use auto, cpu, cuda or cuda:N"),
+        ("SWARM_MEMORY_LIMIT", "0", "--memory-limit / SWARM_MEMORY_LIMIT: Input should be greater than 0"),
+    ],
+)
+def test_a_bad_value_from_the_environment_names_the_setting_and_the_allowed_values(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str
+):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as err:
+        load_config({"role": "bootstrap"})
+    assert message in str(err.value)
+
+
+def test_the_new_flags_reach_the_config(tmp_path: Path):
+    from swarm.apps.peer import parse_config
+
+    ckpt = tmp_path / "round-000009"
+    ckpt.mkdir()
+    with pytest.raises(ConfigError, match="not a complete checkpoint"):
+        parse_config(["--role", "bootstrap", "--resume-from", str(ckpt)])
+    (ckpt / "manifest.json").write_text("{}")
+    config = parse_config(["--role", "bootstrap", "--optimizer", "adam8bit", "--relay", "serve", "--memory-limit",
+                           "0.5", "--device", "auto", "--resume-from", str(ckpt)])  # fmt: skip
+    assert (config.optimizer, config.relay, config.memory_limit, config.device, config.resume_from) == (
+        "adam8bit", "serve", 0.5, "auto", ckpt)
+    assert load_config({"role": "bootstrap", "device": "cuda:1"}).device == "cuda:1"
