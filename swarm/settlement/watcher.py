@@ -316,14 +316,15 @@ class Watcher(StartStop):
         if now < self.arm_time(w) or self.client.block_timestamp() < opens:
             return False
         try:
-            self.client.arm_seed(self.experiment_id, w.round)
+            receipt = self.client.arm_seed(self.experiment_id, w.round)
         except RevertError as exc:
             if exc.error_name in TOO_EARLY or exc.error_name is RACED_IN_BLOCK:
                 return False
             if exc.error_name not in RACE_LOST:
                 raise
         else:
-            self.on_event(SettlementEvent(kind="seed_armed", round=w.round, stage=-1, detail={}))
+            self.on_event(SettlementEvent(kind="seed_armed", round=w.round, stage=-1,
+                                          detail={"gas": receipt["gasUsed"]}))
         w.arm_sent = True
         return False
 
@@ -388,7 +389,7 @@ class Watcher(StartStop):
             w.given_up.add(key)
             return
         try:
-            self.client.open_audit(self.experiment_id, w.round, stage, peer, j)
+            receipt = self.client.open_audit(self.experiment_id, w.round, stage, peer, j)
         except RevertError as exc:
             if exc.error_name in RACE_LOST:
                 w.given_up.add(key)
@@ -403,7 +404,8 @@ class Watcher(StartStop):
         logger.info("watcher: round %d: opened audit %d of %s (stage %d, chunk %d): its proof never came",
                     w.round, j, peer, stage, w.chunks[key][j])
         self.on_event(SettlementEvent(kind="audit_opened", round=w.round, stage=stage,
-                                      detail={"peer": peer, "j": j, "chunk": w.chunks[key][j]}))
+                                      detail={"peer": peer, "j": j, "chunk": w.chunks[key][j],
+                                              "gas": receipt["gasUsed"]}))
 
     def _slash(self, w: WatchedRound, now: int, ends: int) -> None:
         """Slash each unanswered audit: ours at once, others' (the reward still goes to their opener) later."""
@@ -435,4 +437,4 @@ class Watcher(StartStop):
                         w.round, peer, stage, j, event["args"]["reporter"], reward)
             self.on_event(SettlementEvent(kind="slashed", round=w.round, stage=stage, detail={
                 "peer": peer, "j": j, "amount": str(int(event["args"]["amount"])), "reporter": opener,
-                "reward": str(reward), "mine": mine}))  # fmt: skip
+                "reward": str(reward), "mine": mine, "gas": receipt["gasUsed"]}))  # fmt: skip

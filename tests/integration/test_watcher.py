@@ -120,6 +120,9 @@ def test_the_audit_whose_proof_never_came_is_opened_once_slashed_and_the_reporte
     slashed = [e for e in events_a + events_b if e.kind == "slashed"]
     assert len(slashed) == 1 and slashed[0].detail["peer"] == target and slashed[0].detail["mine"]
     assert not [e for e in events_a + events_b if e.kind == "watch_failed"], kinds(events_a + events_b)
+    gas = {e.kind: e.detail["gas"] for e in events_a + events_b}
+    print(f"\nwatcher gas: armSeed {gas['seed_armed']}, openAudit {gas['audit_opened']} (+ the bond's approve), "
+          f"slash {gas['slashed']}")
 
 
 def test_a_proof_lost_on_the_way_costs_the_watcher_its_bond_and_nobody_is_slashed(world: EscrowWorld):
