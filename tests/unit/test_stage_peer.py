@@ -52,6 +52,7 @@ class FakeServer:
 
     class worker:  # mimics StageServer.worker
         throughput = 10.0
+        optimizer = None  # the round report carries it (for checkpoints)
 
     def start(self) -> None:
         self.started = True
