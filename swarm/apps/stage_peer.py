@@ -143,9 +143,9 @@ class StagePeer:
     def _join(self, stage: int, announcements: Announcements) -> None:
         """Build, resync and serve `stage` (the server is started after the resync, so it serves fresh parameters)."""
         module = self.workload.build_stage(self.experiment.n_stages, stage, seed=self.experiment.seed)
-        check_stage_fits(self.workload, self.experiment.n_stages, stage, seed=self.experiment.seed,
-                         device=self.config.device, optimizer=self.config.optimizer,
-                         log=logger)  # memory preflight: refuses what does not fit
+        plan = check_stage_fits(self.workload, self.experiment.n_stages, stage, seed=self.experiment.seed,
+                                device=self.config.device, optimizer=self.config.optimizer, log=logger,
+                                limit_gib=self.config.memory_limit)  # memory preflight: refuses what does not fit
         me = self.dht.peer_id.to_base58()
         serving_now = sum(1 for a in announcements.get(stage, ()) if a.peer_id != me)
         server = self.server or StageServer(
@@ -181,6 +181,9 @@ class StagePeer:
                 stage=stage, from_peers=synced, seconds=time.monotonic() - started, distance_from_seed=moved
             )
         )
+        server.worker.max_batch = plan.max_batch if plan is not None and plan.max_batch < 10**6 else None
+        server.worker.cap_reason = "" if plan is None else f" samples with {plan.budget / 2**30:.2f} GiB usable on " \
+            f"{plan.device}"
         if self.server is None:
             self.server = server
             server.start()

@@ -209,9 +209,15 @@ def preflight_stage(
 
 
 def check_stage_fits(workload, n_stages: int, stage: int, *, seed: int = 0, device: str = "cpu",
-                     optimizer: str = "adam", log=None) -> MemoryPlan | None:  # fmt: skip
-    """`preflight_stage` for a stage peer about to serve: logs what fits, raises StageDoesNotFit (exit code 2)."""
-    plan = preflight_stage(workload, n_stages, stage, seed=seed, device=device, optimizer=optimizer)
+                     optimizer: str = "adam", log=None, limit_gib: float | None = None) -> MemoryPlan | None:  # fmt: skip
+    """`preflight_stage` for a stage peer about to serve: logs what fits, raises StageDoesNotFit (exit code 2).
+    `limit_gib` (swarm-peer --memory-limit): plan with at most this much of the device's free memory."""
+    free = None
+    if limit_gib is not None:
+        dev = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+        measured = free_bytes(dev) if not (dev.startswith("cuda") and not torch.cuda.is_available()) else None
+        free = int(limit_gib * 2**30) if measured is None else min(measured, int(limit_gib * 2**30))
+    plan = preflight_stage(workload, n_stages, stage, seed=seed, device=device, optimizer=optimizer, free=free)
     if plan is not None and log is not None:
         log.info("stage %d: %s", stage, plan.describe())
     return plan

@@ -26,7 +26,7 @@ from swarm.models import Workload
 from swarm.network.p2p import P2PClient
 from swarm.network.records import StageAnnouncement, announce_stage
 from swarm.pipeline import wire
-from swarm.pipeline.stage_worker import InvalidInput, MissingActivations, StageWorker
+from swarm.pipeline.stage_worker import InvalidInput, MissingActivations, OverMemoryCap, StageWorker
 from swarm.pipeline.wire import Status
 
 logger = logging.getLogger(__name__)
@@ -203,6 +203,8 @@ class StageServer(StartStop):
                 outputs, started, ended = await asyncio.get_running_loop().run_in_executor(
                     self._compute, self._compute_for, stage, *call
                 )
+            except OverMemoryCap as exc:  # another peer of the stage may have the memory: the router tries it
+                return self._status(Status.BUSY, str(exc))
             except InvalidInput as exc:
                 return self._status(Status.REJECTED, str(exc))
             except MissingActivations as exc:

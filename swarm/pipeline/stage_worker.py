@@ -26,6 +26,10 @@ class InvalidInput(ValueError):
     """The input does not fit this stage (shape, dtype, values) or the gradient does not fit its output."""
 
 
+class OverMemoryCap(InvalidInput):
+    """A micro-batch larger than this peer's memory preflight allows: another peer may take it (answered busy)."""
+
+
 class MissingActivations(KeyError):
     """A backward without its input, for a micro-batch whose activations this stage no longer keeps."""
 
@@ -59,6 +63,8 @@ class StageWorker:
         self.params_lock = threading.RLock()
         self.steps = 0
         self.max_kept = max_kept
+        self.max_batch: int | None = None  # samples per micro-batch the memory preflight allows (None: no cap)
+        self.cap_reason = ""  # what set the cap, for the refusal's message
         self._kept: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor, dict]] = OrderedDict()
         self._snapshot: tuple[tuple[int, ...], dict[str, torch.Tensor]] | None = None
         self._seconds_per_sample: float | None = None
@@ -185,6 +191,10 @@ class StageWorker:
         problem = input_error(self.module, x)
         if problem:
             raise InvalidInput(problem)
+        if self.max_batch is not None and len(x) > self.max_batch:
+            raise OverMemoryCap(f"a micro-batch of {len(x)} samples is more than this peer's memory allows (at most "
+                                f"{self.max_batch}{self.cap_reason}); trainers: use --batch-size {self.max_batch} "
+                                "or less")
 
     def _current_snapshot(self) -> dict[str, torch.Tensor]:
         """Detached copies of the parameters, re-taken only when something wrote to them since the last one."""
