@@ -49,6 +49,7 @@ from protocol.sampling import challenged_chunks
 from runtime.loops import StartStop
 from swarm.chain.client import ChainClient
 from swarm.chain.errors import ChainError, RevertError
+from swarm.rounds.parts import CommitRecord, PartError
 from swarm.settlement.settler import SettlementEvent
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,20 @@ def duty_rank(key: bytes, me: str, watchers: set[str]) -> int:
 
 
 @dataclass
+class Evidence:
+    """An accusation this peer made in a verified round (swarm.rounds.parts.Accusation, checked against the
+    accused's DHT record), waiting for the accused's on-chain contribution (found by its committed root)."""
+
+    accused: str  # the accused's DHT peer id
+    stage: int
+    chunk: int  # the first chunk of the part that failed
+    root: int  # the root the accused committed on the DHT: its on-chain contribution has the same one
+    reason: str
+    wallet: str | None = None  # the accused's address, once its contribution is read
+    done: bool = False
+
+
+@dataclass
 class WatchedRound:
     """What the watcher knows of one round of its experiment."""
 
@@ -98,6 +113,7 @@ class WatchedRound:
     slashed: set[tuple[int, str]] = field(default_factory=set)
     arm_sent: bool = False
     given_up: set[tuple[int, str]] = field(default_factory=set)  # contributions we will not audit (too late)
+    evidence: list[Evidence] = field(default_factory=list)
 
 
 class Watcher(StartStop):
@@ -113,8 +129,13 @@ class Watcher(StartStop):
         poll_s: float = POLL_S,
         backups: int = BACKUPS,
         max_bonds: int = MAX_BONDS,
+        targeted: bool = False,
     ) -> None:
         self.client, self.experiment_id = client, experiment_id
+        # open a targeted audit of the chunk our own accusations name (off by default: docs/protocol.md,
+        # "Evidence on-chain", says why a true accusation can still be answered today)
+        self.targeted = targeted
+        self._accusations: queue.Queue[Any] = queue.Queue(maxsize=GOSSIP_QUEUE)
         self.on_event = on_event or (lambda e: None)
         self.poll_s, self.backups, self.max_bonds = poll_s, backups, max_bonds
         self.me = client.address.lower()
@@ -155,6 +176,13 @@ class Watcher(StartStop):
         except queue.Full:
             logger.info("watcher: gossip queue full, a message is dropped")
 
+    def on_accusation(self, accusation: Any) -> None:
+        """A StagePeer evidence sink: an accusation this peer made (only queued; the watcher's thread acts)."""
+        try:
+            self._accusations.put_nowait(accusation)
+        except queue.Full:
+            logger.info("watcher: accusation queue full, one is dropped")
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -168,6 +196,7 @@ class Watcher(StartStop):
         """One pass: new chain events and gossip, then each round's duties; a failing one does not stop the rest."""
         self._guarded(self._read_chain, -1)
         self._take_gossip()
+        self._take_accusations()
         now = self._now()
         for r, w in sorted(self.rounds.items()):
             self._guarded(self._watch, r, w, now)
@@ -247,14 +276,65 @@ class Watcher(StartStop):
             elif len(w.pending) < PENDING_PER_ROUND:
                 w.pending.append(c)
 
+    def _take_accusations(self) -> None:
+        while True:
+            try:
+                acc = self._accusations.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                root = CommitRecord.from_wire(acc.record).root
+            except (PartError, AttributeError) as exc:
+                logger.info("watcher: an accusation without a readable record: %s", exc)
+                continue
+            self._round(acc.round).evidence.append(Evidence(accused=acc.accused, stage=acc.stage, chunk=acc.chunk,
+                                                            root=root, reason=acc.reason))  # fmt: skip
+
+    def _evidence(self, w: WatchedRound) -> None:
+        """Tie each of our accusations to the accused's on-chain contribution (the same root) and, with
+        `targeted`, open a targeted audit of exactly the chunk it names, with our bond."""
+        for ev in w.evidence:
+            if ev.done:
+                continue
+            if ev.wallet is None:
+                found = [peer for (stage, peer), (root, _) in w.records.items() if stage == ev.stage and root == ev.root]
+                if not found:
+                    continue  # not contributed (yet): nothing to audit, it will not be paid either
+                ev.wallet = found[0]
+                self.on_event(SettlementEvent(kind="evidence", round=w.round, stage=ev.stage, detail={
+                    "peer": ev.wallet, "peer_id": ev.accused, "chunk": ev.chunk, "reason": ev.reason}))  # fmt: skip
+            ev.done = True
+            if not self.targeted or ev.wallet == self.me or (ev.stage, ev.wallet) in w.slashed:
+                continue
+            if ev.chunk >= self._chunks_of(ev.stage):
+                logger.warning("watcher: round %d: accusation names chunk %d, stage %d has %d on-chain", w.round,
+                               ev.chunk, ev.stage, self._chunks_of(ev.stage))
+                continue
+            try:
+                j = self.client.open_targeted_audit(self.experiment_id, w.round, ev.stage, ev.wallet, ev.chunk)
+            except RevertError as exc:
+                if exc.error_name in RACE_LOST | TOO_EARLY | {"NoTargetedAuditSlot", "ChunkOutOfRange"}:
+                    logger.info("watcher: round %d: no targeted audit of %s chunk %d: %s", w.round, ev.wallet,
+                                ev.chunk, exc)
+                    continue
+                ev.done = False  # retried next pass
+                raise
+            w.audits[(ev.stage, ev.wallet, j)] = self.me
+            self.opened.append((w.round, ev.stage, ev.wallet, j))
+            logger.info("watcher: round %d: targeted audit %d of %s, chunk %d (our accusation: %s)", w.round, j,
+                        ev.wallet, ev.chunk, ev.reason)
+            self.on_event(SettlementEvent(kind="audit_opened", round=w.round, stage=ev.stage, detail={
+                "peer": ev.wallet, "j": j, "chunk": ev.chunk, "targeted": True}))  # fmt: skip
+
     def _check_pending(self, w: WatchedRound) -> None:
         """Check the round's gossiped audit proofs whose record and audited chunks are known now."""
         keep = []
         for c in w.pending:
             key = (c.stage, c.peer)
-            if key not in w.records or key not in w.chunks:
+            if key not in w.records or w.seed is None:
                 keep.append(c)
                 continue
+            self._audited(w, key)
             if (c.stage, c.peer, c.chunk) in w.proven:
                 continue
             if self._proof_ok(c, w):
@@ -288,16 +368,17 @@ class Watcher(StartStop):
         if now >= ends + self.state.audit_window or (not others and now >= ends):
             self.rounds.pop(r, None)  # nothing left to enforce (or nobody to watch)
             return
-        if not others or now < opens:
+        if now >= ends:
+            self._slash(w, now, ends)
+        if w.evidence and now < closes - 1:
+            self._evidence(w)
+        if not others or now < opens or now >= closes:
             return
         if w.seed is None and not self._seed(w, now, opens, closes):
             return
         self._check_pending(w)
-        if now < closes:
-            for key in others:
-                self._maybe_open(w, key, now, opens, closes)
-        if now >= ends:
-            self._slash(w, now, ends)
+        for key in others:
+            self._maybe_open(w, key, now, opens, closes)
 
     def _watchers(self, w: WatchedRound) -> set[str]:
         return {peer for _, peer in w.records}
@@ -307,9 +388,6 @@ class Watcher(StartStop):
         seed = self.client.round_seed(self.experiment_id, w.round)
         if seed is not None:
             w.seed = seed
-            for stage, peer in w.records:
-                w.chunks[(stage, peer)] = challenged_chunks(seed, peer, stage, self.state.audits_per_peer,
-                                                            self._chunks_of(stage))
             return True
         if w.arm_sent or now >= closes:
             return False  # armed (readable from the next block) or too late to open audits anyway
@@ -353,10 +431,18 @@ class Watcher(StartStop):
             self._num_chunks[stage] = self.client.num_chunks(self.experiment_id, stage)
         return self._num_chunks[stage]
 
+    def _audited(self, w: WatchedRound, key: tuple[int, str]) -> list[int]:
+        """The chunks c_j (j < k) the round's seed picks for the contribution `key` = (stage, peer)."""
+        if key not in w.chunks:
+            assert w.seed is not None
+            w.chunks[key] = challenged_chunks(w.seed, key[1], key[0], self.state.audits_per_peer,
+                                              self._chunks_of(key[0]))
+        return w.chunks[key]
+
     def _missing(self, w: WatchedRound, key: tuple[int, str]) -> int | None:
         """The first audit index j whose chunk has no valid proof heard, or None."""
         stage, peer = key
-        for j, chunk in enumerate(w.chunks[key]):
+        for j, chunk in enumerate(self._audited(w, key)):
             if (stage, peer, chunk) not in w.proven:
                 return j
         return None

@@ -14,6 +14,7 @@ from protocol.sampling import challenged_chunks
 from swarm.chain.client import ChainClient
 from swarm.chain.testing import EscrowWorld
 from swarm.network.gossip.messages import GossipMessage
+from swarm.rounds.parts import Accusation, CommitRecord
 from swarm.settlement.settler import SettlementEvent
 from swarm.settlement.watcher import Watcher
 
@@ -177,3 +178,52 @@ def test_a_watcher_ignores_junk_on_gossip_and_other_experiments(world: EscrowWor
     w.on_gossip(GossipMessage.for_contribution("x", good, audit=True))
     w.step()
     assert w.rounds[0].proven == {(0, honest.address.lower(), chunk)}
+
+
+def accusation(accused: str, root: int, chunk: int, round: int = 0, stage: int = 0) -> Accusation:
+    """An accusation as a verified round makes it (the record and part are what the stage peer checked; the
+    watcher needs the record's root to find the accused's contribution)."""
+    record = CommitRecord(peer_id=accused, round=round, stage=stage, root=root, norm_sq=100, numel=4096,
+                          num_chunks=4, part_key=bytes(32), anchor_round=-1, anchor_digest=bytes(32))
+    return Accusation(accuser="QmAccuser", accused=accused, round=round, stage=stage, chunk=chunk,
+                      reason="leaf hashes do not match", record=record.to_wire(), part=b"")
+
+
+def test_an_accusation_becomes_a_targeted_audit_of_its_chunk_slashed_unanswered_and_paid_when_false(world):
+    """Issue 7's chain half: our own accusation (a StagePeer evidence sink) names the accused by DHT peer id and
+    root; the watcher finds its contribution by that root and opens a targeted audit of exactly that chunk with its
+    bond. Left unanswered: slashed, the reporter paid. Answered (a false accusation): the bond goes to the accused."""
+    silent, answering, a = world.peers[:3]
+    x = world.create_experiment(audits=1, pool=5_000)
+    since = world.funder.block_number()
+    contribute(world, [silent, answering], x, [777, 4242])
+    events: list = []
+    w = Watcher(ChainClient(world.chain.rpc_url, a.wallet, escrow=world.escrow), x, on_event=events.append,
+                from_block=since, targeted=True)  # fmt: skip
+    w.on_accusation(accusation("QmSilent", 777, chunk=3))
+    w.on_accusation(accusation("QmAnswering", 4242, chunk=2))
+    w.on_accusation(accusation("QmNotContributed", 999, chunk=1))  # no contribution with that root: nothing
+    balance = w.client.token_balance()
+    w.step()  # still in the submission window: targeted audits may open from the contribution on
+    opened = {(e.detail["peer"], e.detail["chunk"], e.detail["j"]) for e in events if e.kind == "audit_opened"}
+    assert opened == {(silent.address.lower(), 3, 8), (answering.address.lower(), 2, 8)}
+    assert {e.detail["peer_id"] for e in events if e.kind == "evidence"} == {"QmSilent", "QmAnswering"}
+    assert world.funder.audit(x, 0, 0, silent.address, 8).chunk == 3
+    assert w.client.token_balance() == balance - 2 * world.audit_bond
+
+    (proof,) = world.prove([world.contribution(answering, x, 0, 0, 4242, chunk=2)], x)
+    before = answering.token_balance()
+    answering.answer_audit(proof, 8)  # it can prove that chunk: the accusation was false
+    assert answering.token_balance() == before + world.audit_bond
+    stake = silent.stake_of().active
+    world.goto(x, 0, "after", offset=1)
+    mine(world)
+    w.step()
+    min_stake = world.funder.read("minStake")
+    reward = min_stake * world.funder.read("reporterBps") // 10_000
+    assert w.slashes == [(0, 0, silent.address.lower())] and w.earned == reward
+    assert silent.stake_of().active == stake - min_stake
+    assert not answering.record(x, 0, 0, answering.address).slashed
+    assert w.bonds_lost == world.audit_bond  # the false accusation's bond
+    assert w.client.token_balance() == balance - world.audit_bond + reward  # one bond back with the share
+    assert not [e for e in events if e.kind == "watch_failed"], kinds(events)

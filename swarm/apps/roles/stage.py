@@ -85,6 +85,8 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     watcher = cleanup.enter_context(Watcher(client.with_wallet(wallet), record.chain_experiment_id, on_event=on_event))
     if relay is not None:
         relay.listeners.append(watcher.on_gossip)
+    if evidence is not None:  # our accusations: tied to the accused's contribution (targeted audits: off, see docs)
+        evidence.append(watcher.on_accusation)
     return settler
 
 
