@@ -173,6 +173,13 @@ def event_line(state: PeerState, event: PeerEvent) -> str | None:
                 return f"round {event.round}: claimed {amount(int(event.detail.get('amount', 0)))}"
             if event.action == "gave_up":
                 return f"round {event.round}: given up, earns nothing: {event.detail.get('why', '')}"
+            if event.action == "audit_opened":  # this peer's watcher (swarm/settlement/watcher.py)
+                why = "our accusation" if event.detail.get("targeted") else "its proof never came"
+                return (f"round {event.round}: watcher opened audit {event.detail.get('j')} of "
+                        f"{event.detail.get('peer')}, chunk {event.detail.get('chunk')} ({why})")
+            if event.action == "slashed":
+                return (f"round {event.round}: watcher slashed {event.detail.get('peer')}; reporter "
+                        f"{event.detail.get('reporter')} paid {amount(int(event.detail.get('reward', 0)))}")
             if event.action == "failed":
                 return f"round {event.round}: settlement step failed: {state.last_failure}"
             return None
