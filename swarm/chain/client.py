@@ -280,14 +280,18 @@ class ChainClient:
                    for c in contributions]  # fmt: skip
         receipt = self.transact("contributeBatch", experiment, round, entries)
         escrow = self._escrow()
-        got = {(e["args"]["peer"].lower(), e["args"]["stage"])
-               for e in escrow.events.Contributed().process_receipt(receipt, errors=DISCARD)}
+        # one Contributed or ContributionSkipped per entry, in the entries' order
+        outcome = sorted([*escrow.events.Contributed().process_receipt(receipt, errors=DISCARD),
+                          *escrow.events.ContributionSkipped().process_receipt(receipt, errors=DISCARD)],
+                         key=lambda e: e["logIndex"])  # fmt: skip
+        if len(outcome) != len(contributions):
+            raise ChainError(f"contributeBatch logged {len(outcome)} outcomes for {len(contributions)} entries")
+        included = [c for c, e in zip(contributions, outcome, strict=True) if e["event"] == "Contributed"]
         skipped = [(c, SKIP_REASONS.get(e["args"]["reason"], str(e["args"]["reason"])))
-                   for e in escrow.events.ContributionSkipped().process_receipt(receipt, errors=DISCARD)
-                   for c in contributions if (c.peer, c.stage) == (e["args"]["peer"].lower(), e["args"]["stage"])]
+                   for c, e in zip(contributions, outcome, strict=True) if e["event"] == "ContributionSkipped"]
         (done,) = escrow.events.BatchContributed().process_receipt(receipt, errors=DISCARD)
-        return BatchResult(receipt=receipt, included=[c for c in contributions if (c.peer, c.stage) in got],
-                           skipped=skipped, left_out=left_out, fee=int(done["args"]["fee"]))  # fmt: skip
+        return BatchResult(receipt=receipt, included=included, skipped=skipped, left_out=left_out,
+                           fee=int(done["args"]["fee"]))
 
     def _precheck_batch(
         self, experiment: int, contributions: list[Contribution]

@@ -4,7 +4,9 @@ says, and each peer's locked collateral is minStake per contribution still liabl
 
 Besides honest peers and an auditor there is an attacker: it stakes, contributes to the funder's experiment and
 to an experiment it created itself (as its funder), audits and slashes itself there, funds and reclaims its own
-pool. The model gives it no path by which a slash comes back to it.
+pool. The model gives it no path by which a slash comes back to it. The auditor also submits batches of the
+stakers' contributions (contributeBatch, checked by the batch verifier): each recorded for its peer, a batch fee
+per entry from the pool to the auditor, entries already recorded or without free collateral skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from swarm.chain.testing import EscrowWorld, Timing
 
 pytestmark = pytest.mark.integration
 
-N_PEERS, ROUNDS, STAGES, REWARD, MIN_STAKE, REPORTER_BPS, BOND = 3, 2, 2, 1_000, 100, 2_000, 10
+N_PEERS, ROUNDS, STAGES, REWARD, MIN_STAKE, REPORTER_BPS, BOND, BATCH_FEE = 3, 2, 2, 1_000, 100, 2_000, 10, 3
 MAIN, OWN = "main", "own"  # the funder's experiment, the attacker's experiment
 
 
@@ -38,7 +40,7 @@ def setup() -> Iterator[tuple[DevChain, EscrowWorld, dict]]:
         # audit window < round duration: the model's "after round r" must still be inside round r+1's submission
         # window (audit_end(r) < submission_end(r+1)), or a contribute the model allows reverts SubmissionClosed
         world = EscrowWorld(chain, min_stake=MIN_STAKE, reporter_bps=REPORTER_BPS, timing=Timing(audit_window=60),
-                            audit_bond=BOND)  # fmt: skip
+                            audit_bond=BOND, batch_fee=BATCH_FEE, verifier_contract="BatchStandInChunkVerifier")  # fmt: skip
         exp = world.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD)
         stakers = world.peers[:N_PEERS] + [world.peers[N_PEERS + 1]]
         wanted = [world.contribution(p, exp, r, s, 1_000 + 10 * i + 3 * r + s)
@@ -141,6 +143,29 @@ class EscrowMachine(RuleBasedStateMachine):
             return
         p.contribute(c)
         self.records[key] = {"claimed": False, "slashed": False, "opener": None}
+
+    @precondition(lambda self: self.phase == "train")
+    @rule(chosen=st.lists(st.tuples(st.integers(0, N_PEERS), st.integers(0, STAGES - 1)), min_size=1, max_size=4))
+    def batch_contribute(self, chosen: list[tuple[int, int]]) -> None:
+        """The auditor (not a staker) submits the stakers' contributions to the main experiment in one batch."""
+        batch, recorded = [], []
+        free = {p.address: self.stake[p.address][0] - self._locked(p.address) for p in self.stakers}
+        for i, stage in chosen:
+            p = self.stakers[i]
+            key = (MAIN, p.address, self.round, stage)
+            batch.append(self.proofs[(p.address.lower(), self.round, stage)].model_copy(
+                update={"experiment": self.exps[MAIN]}))  # fmt: skip
+            if key not in self.records and key not in recorded and free[p.address] >= MIN_STAKE:
+                recorded.append(key)
+                free[p.address] -= MIN_STAKE
+        result = self.auditor.contribute_batch(batch, precheck=False)
+        assert len(result.included) == len(recorded) and len(result.skipped) == len(batch) - len(recorded)
+        for key in recorded:
+            self.records[key] = {"claimed": False, "slashed": False, "opener": None}
+        fee = min(BATCH_FEE * len(recorded), self.pool[MAIN])  # to the submitter, from the pool
+        assert result.fee == fee
+        self.pool[MAIN] -= fee
+        self._move(self.auditor.address, -fee)
 
     @precondition(lambda self: self.phase == "audit")
     @rule(data=st.data())
