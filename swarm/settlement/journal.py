@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hexbytes import HexBytes
-from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
 
 from swarm.chain.errors import ChainError
 from swarm.chain.tx import PendingTx
@@ -74,10 +74,13 @@ class RoundRow:
     update_blob: bytes | None
     state: str
 
+    def summary(self) -> JournaledCommitment:
+        return JournaledCommitment(self.root, self.norm_sq, self.num_chunks)
+
     def commitment(self) -> Any:
         """The round's commitment rebuilt from its codes and scales (the tree is recomputed and its root checked)."""
         if self.update_blob is None or self.params is None:
-            return JournaledCommitment(self.root, self.norm_sq, self.num_chunks)
+            return self.summary()
         from zk.circuit import CircuitParams
         from zk.commit import commit_update
         from zk.quantize import QuantizedUpdate
@@ -330,10 +333,16 @@ class TxReconciler:
         used = int(self.w3.eth.get_transaction_count(self.address, "latest"))  # read before the receipts
         queued = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # nonces the pool holds too
         final = self._finalized_block()
+        intact = self._mined_blocks_intact(rows)
         by_nonce: dict[int, list[TxRow]] = {}
         for row in rows:
             by_nonce.setdefault(row.nonce, []).append(row)
         for nonce, versions in sorted(by_nonce.items()):
+            settled = next((v for v in versions if v.state == "mined"), None) if intact else None
+            if settled is not None:  # still where we saw it mined: only its finality can change
+                if settled.block is not None and settled.block <= final:
+                    self.journal.drop_txs(*[v.hash for v in versions])
+                continue
             mined = None
             for v in versions:
                 receipt = self._receipt(v.hash)
@@ -375,6 +384,19 @@ class TxReconciler:
                 self.journal.drop_txs(*[v.hash for v in versions])
                 changed += versions
         return changed
+
+    def _mined_blocks_intact(self, rows: list[TxRow]) -> bool:
+        """Is the highest block holding one of our mined transactions still the one we saw? A reorganization that
+        replaced any block at or below it replaced that one too, so one block read covers every mined row."""
+        mined = [r for r in rows if r.state == "mined" and r.block is not None]
+        if not mined:
+            return True
+        top = max(mined, key=lambda r: r.block or 0)
+        try:
+            block = self.w3.eth.get_block(top.block)
+        except BlockNotFound:
+            return False
+        return HexBytes(block["hash"]).to_0x_hex() == top.block_hash
 
     def _finalized_block(self) -> int:
         try:

@@ -102,6 +102,7 @@ class OpenRound:
     answered: set[int] = field(default_factory=set)
     gossiped: set[int] = field(default_factory=set)  # audited chunks whose proofs went out on gossip
     announced: bool = False  # the `contributed` event went out (once per round, even if a reorg makes us re-check)
+    rebuild: Callable[[], Any] | None = None  # a round taken back from the journal: makes its full commitment
 
 
 class RoundSettler(StartStop):
@@ -199,9 +200,10 @@ class RoundSettler(StartStop):
             self._start_block = max(0, self._cursor - REORG_REWIND)
         restored = 0
         for row in self.journal.rounds("open", "contributed"):
-            o = OpenRound(round=row.round, stage=row.stage, commitment=row.commitment(),
+            o = OpenRound(round=row.round, stage=row.stage, commitment=row.summary(),
                           contributed=row.state == "contributed", tried_contribute=True,
-                          announced=row.state == "contributed")  # fmt: skip
+                          announced=row.state == "contributed",
+                          rebuild=row.commitment if row.update_blob is not None else None)  # fmt: skip
             for j, chunk, answered in self.journal.audits(row.round, row.stage):
                 if answered:
                     o.answered.add(j)
@@ -277,7 +279,7 @@ class RoundSettler(StartStop):
                 rows = [r for r in self.journal.rounds("claimed") if (r.round, r.stage) == key]
                 if rows:  # claimed, then reorganized away: claim it again once the transaction is settled
                     logger.warning("round %d stage %d: its claim left the chain; claiming again", *key)
-                    self.rounds[key] = OpenRound(round=key[0], stage=key[1], commitment=rows[0].commitment(),
+                    self.rounds[key] = OpenRound(round=key[0], stage=key[1], commitment=rows[0].summary(),
                                                  contributed=True, tried_contribute=True)  # fmt: skip
                     self.journal.set_round_state(key[0], key[1], "contributed")
 
@@ -377,6 +379,8 @@ class RoundSettler(StartStop):
         return self._prove(o, [contribute_chunk(o.commitment.root, self._me, o.commitment.num_chunks)])
 
     def _prove(self, o: OpenRound, chunks: list[int]) -> Future[list[Contribution]]:
+        if o.rebuild is not None:  # taken back from the journal: the tree is rebuilt on the first proof it needs
+            o.commitment, o.rebuild = o.rebuild(), None
         return self._prover.submit(o.commitment, experiment=self.experiment_id, round=o.round, stage=o.stage,
                                    peer=self._me, chunks=chunks, norm_bound=self._state.norm_bound)
 
