@@ -14,8 +14,14 @@ One background thread runs a loop that never blocks on a proof: proofs are futur
   the submission window: see contracts/README.md), before any audit is opened;
 - a contribution whose transaction failed or timed out is looked up on-chain (`getRecord`) before it is given up,
   so one that was mined is still defended;
-- each round is finalized and claimed on its own: a revert that can never succeed (slashed, unanswered audit)
-  drops that round and says so, anything else is retried next pass, and neither stops the other rounds.
+- finished rounds are finalized each on its own and claimed together (claimMany), one by one if that would revert:
+  a revert that can never succeed (slashed, unanswered audit) drops that round and says so, anything else is
+  retried next pass, and neither stops the other rounds;
+- with a `data_dir`, everything above is also journaled (`journal.py`): the rounds with their codes and scales,
+  the audits, the cursor, and every signed transaction before it is sent. A restart takes them back; each pass
+  first reconciles the journaled transactions with the chain (resend the same bytes, wait, or drop: never a second
+  transaction in place of one whose fate is unknown), so kill -9, a dead RPC or a reorganization loses nothing
+  and sends nothing twice (docs/protocol.md, "The settler's journal").
 """
 
 from __future__ import annotations
