@@ -43,8 +43,11 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint256 private constant BATCH_WORDS = 12; // per proof in verifyBatch's input: 8 proof words, 4 public inputs
     /// @notice A peer's records of (experiment, stage) live in RECORD_RING slots, round r in slot r % RECORD_RING:
     /// a contribution RECORD_RING rounds after a closed (claimed or slashed) one rewrites a used slot (2,900 gas
-    /// instead of 20,000 for a new one). Experiments must let a record close within half the ring.
+    /// instead of 20,000 for a new one). Experiments must let a record close CLAIM_ROUNDS rounds before its slot
+    /// comes round again.
     uint256 public constant RECORD_RING = 64;
+    /// @notice The fewest rounds a peer has to claim a record before the ring needs its slot again.
+    uint256 public constant CLAIM_ROUNDS = 8;
 
     /// @notice An experiment's configuration as `getExperiment` returns it (storage packs it as ExperimentData).
     struct Experiment {
@@ -899,8 +902,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             revert InvalidExperiment("auditWindow too short");
         }
         if (p.numRounds == 0) revert InvalidExperiment("numRounds");
-        if (uint256(p.submitWindow) + p.auditWindow > (RECORD_RING / 2) * p.roundDuration) {
-            revert InvalidExperiment("windows longer than RECORD_RING/2 rounds");
+        if (uint256(p.submitWindow) + p.auditWindow > (RECORD_RING - CLAIM_ROUNDS) * p.roundDuration) {
+            revert InvalidExperiment("windows longer than RECORD_RING - CLAIM_ROUNDS rounds");
         }
         if (p.normBound > type(uint128).max) revert InvalidExperiment("normBound");
         if (p.minNormLog2 >= 128 || (uint256(1) << p.minNormLog2) > p.normBound) revert InvalidExperiment("minNormLog2");
