@@ -43,6 +43,8 @@ class StageAnnouncement(BaseModel):
     load: int = Field(ge=0, description="micro-batches in flight")
     params_version: int = Field(ge=0, description="round of the parameters it serves")
     wallet: str | None = Field(default=None, pattern=ADDRESS, description="L2 address for rewards")
+    max_batch: int | None = Field(default=None, ge=1, description="largest micro-batch (samples) its memory "
+                                  "preflight allows; None: no cap")
 
     @field_validator("peer_id")
     @classmethod
@@ -87,6 +89,7 @@ class _StageWire(pv1.BaseModel):
     load: pv1.conint(strict=True, ge=0)
     params_version: pv1.conint(strict=True, ge=0)
     wallet: Optional[pv1.constr(strict=True, regex=ADDRESS)]  # noqa: UP045 - pydantic v1 needs Optional
+    max_batch: Optional[pv1.conint(strict=True, ge=1)]  # noqa: UP045 - None: no memory cap
 
     class Config:
         extra = pv1.Extra.forbid

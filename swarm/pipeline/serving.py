@@ -118,6 +118,7 @@ class StageServer(StartStop):
             load=self.in_flight,
             params_version=self.params_version,
             wallet=self.wallet,
+            max_batch=self.worker.max_batch,
         )
 
     def announce(self) -> bool:

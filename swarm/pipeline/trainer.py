@@ -210,7 +210,32 @@ class Trainer(StartStop):
 
         self.router = router or StageRouter(dht, experiment, n_stages, seed=seed, **router_options)
         self.pipeline = RemoteStages(self.router)
-        self.batches = workload.batches(batch_size, seed)
+        self._told_cap: int | None = None
+        self.batches = self._fitting(workload.batches(batch_size, seed))
+
+    def swarm_cap(self) -> int | None:
+        """The largest micro-batch every stage has a peer for (stage peers announce their memory caps), or None."""
+        caps = []
+        for stage in range(self.router.n_stages):
+            peers = self.router.peers(stage)
+            if peers and all(a.max_batch is not None for a in peers):
+                caps.append(max(a.max_batch for a in peers))  # a peer that fits it takes it; the others say busy
+        return min(caps) if caps else None
+
+    def _fitting(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """The workload's batches, split into micro-batches the stage peers' memory allows (said once per cap)."""
+        for x, y in batches:
+            cap = self.swarm_cap()
+            if cap is None or len(x) <= cap:
+                yield x, y
+                continue
+            if cap != self._told_cap:
+                self._told_cap = cap
+                logger.warning("micro-batches of %d samples are split into %d-sample ones: the stage peers' memory "
+                               "allows no more (their memory preflight); --batch-size %d avoids the split",
+                               len(x), cap, cap)  # fmt: skip
+            for i in range(0, len(x), cap):
+                yield x[i : i + cap], y[i : i + cap]
 
     def start(self) -> None:
         self.router.start()
@@ -240,8 +265,9 @@ class Trainer(StartStop):
     def evaluate(self, batch_size: int | None = None) -> float:
         """Test loss of the model as the swarm serves it now (forward only, micro-batches of `batch_size`)."""
         self.router.start()
+        cap = self.swarm_cap()
         return self.workload.evaluate(
-            lambda x: forward_all(self.pipeline, x), batch_size=batch_size or self.batch_size
+            lambda x: forward_all(self.pipeline, x), batch_size=batch_size or min(self.batch_size, cap or self.batch_size)
         )
 
     def shutdown(self) -> None:

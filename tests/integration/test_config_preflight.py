@@ -1,10 +1,12 @@
 """swarm-peer's memory preflight and --relay through the real parts: real peer processes on a real hivemind DHT +
 p2pd. A stage that does not fit in --memory-limit is refused at join with a clear message (exit 2); one that fits
-caps the micro-batches it accepts to what fits, says so, and a larger one is turned away with what to do; --relay
+caps the micro-batches it accepts to what fits, says so, and a larger one is turned away with what to do (a trainer
+splits its batches to the announced caps); --relay
 decides which p2pd runs a relay service (its command line)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from swarm.network.dht import create_dht
 from swarm.network.reachability import join_swarm
 from swarm.pipeline.memory import SAFETY, preflight_stage
 from swarm.pipeline.routing import RoutingError, StageRouter
+from swarm.pipeline.trainer import Trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -92,6 +95,20 @@ def test_a_stage_too_big_for_the_memory_limit_is_refused_and_one_that_fits_caps_
         assert f"use --batch-size {CAP} or less" in str(err.value)
         out, _ = router.forward(0, x[:CAP])  # what fits is served
         assert out.shape[0] == CAP
+
+        # a trainer sizes its micro-batches to what the stage peers announce: 4 x CAP samples go as CAP-sample ones
+        other, other_events, other_log = _peer(children, tmp_path, "stage1", *join[:-3], "--stage", "1",
+                                               "--no-rebalance")  # fmt: skip
+        _ready(other, other_events, other_log)
+        with Trainer(dht, exp, get_workload("digits"), n_stages=2, batch_size=4 * CAP) as trainer:
+            deadline = time.monotonic() + 60
+            while trainer.swarm_cap() != CAP or not trainer.router.peers(1):
+                assert time.monotonic() < deadline, "the trainer never saw both stages and the memory cap"
+                trainer.router.refresh(force=True)
+                time.sleep(0.5)
+            report = trainer.run(steps=6)
+        assert [s.samples for s in report.steps] == [CAP * (i + 1) for i in range(6)]
+        assert all(math.isfinite(s.loss) for s in report.steps)
     finally:
         router.shutdown()
         dht.shutdown()
