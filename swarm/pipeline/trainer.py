@@ -83,6 +83,7 @@ class StepRecord(BaseModel):
     step: int
     loss: float
     samples: int  # samples seen by this trainer so far, this step included
+    size: int = 0  # samples of this step's micro-batch
     seconds: float  # since the run started
 
 
@@ -158,7 +159,8 @@ def run_training(
         loss = train_step(pipeline, workload, *batch)
         with lock:
             samples += len(batch[0])
-            record = StepRecord(step=n_steps, loss=loss, samples=samples, seconds=time.perf_counter() - start)
+            record = StepRecord(step=n_steps, loss=loss, samples=samples, seconds=time.perf_counter() - start,
+                                size=len(batch[0]))
             n_steps += 1
             records.append(record)
         if on_step is not None:

@@ -34,7 +34,7 @@ def run_trainer(config: PeerConfig, dht, record, workload, events: EventWriter, 
         def on_step(s) -> None:
             nonlocal done, samples
             with count_lock:
-                done, samples = done + 1, samples + config.batch_size
+                done, samples = done + 1, samples + (s.size or config.batch_size)  # split to the stages' memory
             rate = samples / max(time.monotonic() - started, 1e-9)
             events.emit(Step(step=done - 1, loss=s.loss, samples=samples, samples_per_second=rate))
             enough = config.steps is not None and done >= config.steps
