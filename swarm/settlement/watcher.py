@@ -47,14 +47,15 @@ from web3.logs import DISCARD
 from protocol.contribution import Contribution, ContributionError
 from protocol.sampling import challenged_chunks
 from runtime.loops import StartStop
-from swarm.chain.client import ChainClient
+from swarm.chain.client import LOG_RANGE, ChainClient
 from swarm.chain.errors import ChainError, RevertError
 from swarm.rounds.parts import CommitRecord, PartError
 from swarm.settlement.settler import SettlementEvent
 
 logger = logging.getLogger(__name__)
 
-POLL_S = 1.0
+POLL_S = 2.0  # duties fall on windows of 10 s and more; each pass is 3 RPC calls and one eth_call per new proof
+FOLLOWED = ("Contributed", "AuditOpened", "AuditAnswered", "Slashed")
 JOIN_TIMEOUT_S = 30.0
 ARM_STEP_S = 2.0  # seconds between the arming duties of consecutive ranks
 BACKUPS = 3  # ranks after the first that open an audit the ones before them did not
@@ -229,9 +230,9 @@ class Watcher(StartStop):
         head = self.client.block_number()
         if head < self._cursor:
             return
-        where = {"experimentId": self.experiment_id}
-        batch = {name: self.client.events(name, self._cursor, head, where=where)
-                 for name in ("Contributed", "AuditOpened", "AuditAnswered", "Slashed")}  # fmt: skip
+        batch: dict[str, list[dict]] = {name: [] for name in FOLLOWED}
+        for e in self._logs(self._cursor, head):
+            batch[e["event"]].append(e)
         for e in batch["Contributed"]:
             self._round(int(e["round"])).records[(int(e["stage"]), e["peer"].lower())] = (int(e["root"]),
                                                                                           int(e["normSq"]))
@@ -248,9 +249,24 @@ class Watcher(StartStop):
             self._round(int(e["round"])).slashed.add((int(e["stage"]), e["peer"].lower()))
         self._cursor = head + 1
 
+    def _logs(self, lo: int, hi: int) -> list[dict]:
+        """The FOLLOWED events of our experiment in blocks [lo, hi], oldest first: one eth_getLogs per LOG_RANGE
+        blocks (topic 0: any of the four events, topic 1: the experiment id, their first indexed argument)."""
+        escrow = self.client.escrow
+        assert escrow is not None
+        events = {ev.topic: ev for ev in (getattr(escrow.events, name)() for name in FOLLOWED)}
+        topics = [list(events), "0x" + self.experiment_id.to_bytes(32, "big").hex()]
+        out = []
+        for a in range(lo, hi + 1, LOG_RANGE):
+            query = {"address": escrow.address, "fromBlock": a, "toBlock": min(a + LOG_RANGE - 1, hi), "topics": topics}
+            for log in self.client.w3.eth.get_logs(query):
+                decoded = events[log["topics"][0].to_0x_hex()].process_log(log)
+                out.append({"event": decoded["event"], **dict(decoded["args"])})
+        return out
+
     def _take_gossip(self) -> None:
         """Queue the gossiped audit proofs of our experiment in their rounds, to be checked when they can be."""
-        oldest = None
+        oldest = newest = None
         while True:
             try:
                 msg = self._gossip.get_nowait()
@@ -267,12 +283,14 @@ class Watcher(StartStop):
             if c.experiment != self.experiment_id or c.proof is None and kind == "audit_proof":
                 continue
             if oldest is None:
-                oldest = self.state.round_at(self._now()) - 64
-            if c.round < oldest:  # long over: nothing to enforce
+                current = self.state.round_at(self._now())
+                oldest, newest = current - 64, current + 2
+            if not oldest <= c.round <= newest:  # long over, or a round that cannot have contributions yet
                 continue
             w = self._round(c.round)
             if kind == "contribution":
-                w.gossiped.add((c.stage, c.peer))
+                if len(w.gossiped) < PENDING_PER_ROUND:
+                    w.gossiped.add((c.stage, c.peer))
             elif len(w.pending) < PENDING_PER_ROUND:
                 w.pending.append(c)
 

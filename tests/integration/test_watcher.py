@@ -171,10 +171,11 @@ def test_a_watcher_ignores_junk_on_gossip_and_other_experiments(world: EscrowWor
     other_root = good.model_copy(update={"root": 4243})  # not the root it contributed
     other_experiment = good.model_copy(update={"experiment": x + 1})
     bad_proof = good.model_copy(update={"proof": good.proof.model_copy(update={"a": (good.proof.c[0], good.proof.c[1])})})
-    for c in (other_root, other_experiment, bad_proof):
+    far_future = good.model_copy(update={"round": 10**6})  # would keep a round's state forever
+    for c in (other_root, other_experiment, bad_proof, far_future):
         w.on_gossip(GossipMessage.for_contribution("x", c, audit=True))
     w.step()
-    assert w.rounds[0].proven == set()
+    assert w.rounds[0].proven == set() and 10**6 not in w.rounds
     w.on_gossip(GossipMessage.for_contribution("x", good, audit=True))
     w.step()
     assert w.rounds[0].proven == {(0, honest.address.lower(), chunk)}
