@@ -38,10 +38,10 @@ def setup(args: argparse.Namespace, console: Console) -> None:
         d = ensure_keys(worker, params, args.keys, force=args.force, entropy=entropy, backend=args.backend)
         console.print(f"circuit {params.circuit_id} (chunk {params.chunk}, block {params.block}, depth "
                       f"{params.depth}), {args.backend} backend: keys in {d} ({time.perf_counter() - t0:.1f} s)")
-        if args.backend == GROTH16PY:  # its keys are fresh randomness: never overwrite the committed verifiers
+        if args.backend == GROTH16PY and args.private:  # fresh randomness: never overwrite the committed verifiers
             fast = write_fast_verifier(d / "verification.key.json", d / f"{FAST_VERIFIER_NAME}.sol")
             console.print(f"gas-lean verifier for these keys: {fast}")
-        elif args.verifier is not None:
+        elif args.verifier is not None:  # (groth16py's dev keys are zokrates-js's: the same verifiers)
             out = export_verifier(worker, params, args.keys, args.verifier, entropy=entropy)
             fast = write_fast_verifier(d / "verification.key.json", out.with_name(f"{FAST_VERIFIER_NAME}.sol"))
             console.print(f"Solidity verifiers written to {out} and {fast} (gas-lean, same keys)")
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("setup", help="compile, DEVELOPMENT-ONLY single-party setup, export the Solidity verifier")
     _shape_args(s)
     s.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                   help="zokrates: reproducible dev keys behind contracts/generated/; groth16py: fresh dev keys "
-                        "(their verifier is written beside them)")
+                   help="zokrates: reproducible dev keys behind contracts/generated/; groth16py: the same keys "
+                        "converted for groth16py (with --private: groth16py's own fresh keys, their verifier "
+                        "written beside them)")
     s.add_argument("--private", action="store_true",
                    help="draw fresh entropy (keys only you have) instead of the public development entropy")
     s.add_argument("--keys", type=Path, default=KEYS_ROOT, help="key root folder (default zk/keys)")

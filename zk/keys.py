@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from zk import backends
+from zk import backends, zokrates_keys
 from zk.backends import GROTH16PY, ZOKRATES
 from zk.circuit import CircuitParams
 from zk.fast_verifier import compile_fast_verifier
@@ -33,9 +33,12 @@ DEV_ENTROPY = "swarm development setup: this entropy is public, so these keys ar
 def keys_dir(params: CircuitParams, root: Path = KEYS_ROOT, entropy: str | None = DEV_ENTROPY,
              backend: str = ZOKRATES) -> Path:
     """zk/keys/<circuit id>/ for zokrates-js's reproducible development keys, <circuit id>-private/ for random
-    ones, <circuit id>-groth16py/ for groth16py's development keys (always fresh randomness: not reproducible)."""
+    ones; for groth16py, <circuit id>-groth16py-dev/ holds those same reproducible keys converted for groth16py
+    (zk/zokrates_keys.py: same verification key, so the committed verifiers check its proofs) and
+    <circuit id>-groth16py/ groth16py's own single-party setup (`entropy=None`: fresh randomness)."""
     if backends.check_backend(backend) == GROTH16PY:
-        return root / f"{params.circuit_id}-{GROTH16PY}"
+        return root / (f"{params.circuit_id}-{GROTH16PY}-dev" if entropy == DEV_ENTROPY
+                       else f"{params.circuit_id}-{GROTH16PY}")
     return root / (params.circuit_id if entropy == DEV_ENTROPY else f"{params.circuit_id}-private")
 
 
@@ -54,10 +57,19 @@ def ensure_keys(worker: ZkWorker, params: CircuitParams, root: Path = KEYS_ROOT,
     """Compile and set up the circuit unless keys for this exact source exist; returns the key folder.
 
     `entropy=None` draws fresh randomness (keys no one else can reproduce, still single-party). With
-    `backend="groth16py"` the circuit is also written as circom R1CS and groth16py sets it up (single-party,
-    fresh randomness: development only; `python -m zk ceremony` makes real keys)."""
+    `backend="groth16py"` and the default entropy, zokrates-js's reproducible development keys are converted for
+    groth16py (the same keys: the committed verifiers check the proofs); with `entropy=None` the circuit is
+    written as circom R1CS and groth16py sets it up (single-party, fresh randomness). Development only either
+    way: `python -m zk ceremony` makes real keys."""
     d = keys_dir(params, root, entropy, backend)
     if not force and has_keys(params, root, entropy, backend):
+        return d
+    if backend == GROTH16PY and entropy == DEV_ENTROPY:
+        zokrates_dir = ensure_keys(worker, params, root, force=force, entropy=DEV_ENTROPY, backend=ZOKRATES)
+        t0 = time.perf_counter()
+        zokrates_keys.convert(zokrates_dir, d, params, worker)
+        logger.info("circuit %s: zokrates-js's development keys converted for groth16py in %.1f s",
+                    params.circuit_id, time.perf_counter() - t0)
         return d
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 """The groth16py backend (native arkworks) against zokrates-js on the same circuit: its proofs verify with
 zokrates-js's verifier off-chain and with zk/fast_verifier.py's contract on a real anvil, tampered public inputs
-fail, and both backends agree on what they accept."""
+fail, and both backends agree on what they accept. groth16py's development keys ARE zokrates-js's (converted,
+zk/zokrates_keys.py), so each backend accepts the other's proofs; groth16py's own fresh keys (`entropy=None`)
+accept only their own."""
 
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ def worker():
 
 @pytest.fixture(scope="module")
 def provers(worker) -> dict[str, ChunkProver]:
-    return {b: ChunkProver(worker, PARAMS, backend=b) for b in ("zokrates", "groth16py")}
+    """zokrates-js and groth16py with the same development keys, and groth16py with its own fresh keys."""
+    return {"zokrates": ChunkProver(worker, PARAMS), "groth16py": ChunkProver(worker, PARAMS, backend="groth16py"),
+            "private": ChunkProver(worker, PARAMS, backend="groth16py", entropy=None)}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,7 @@ def test_groth16py_proof_verifies_with_zokrates_js_verifier(provers, proofs, com
     assert set(provers["groth16py"].last_timing) >= {"witness_s", "prove_s", "prove_cpu_s"}
 
 
-@pytest.mark.parametrize("backend", ["zokrates", "groth16py"])
+@pytest.mark.parametrize("backend", ["zokrates", "groth16py", "private"])
 def test_both_backends_agree_on_honest_and_tampered_public_inputs(provers, proofs, commitment, backend):
     bound = commitment.norm_sq
     prover = provers[backend]
@@ -72,10 +76,13 @@ def test_both_backends_agree_on_honest_and_tampered_public_inputs(provers, proof
     assert verdicts == [True] + [False] * 5
 
 
-def test_a_proof_does_not_verify_under_the_other_backends_keys(provers, proofs, commitment):
+def test_groth16py_proves_with_zokrates_js_dev_keys_and_fresh_keys_are_other_keys(provers, proofs, commitment):
     bound = commitment.norm_sq
-    assert not provers["zokrates"].verify(proofs["groth16py"], bound)
-    assert not provers["groth16py"].verify(proofs["zokrates"], bound)
+    assert provers["groth16py"].verification_key == provers["zokrates"].verification_key
+    assert provers["zokrates"].verify(proofs["groth16py"], bound)
+    assert provers["groth16py"].verify(proofs["zokrates"], bound)
+    assert not provers["zokrates"].verify(proofs["private"], bound)
+    assert not provers["private"].verify(proofs["zokrates"], bound)
 
 
 def test_both_backends_refuse_a_false_statement(provers, commitment):
@@ -117,10 +124,23 @@ def test_groth16py_proofs_on_anvil_through_the_fast_verifier(worker, provers, pr
             verifiers[backend] = w3.eth.contract(address=receipt.contractAddress, abi=artifact["abi"])
         call = lambda b, c, n: verifiers[b].functions.verifyTx(c.proof.abi_tuple(), c.public_inputs(n))
         proof = proofs["groth16py"]
-        assert call("groth16py", proof, bound).call() is True
-        assert [call("groth16py", c, b).call() for _, c, b in changed_inputs(proof, bound)] == [False] * 5
-        assert call("groth16py", proofs["zokrates"], bound).call() is False  # the other backend's keys
+        assert call("zokrates", proof, bound).call() is True  # groth16py's proof, the dev keys' verifier
+        assert [call("zokrates", c, b).call() for _, c, b in changed_inputs(proof, bound)] == [False] * 5
         assert call("zokrates", proofs["zokrates"], bound).call() is True
+        assert call("private", proofs["private"], bound).call() is True
+        assert call("private", proofs["zokrates"], bound).call() is False  # other keys
+        assert call("zokrates", proofs["private"], bound).call() is False
         # same contract code, other constants: the gas is the same but for the calldata bytes of the proof
-        fast, reference = (execution_gas(call(b, proofs[b], bound)) for b in ("groth16py", "zokrates"))
-        assert fast <= reference and call("groth16py", proof, bound).estimate_gas() < FAST_VERIFIER_GAS + 1_000
+        fast, reference = (execution_gas(call(b, proofs[b], bound)) for b in ("private", "zokrates"))
+        assert fast <= reference and call("zokrates", proof, bound).estimate_gas() < FAST_VERIFIER_GAS + 1_000
+
+
+def test_a_wrong_variable_order_is_caught_before_any_key_is_written(worker, monkeypatch, tmp_path):
+    """zk/zokrates_keys.py proves and verifies one statement with the converted key before writing it."""
+    from zk import zokrates_keys
+    from zk.keys import keys_dir
+
+    monkeypatch.setattr(zokrates_keys, "ark_order", lambda wires, public, args, constraints: list(range(wires)))
+    with pytest.raises(ProofError, match="does not verify"):
+        zokrates_keys.convert(keys_dir(PARAMS), tmp_path / "out", PARAMS, worker)
+    assert not (tmp_path / "out").exists()
