@@ -23,7 +23,7 @@ ZOKRATES = "zokrates"
 GROTH16PY = "groth16py"
 BACKENDS = (ZOKRATES, GROTH16PY)
 FAST_BACKEND = GROTH16PY
-DEFAULT_BACKEND = ZOKRATES  # the committed verifiers (contracts/generated/) are for zokrates-js's dev keys
+DEFAULT_BACKEND = ZOKRATES  # of this API (the reference); swarm-peer proves with groth16py, with the same dev keys
 PROVING_KEY = "proving.g16"  # groth16py's ProvingKey.save (arkworks CRS + the R1CS matrices)
 R1CS = "circuit.r1cs"
 

@@ -73,8 +73,8 @@ def ensure_keys(worker: ZkWorker, params: CircuitParams, root: Path = KEYS_ROOT,
         return d
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    info = worker.request("compile", timeout=SETUP_TIMEOUT, source=params.source(), dir=str(d),
-                          r1cs=backend == GROTH16PY)
+    # with circom's R1CS too, always: converting these keys for groth16py (zk/zokrates_keys.py) then compiles nothing
+    info = worker.request("compile", timeout=SETUP_TIMEOUT, source=params.source(), dir=str(d), r1cs=True)
     t1 = time.perf_counter()
     if backend == GROTH16PY:
         backends.dev_setup(d)

@@ -88,9 +88,11 @@ class PeerConfig(BaseSettings):
     identity_path: Path | None = Field(None, description="file holding this peer's libp2p key (created, mode 0600, "
                                        "on first use), so its /p2p/ address survives restarts (for a bootstrap peer)")
     prover_workers: int = Field(1, ge=1, le=64, description="paid stage: processes proving in parallel (one core each)")
-    prover_backend: Literal["zokrates", "groth16py"] = Field("zokrates", description="paid stage: the Groth16 "
+    prover_backend: Literal["zokrates", "groth16py"] = Field("groth16py", description="paid stage: the Groth16 "
                                                             "prover (groth16py: native arkworks, ~4x fewer CPU-seconds "
-                                                            "per proof; needs --prover-key-dir matching the verifier)")
+                                                            "per proof, with zokrates-js's dev keys, those of the "
+                                                            "committed verifiers, or --prover-key-dir's; zokrates: "
+                                                            "the WASM fallback)")
     prover_key_dir: Path | None = Field(None, description="paid stage: the folder of the circuit keys the experiment's "
                                         "verifier was made from (groth16py; e.g. a ceremony's output)")
     strict_proofs: bool = Field(False, description="paid stage: prove every chunk of every update, not only the "

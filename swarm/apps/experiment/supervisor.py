@@ -84,7 +84,8 @@ class Economy:
         sizes = stage_sizes(self.cfg.experiment.workload, self.cfg.experiment.n_stages)
         if self.cfg.local.stage_peers:  # paid local peers prove every round: the circuit's keys first (once)
             update_state(self.state_dir, step="circuit keys (first run only, about a minute)")
-            ensure_circuit_keys("zokrates")  # the committed dev keys and verifier
+            # the committed dev keys and verifier, and the same keys converted for groth16py (the peers' default)
+            ensure_circuit_keys("groth16py")
             update_state(self.state_dir, step="chain")
         if eco.chain == "embedded" and self.chain_rpc is None:
             self.info = self._embedded(stack, sizes)
