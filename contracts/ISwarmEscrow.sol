@@ -88,10 +88,12 @@ interface ISwarmEscrow {
     );
     /// @notice A batch entry that was not recorded: reason 1 = the peer already has a record for (round, stage),
     /// 2 = its free stake does not cover minStake of collateral, 3 = its record slot (round % RECORD_RING) still
-    /// holds an open record of an earlier round. It is not paid and its proof is not checked.
+    /// holds an open record of an earlier round, 4 = the peer does not allow batches into this experiment
+    /// (allowBatches). It is not paid and its proof is not checked.
     event ContributionSkipped(
         uint256 indexed experimentId, uint256 indexed round, uint256 stage, address indexed peer, uint8 reason
     );
+    event BatchesAllowed(address indexed peer, uint256 experimentId);
     event BatchContributed(
         uint256 indexed experimentId, uint256 indexed round, address indexed submitter, uint256 included,
         uint256 skipped, uint256 fee

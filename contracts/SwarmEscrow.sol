@@ -40,6 +40,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint8 public constant SKIP_COLLATERAL = 2;
     /// @notice ... or its record slot still holds an open record of round - RECORD_RING (claim or slash it first).
     uint8 public constant SKIP_SLOT_BUSY = 3;
+    /// @notice ... or the peer has not allowed batches into this experiment (allowBatches).
+    uint8 public constant SKIP_NOT_ALLOWED = 4;
     uint256 private constant BATCH_WORDS = 12; // per proof in verifyBatch's input: 8 proof words, 4 public inputs
     /// @notice A peer's records of (experiment, stage) live in RECORD_RING slots, round r in slot r % RECORD_RING:
     /// a contribution RECORD_RING rounds after a closed (claimed or slashed) one rewrites a used slot (2,900 gas
@@ -111,8 +113,9 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
 
     /// @dev `locked` is the part of `active` that backs contributions still liable (minStake each).
     struct StakeInfo {
-        uint128 active;
-        uint128 locked;
+        uint96 active;
+        uint96 locked;
+        uint64 batchExperiment; // the experiment others may submit this peer's contributions to; 0: none
         uint128 unbonding;
         uint64 unbondingReadyAt;
     }
@@ -197,7 +200,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         VerifierShape[] memory shapes
     ) {
         if (address(token_).code.length == 0) revert InvalidExperiment("token");
-        if (minStake_ == 0) revert InvalidExperiment("minStake");
+        if (minStake_ == 0 || minStake_ > type(uint96).max) revert InvalidExperiment("minStake");
         if (reporterBps_ >= BPS) revert InvalidExperiment("reporterBps");
         if (slashGrace_ == 0) revert InvalidExperiment("slashGrace");
         if (auditBond_ == 0) revert InvalidExperiment("auditBond");
@@ -224,9 +227,10 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     function stake(uint128 amount) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
         StakeInfo storage s = stakes[msg.sender];
-        uint128 active = s.active + amount;
+        uint256 active = uint256(s.active) + amount;
         if (active < minStake) revert BelowMinStake(active, minStake);
-        s.active = active;
+        if (active > type(uint96).max) revert InsufficientStake(type(uint96).max, active);
+        s.active = uint96(active);
         emit Staked(msg.sender, amount, active);
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -237,13 +241,25 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     function requestUnbond(uint128 amount) external {
         if (amount == 0) revert ZeroAmount();
         StakeInfo storage s = stakes[msg.sender];
-        uint128 free = s.active - s.locked;
+        uint256 free = s.active - s.locked;
         if (amount > free) revert InsufficientStake(free, amount);
-        s.active -= amount;
+        s.active -= uint96(amount);
         s.unbonding += amount;
         uint64 readyAt = uint64(block.timestamp) + unbondingDelay;
         s.unbondingReadyAt = readyAt;
         emit UnbondingRequested(msg.sender, amount, s.unbonding, readyAt);
+    }
+
+    /// @notice Let anyone submit the caller's contributions to experiment `experimentId` in batches
+    /// (contributeBatch); 0 allows none. Without it a batch entry for the caller is skipped, so a proof the caller
+    /// gossiped cannot be replayed into another experiment (or escrow, or chain) on its behalf. One experiment at
+    /// a time: it lives in the stake slot every contribution reads anyway.
+    /// @param experimentId The experiment (0: none).
+    function allowBatches(uint256 experimentId) external {
+        if (experimentId != 0) _experiment(experimentId);
+        if (experimentId > type(uint64).max) revert UnknownExperiment(experimentId);
+        stakes[msg.sender].batchExperiment = uint64(experimentId);
+        emit BatchesAllowed(msg.sender, experimentId);
     }
 
     /// @notice Withdraw the caller's whole unbonding stake once its delay has passed.
@@ -432,7 +448,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @param stage The stage the caller contributed to.
     function claim(uint256 experimentId, uint256 round, uint256 stage) external nonReentrant {
         uint256 amount = _claim(experimentId, round, stage);
-        stakes[msg.sender].locked -= minStake;
+        stakes[msg.sender].locked -= uint96(minStake);
         if (amount > 0) token.safeTransfer(msg.sender, amount);
     }
 
@@ -449,7 +465,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         for (uint256 i = 0; i < rounds_.length; ++i) {
             total += _claim(experimentId, rounds_[i], stages[i]);
         }
-        stakes[msg.sender].locked -= uint128(minStake * rounds_.length);
+        stakes[msg.sender].locked -= uint96(minStake * rounds_.length);
         if (total > 0) token.safeTransfer(msg.sender, total);
     }
 
@@ -587,8 +603,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         rec.slashed = true;
         uint16 unanswered = rec.auditsOpened & ~rec.auditsAnswered;
         StakeInfo storage s = stakes[peer];
-        s.active -= minStake;
-        s.locked -= minStake;
+        s.active -= uint96(minStake);
+        s.locked -= uint96(minStake);
         uint256 reward = (uint256(minStake) * reporterBps) / BPS;
         burned += minStake - reward;
         address opener = _audits[_auditKey(experimentId, round, stage, peer, j)].opener;
@@ -760,7 +776,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 active = s.active;
         uint256 locked = s.locked;
         if (active < locked + minStake) revert CollateralUnavailable(active - locked, minStake);
-        s.locked = uint128(locked + minStake);
+        s.locked = uint96(locked + minStake);
     }
 
     /// @dev contributeBatch's checks of the experiment and round (as contribute's), once per batch.
@@ -791,7 +807,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 stage = x.stage;
         Record storage rec = _records[ctx.experimentId][ctx.round % RECORD_RING][stage][peer];
         uint8 skip = _slotState(rec, ctx.round);
-        if (skip == 0 && !_tryLockCollateral(peer)) skip = SKIP_COLLATERAL;
+        if (skip == 0) skip = _tryLockCollateral(peer, ctx.experimentId);
         if (skip != 0) {
             emit ContributionSkipped(ctx.experimentId, ctx.round, stage, peer, skip);
             return;
@@ -819,13 +835,15 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (x.root >= FIELD) revert NotInField(x.root);
     }
 
-    /// @dev Locks minStake of `peer`'s active stake if it is free (one read, one write of its slot).
-    function _tryLockCollateral(address peer) internal returns (bool) {
+    /// @dev For a batch entry: 0 after locking minStake of `peer`'s active stake, or why not (the peer allows no
+    /// batches into this experiment, or its free stake is short). One read, one write of its stake slot.
+    function _tryLockCollateral(address peer, uint256 experimentId) internal returns (uint8) {
         StakeInfo storage s = stakes[peer];
         uint256 locked = s.locked;
-        if (s.active < locked + minStake) return false;
-        s.locked = uint128(locked + minStake);
-        return true;
+        if (s.batchExperiment != experimentId) return SKIP_NOT_ALLOWED;
+        if (s.active < locked + minStake) return SKIP_COLLATERAL;
+        s.locked = uint96(locked + minStake);
+        return 0;
     }
 
     /// @dev verifyBatch's 12 words of entry `x` at word `offset` of `words`: its proof, then its public inputs.

@@ -50,6 +50,8 @@ def measure(world: EscrowWorld, n: int, proofs: list, verifier: str, later: list
     peers = world.peers[:n]
     mine = [c.model_copy(update={"experiment": exp}) for c in proofs[:n]]
     if batch:
+        for p in peers:  # once per experiment: others may batch this peer's contributions (not counted per round)
+            p.allow_batches(exp)
         result = world.funder.contribute_batch(mine, precheck=False)
         assert len(result.included) == n, result
         contribute = [result.receipt["gasUsed"] / n] * n

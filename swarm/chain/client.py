@@ -40,7 +40,7 @@ ESCROW = "SwarmEscrow"
 TOKEN_ABI_SOURCE = "TestToken"  # any ERC-20 ABI will do for approve/balanceOf
 LOG_RANGE = 2_000  # blocks per eth_getLogs request: public L2 RPCs refuse larger ranges
 TARGETED_BASE = 8  # SwarmEscrow.TARGETED_BASE: audit indices of targeted audits
-SKIP_REASONS = {1: "duplicate", 2: "collateral", 3: "slot busy"}  # SwarmEscrow.SKIP_*: ContributionSkipped
+SKIP_REASONS = {1: "duplicate", 2: "collateral", 3: "slot busy", 4: "not allowed"}  # SwarmEscrow.SKIP_*: ContributionSkipped
 
 
 def batch_words(contributions: Sequence[Contribution], norm_bound: int) -> list[int]:
@@ -221,8 +221,14 @@ class ChainClient:
         return self.transact("withdraw")
 
     def stake_of(self, peer: str | None = None) -> StakeState:
-        active, locked, unbonding, ready_at = self.read("stakes", Web3.to_checksum_address(peer or self.address))
-        return StakeState(active=active, locked=locked, unbonding=unbonding, unbonding_ready_at=ready_at)
+        active, locked, batches, unbonding, ready_at = self.read("stakes", Web3.to_checksum_address(peer or self.address))
+        return StakeState(active=active, locked=locked, unbonding=unbonding, unbonding_ready_at=ready_at,
+                          batch_experiment=batches)
+
+    def allow_batches(self, experiment: int) -> TxReceipt:
+        """Let anyone submit this wallet's contributions to `experiment` in batches (0: none): without it the
+        escrow skips our entries in others' batches, so our gossiped proofs cannot be replayed elsewhere."""
+        return self.transact("allowBatches", experiment)
 
     # -------------------------------------------------------------------------------------- experiments
 
@@ -299,14 +305,17 @@ class ChainClient:
         e = self.experiment(experiment)
         verifier = self.contract("IChunkVerifier", e.verifier)
         min_stake = self.read("minStake")
-        keep, left_out, seen, free = [], [], set(), {}
+        keep, left_out, seen, free, stakes = [], [], set(), {}, {}
         for c in contributions:
             key = (c.peer, c.stage)
-            if not (1 << e.min_norm_log2) <= c.norm_sq <= e.norm_bound:
+            stake = stakes.setdefault(c.peer, self.stake_of(c.peer))
+            if stake.batch_experiment != experiment:
+                left_out.append((c, "not allowed"))
+            elif not (1 << e.min_norm_log2) <= c.norm_sq <= e.norm_bound:
                 left_out.append((c, "norm out of bounds"))
             elif key in seen or self.record(experiment, c.round, c.stage, c.peer).exists:
                 left_out.append((c, "duplicate"))
-            elif free.setdefault(c.peer, self.stake_of(c.peer).free) < min_stake:
+            elif free.setdefault(c.peer, stake.free) < min_stake:
                 left_out.append((c, "collateral"))
             elif not self._reader.rpc("checking a proof", verifier.functions.verifyTx(
                     c.proof.abi_tuple(), c.public_inputs(e.norm_bound)).call):  # fmt: skip

@@ -107,6 +107,7 @@ class StakeState(BaseModel):
     locked: int  # the part of `active` that backs contributions still liable (minStake each)
     unbonding: int
     unbonding_ready_at: int
+    batch_experiment: int = 0  # the experiment others may submit this peer's contributions to (0: none)
 
     @property
     def free(self) -> int:

@@ -43,6 +43,11 @@ def accumulator(contributions: list[Contribution]) -> bytes:
     return acc
 
 
+def allow(exp: int, *peers: ChainClient) -> None:
+    for p in peers:
+        p.allow_batches(exp)
+
+
 def proven(world: EscrowWorld, exp: int, pairs: list[tuple[ChainClient, int]], round: int = 0,
            root0: int = 1_000) -> list[Contribution]:  # fmt: skip
     return world.prove([world.contribution(p, exp, round, s, root0 + i) for i, (p, s) in enumerate(pairs)], exp)
@@ -55,6 +60,7 @@ def test_a_batch_records_each_contribution_for_its_peer(bworld: EscrowWorld, siz
     exp = w.create_experiment(stage_params=(5_000,) * stages, reward_per_round=1_000, pool=10_000)
     for p in w.peers:
         p.stake(100 * stages)
+    allow(exp, *w.peers)
     pairs = [(w.peers[i % 5], i // 5) for i in range(size)]
     batch = proven(w, exp, pairs)
     submitter = w.funder  # not a contributor: it only pays the gas and earns the fee
@@ -88,6 +94,7 @@ def test_a_bad_proof_fails_the_whole_batch_and_the_precheck_leaves_it_out(bworld
     a, b, c, d = w.peers[:4]
     for p in (a, b, c, d):
         p.stake(100)
+    allow(exp, a, b, c, d)
     good = proven(w, exp, [(a, 0), (b, 0), (c, 1), (d, 1)])
     # d's proof for another root: a valid proof, of another statement (root is a public input)
     bad = good[3].model_copy(update={"root": good[3].root + 1})
@@ -112,6 +119,7 @@ def test_a_submitter_cannot_redirect_a_reward(bworld: EscrowWorld) -> None:
     victim, thief = w.peers[:2]
     for p in (victim, thief):
         p.stake(100)
+    allow(exp, victim, thief)  # the thief allows batches too: its entry fails on the proof, not on consent
     (honest,) = proven(w, exp, [(victim, 0)])
     stolen = honest.model_copy(update={"peer": thief.address.lower()})  # the victim's proof, the thief's name
     with reverts("InvalidProof"):  # the proof's context binds the victim's address (and c0 depends on it)
@@ -137,6 +145,7 @@ def test_entries_a_peer_made_unpayable_are_skipped_not_fatal(bworld: EscrowWorld
     a, b, c, submitter = w.peers[:4]
     for p in (a, b, c, submitter):
         p.stake(100)
+    allow(exp, a, b, c, submitter)
     ca, cb, cc, cs = proven(w, exp, [(a, 0), (b, 0), (c, 0), (submitter, 1)])
     a.contribute(ca)  # a front-runs the batch with its own contribute
     b.request_unbond(100)  # b's collateral leaves before the batch lands
@@ -156,6 +165,7 @@ def test_a_verifier_without_verify_batch_checks_each_proof(world: EscrowWorld) -
     a, b = world.peers[:2]
     for p in (a, b):
         p.stake(100)
+    allow(exp, a, b)
     ca, cb = proven(world, exp, [(a, 0), (b, 1)])
     with reverts("InvalidProof"):
         world.funder.contribute_batch([ca, cb.model_copy(update={"norm_sq": cb.norm_sq + 1})], precheck=False)
@@ -170,6 +180,7 @@ def test_a_record_slot_is_reused_after_the_ring_only_once_closed(bworld: EscrowW
     a, b = w.peers[:2]
     for p in (a, b):
         p.stake(200)
+    allow(exp, a, b)
     (a0,) = proven(w, exp, [(a, 0)])
     (a64, b64) = proven(w, exp, [(a, 0), (b, 0)], round=ring, root0=5_000)
     (a128,) = proven(w, exp, [(a, 0)], round=2 * ring, root0=9_000)
@@ -236,6 +247,8 @@ def test_a_batch_of_real_proofs_of_our_circuit(chain: DevChain) -> None:
         cfg = DemoConfig(stage_params=(3_000,), verifier="BatchChunkVerifier", round_duration=3_600)
         dep = deploy_demo(chain, cfg, stakers=[1, 2])
         submitter = ChainClient(chain.rpc_url, Wallet(chain.accounts[3].private_key), escrow=dep.escrow)
+        allow(dep.experiment_id, *(ChainClient(chain.rpc_url, Wallet(chain.accounts[i].private_key),
+                                               escrow=dep.escrow) for i in (1, 2)))  # fmt: skip
         assert submitter.registered_shape(dep.verifier).batch
         norm_bound = submitter.experiment(dep.experiment_id).norm_bound
         batch = []
@@ -266,3 +279,35 @@ def test_a_batch_of_real_proofs_of_our_circuit(chain: DevChain) -> None:
             assert submitter.stake_of(peer).locked == cfg.min_stake
     finally:
         chain.rpc("evm_revert", [snapshot])
+
+
+def test_a_gossiped_proof_is_bound_to_its_experiment_escrow_and_chain(bworld: EscrowWorld, chain: DevChain) -> None:
+    """The proof's inputs bind peer, round, stage and chunk; a peer's own contribute binds experiment, escrow and
+    chain by its signed transaction. A batch is someone else's transaction, so the escrow records an entry only
+    for the one experiment the peer allowed (allowBatches) on that escrow: a proof heard on gossip cannot be
+    replayed into another experiment or escrow to lock the peer's collateral where it never answers audits."""
+    w = bworld
+    home = w.create_experiment(reward_per_round=1_000, pool=10_000)
+    trap = w.create_experiment(reward_per_round=1_000, pool=10_000, client=w.peers[4])  # same verifier and shape
+    victim, attacker = w.peers[0], w.peers[4]
+    victim.stake(300)
+    allow(home, victim)
+    (c,) = proven(w, home, [(victim, 0)])
+    replayed = c.model_copy(update={"experiment": trap})  # the same proof verifies there: no input names it
+    result = attacker.contribute_batch([replayed], precheck=False)
+    assert result.included == [] and result.skipped == [(replayed, "not allowed")]
+    assert attacker.contribute_batch([replayed]).left_out == [(replayed, "not allowed")]
+    assert not w.funder.record(trap, 0, 0, victim.address).exists and victim.stake_of().locked == 0
+    (other_chunk,) = w.prove([w.contribution(victim, home, 0, 0, c.root, chunk=(c.chunk + 1) % 5)], home)
+    w.goto(home, 1, "train")  # round 1 is open and round 0's submissions still are
+    for wrong in (c.model_copy(update={"round": 1}), c.model_copy(update={"stage": 1}), other_chunk):
+        with reverts("InvalidProof"):  # round, stage, chunk (the escrow derives c0 itself) are in the proof
+            attacker.contribute_batch([wrong], precheck=False)
+    other = EscrowWorld(chain, verifier_contract=BATCH)  # another escrow on this chain: nothing allowed there
+    other.peers[0].stake(100)
+    elsewhere = other.create_experiment(reward_per_round=1_000, pool=1_000)
+    moved = c.model_copy(update={"experiment": elsewhere})
+    assert other.peers[4].contribute_batch([moved], precheck=False).skipped == [(moved, "not allowed")]
+    assert attacker.contribute_batch([c]).included == [c]  # where the victim allowed it, it is recorded
+    victim.allow_batches(0)
+    assert victim.stake_of().batch_experiment == 0

@@ -70,6 +70,8 @@ class EscrowMachine(RuleBasedStateMachine):
                                      client=self.attacker),
         }  # fmt: skip
         self.funders = {MAIN: w.funder, OWN: self.attacker}
+        for p in self.stakers:  # anyone may batch their contributions to the main experiment
+            p.allow_batches(self.exps[MAIN])
         self.burn = w.funder.read("BURN_ADDRESS")
         self.accounts = [w.funder.address, *[p.address for p in w.peers], self.burn]
         self.balance = {a: w.funder.token_balance(a) for a in self.accounts}
