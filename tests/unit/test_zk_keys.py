@@ -36,6 +36,9 @@ def test_development_and_private_keys_live_apart(tmp_path):
     dev, private = keys_dir(SMALL_PARAMS, tmp_path, DEV_ENTROPY), keys_dir(SMALL_PARAMS, tmp_path, None)
     assert dev != private and dev.name == SMALL_PARAMS.circuit_id
     assert not has_keys(SMALL_PARAMS, tmp_path)
+    g16_dev, g16_own = (keys_dir(SMALL_PARAMS, tmp_path, e, backend="groth16py") for e in (DEV_ENTROPY, None))
+    assert g16_dev.name == f"{SMALL_PARAMS.circuit_id}-groth16py-dev"  # zokrates-js's dev keys, converted
+    assert len({dev, private, g16_dev, g16_own}) == 4
 
 
 def test_witness_args_encode_codes_as_bytes_and_fields_as_decimals():
