@@ -81,6 +81,23 @@ class ExperimentRecord(BaseModel):
         return d
 
 
+class TrainerReport(BaseModel):
+    """A trainer's progress, re-stored every few seconds, so anyone (the experiment's monitor) sees the swarm's loss."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    peer_id: str = Field(min_length=1, max_length=128, description="hivemind PeerID, base58")
+    steps: int = Field(ge=0, description="micro-batches trained so far")
+    samples: int = Field(ge=0, description="samples trained so far")
+    loss: float = Field(ge=0.0, allow_inf_nan=False, description="training loss, averaged over its recent steps")
+    time: float = Field(ge=0.0, allow_inf_nan=False, description="wall-clock time of the report (unix seconds)")
+
+    def to_wire(self) -> dict[str, Any]:
+        d = self.model_dump()
+        d["loss"], d["time"] = float(d["loss"]), float(d["time"])
+        return d
+
+
 # The same records as hivemind's SchemaValidator wants them (pydantic v1, strict types: no silent conversions).
 class _StageWire(pv1.BaseModel):
     peer_id: pv1.StrictStr
@@ -108,11 +125,41 @@ class _ExperimentWire(pv1.BaseModel):
         extra = pv1.Extra.forbid
 
 
+class _TrainerWire(pv1.BaseModel):
+    peer_id: pv1.StrictStr
+    steps: pv1.conint(strict=True, ge=0)
+    samples: pv1.conint(strict=True, ge=0)
+    loss: pv1.confloat(strict=True, ge=0.0)
+    time: pv1.confloat(strict=True, ge=0.0)
+
+    class Config:
+        extra = pv1.Extra.forbid
+
+
 class ExperimentSchema(pv1.BaseModel):
     """The DHT keys of one experiment (prefixed '<experiment>_'): each subkey is a writer's signed public key."""
 
     stages: dict[BytesWithPublicKey, _StageWire]
     experiment: dict[BytesWithPublicKey, _ExperimentWire]
+    trainers: dict[BytesWithPublicKey, _TrainerWire]
+
+
+def trainers_key(experiment: str) -> str:
+    return f"{experiment}_trainers"
+
+
+def publish_trainer_report(dht: hivemind.DHT, experiment: str, report: TrainerReport, ttl: float = 30.0) -> None:
+    """Store this trainer's report for `ttl` seconds without waiting for the DHT (it is called from training)."""
+    install_record_schemas(dht, experiment)
+    dht.store(trainers_key(experiment), report.to_wire(), get_dht_time() + ttl, subkey=owner_subkey(dht),
+              return_future=True)  # fmt: skip
+
+
+def fetch_trainer_reports(dht: hivemind.DHT, experiment: str) -> list[TrainerReport]:
+    """Unexpired reports of the experiment's trainers (one per trainer, written by that trainer), by peer id."""
+    reports = [r for w, r in _fetch_entries(dht, experiment, trainers_key(experiment), TrainerReport)
+               if r.peer_id == w]  # fmt: skip
+    return sorted(reports, key=lambda r: r.peer_id)
 
 
 def stages_key(experiment: str) -> str:

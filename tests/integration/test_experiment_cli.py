@@ -18,6 +18,11 @@ from swarm.apps.experiment.state import pid_alive
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
+def _with_swarm_loss(sd: Path) -> dict | None:
+    snap = snapshot(sd) or {}
+    return snap if len(snap.get("swarm_loss", [])) >= 2 and len(snap.get("trainers", [])) == 1 else None
+
+
 def test_launch_join_status_stop_results_export(tmp_path: Path, children):
     toml = write_toml(tmp_path / "exp.toml", {
         "experiment": {"name": "clitest", "round_duration": 4, "lr": 0.003},
@@ -55,6 +60,10 @@ def test_launch_join_status_stop_results_export(tmp_path: Path, children):
         ckpt = wait_for("a complete checkpoint", lambda: [c for c in (snapshot(sd) or {}).get("checkpoints", [])
                                                           if c["complete"] and c["test_loss"] is not None], 120)
         assert set(ckpt[0]["saved_by"]) == {"0", "1"}
+        # the trainer joined from outside: its loss reaches the dashboard through its report on the DHT only
+        swarm = wait_for("the joined trainer's loss on the dashboard", lambda: _with_swarm_loss(sd), 60)
+        assert swarm["loss"] == [] and swarm["trainers"][0]["steps"] > 0  # no local trainer: no local loss
+        assert all(0 <= p[2] < 5 for p in swarm["swarm_loss"]) and swarm["swarm_loss"][-1][1] > 0
     finally:
         children.stop_all()
         stopped = cli("stop", "--state-dir", str(sd), cwd=tmp_path)

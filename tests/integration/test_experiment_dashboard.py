@@ -63,6 +63,10 @@ def test_live_swarm_in_a_browser_then_lost(tmp_path: Path):
         wait_for("a training loss curve", lambda: driver.execute_script(
             "const p = document.querySelector('#loss-chart polyline');"
             "return p ? p.getAttribute('points').split(' ').length : 0") >= 10, 180)
+        wait_for("the swarm's loss curve (the trainers' DHT reports)", lambda: driver.execute_script(
+            "const p = document.querySelector('#loss-chart polyline.swarm');"
+            "return p ? p.getAttribute('points').split(' ').length : 0") >= 2, 120)
+        assert _text(driver, "swarm-loss").endswith("(1 trainers)")
         save_screenshot(driver, "experiment-dashboard.png")
 
         # the swarm goes away (bootstrap, stage peers, trainer); the monitor stays and must say so

@@ -153,6 +153,26 @@ def test_restoring_into_another_kind_or_from_parameters_only(tmp_path: Path, cap
         a.shutdown()
 
 
+def test_the_swarms_loss_is_the_mean_of_the_trainers_reports_at_all_their_samples():
+    from swarm.apps.experiment.monitor import Monitor
+    from swarm.network.records import TrainerReport
+
+    mon = Monitor.__new__(Monitor)
+    mon._trainers, mon._live_trainers, mon.swarm_losses = {}, [], []
+
+    def rep(peer: str, samples: int, loss: float, t: float) -> TrainerReport:
+        return TrainerReport(peer_id=peer, steps=samples // 32, samples=samples, loss=loss, time=t)
+
+    mon._note_trainers([rep("A", 320, 2.0, 10.0), rep("B", 64, 1.0, 11.0)])
+    assert mon.swarm_losses == [[11.0, 384.0, 1.5]]
+    mon._note_trainers([rep("A", 320, 2.0, 10.0), rep("B", 64, 1.0, 11.0)])  # nothing new: no point
+    assert len(mon.swarm_losses) == 1
+    mon._note_trainers([rep("A", 640, 0.5, 20.0)])  # B left: its samples still count, its loss no longer
+    assert mon.swarm_losses[-1] == [20.0, 704.0, 0.5] and [r.peer_id for r in mon._live_trainers] == ["A"]
+    with pytest.raises(ValueError, match="loss"):
+        TrainerReport(peer_id="A", steps=1, samples=1, loss=float("nan"), time=1.0)
+
+
 def test_chain_summary_sums_the_chains_own_amounts():
     reader = ChainReader.__new__(ChainReader)
     big = 10**18 + 1  # more than a float holds exactly: it must stay exact

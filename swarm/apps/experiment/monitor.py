@@ -2,7 +2,8 @@
 and keeps one snapshot of it all for the dashboard. It holds no key and sends no transaction.
 
 Sources, each polled every `poll_seconds` in one thread (hivemind and web3 calls block):
-- DHT: the experiment record and the signed stage announcements (peers per stage, throughput, load);
+- DHT: the experiment record, the signed stage announcements (peers per stage, throughput, load) and the trainers'
+  signed loss reports (`records.TrainerReport`: every trainer of the swarm, not only the ones launch started);
 - chain: the escrow's events of this experiment (contributions = proofs verified on-chain, finalized rounds,
   audits, slashes, claims) and its pool; every reward figure is the chain's own number;
 - <state dir>/events.jsonl: what the peers launch started report (training loss, averaging rounds);
@@ -162,6 +163,9 @@ class Monitor:
         self._last_ok: float | None = None
         self._test_losses: dict[int, float] = {}
         self._throughput: dict[int, list[float]] = defaultdict(list)
+        self._trainers: dict[str, Any] = {}  # peer id -> its latest TrainerReport (ever seen: samples add up)
+        self._live_trainers: list[Any] = []  # the reports on the DHT now
+        self.swarm_losses: list[list[float]] = []  # [wall time, samples of all trainers, mean of their losses]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -213,14 +217,15 @@ class Monitor:
             self.save_history()
 
     def _poll_dht(self, health: dict[str, Any]):
-        from swarm.network.records import fetch_experiment, fetch_stage_announcements
+        from swarm.network.records import fetch_experiment, fetch_stage_announcements, fetch_trainer_reports
 
         connected = 0
         try:
             connected = self.dht.run_coroutine(_connected_peers, return_future=False)
             record = fetch_experiment(self.dht, self.experiment)
             announcements = fetch_stage_announcements(self.dht, self.experiment)
-            self.dht_requests += 2
+            self._note_trainers(fetch_trainer_reports(self.dht, self.experiment))
+            self.dht_requests += 3
         except Exception as exc:  # noqa: BLE001 -- the DHT process died or the network is gone
             record, announcements = None, {}
             health["message"] = f"DHT lookup failed: {type(exc).__name__}: {exc}"
@@ -235,6 +240,20 @@ class Monitor:
                 "lost the swarm: no connected DHT peer, or no experiment record and no stage peer, for "
                 f"{now - (self._last_ok or self.started):.0f} s")  # fmt: skip
         return announcements, self._record
+
+    def _note_trainers(self, reports: list[Any]) -> None:
+        """A point of the swarm's loss when some trainer reported since the last poll: the mean of the live
+        trainers' recent losses, at the samples of every trainer seen so far."""
+        fresh = [r for r in reports if r.peer_id not in self._trainers or r.time > self._trainers[r.peer_id].time]
+        for r in reports:
+            self._trainers[r.peer_id] = r
+        self._live_trainers = reports
+        if fresh and reports:
+            samples = sum(r.samples for r in self._trainers.values())
+            self.swarm_losses.append([max(r.time for r in reports), float(samples),
+                                      sum(r.loss for r in reports) / len(reports)])  # fmt: skip
+            if len(self.swarm_losses) > 2 * MAX_POINTS:
+                self.swarm_losses = self.swarm_losses[::2]
 
     def _poll_chain(self, health: dict[str, Any]) -> dict[str, Any] | None:
         if self.chain is None:
@@ -296,6 +315,9 @@ class Monitor:
             "health": health, "round": current, "round_offset": self.round_offset, "stages": stages,
             "bottleneck_stage": bottleneck, "n_peers": sum(len(s["peers"]) for s in stages),
             "rounds": rounds, "loss": self._thin(self.events.losses), "test_loss": test_loss,
+            "swarm_loss": self._thin(self.swarm_losses),
+            "trainers": [{"peer_id": r.peer_id, "steps": r.steps, "samples": r.samples, "loss": r.loss,
+                          "age_s": max(0.0, time.time() - r.time)} for r in self._live_trainers],
             "eval_loss": self.events.eval_losses, "chain": chain, "checkpoints": checkpoints,
             "throughput_history": {str(k): v[-100:] for k, v in self._throughput.items()},
             "bytes_averaged": sum(r["bytes"] for r in self.events.rounds.values()),

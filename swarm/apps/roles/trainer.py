@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 
 from swarm.apps.config import PeerConfig
 from swarm.apps.events import EventWriter, Left, Ready, Step
@@ -13,7 +14,8 @@ from swarm.apps.events import EventWriter, Left, Ready, Step
 logger = logging.getLogger("swarm.peer")
 
 TRAINER_RETRY_S = 2.0
-TRAINER_PATIENCE_S = 60.0  # a trainer gives up when some stage has had no reachable peer for this long
+TRAINER_PATIENCE_S = 60.0
+REPORT_PERIOD_S = 5.0  # how often a trainer publishes its loss on the DHT  # a trainer gives up when some stage has had no reachable peer for this long
 
 
 def run_trainer(config: PeerConfig, dht, record, workload, events: EventWriter, stop, deadline) -> None:
@@ -30,11 +32,13 @@ def run_trainer(config: PeerConfig, dht, record, workload, events: EventWriter, 
         step_stop = threading.Event()
         started, done, samples = time.monotonic(), 0, 0  # across retries (each run() counts from 0)
         count_lock = threading.Lock()  # on_step runs in the micro-batch threads
+        report = LossReporter(dht, record.name)
 
         def on_step(s) -> None:
             nonlocal done, samples
             with count_lock:
                 done, samples = done + 1, samples + (s.size or config.batch_size)  # split to the stages' memory
+                report.step(s.loss, done, samples)
             rate = samples / max(time.monotonic() - started, 1e-9)
             events.emit(Step(step=done - 1, loss=s.loss, samples=samples, samples_per_second=rate))
             enough = config.steps is not None and done >= config.steps
@@ -44,6 +48,33 @@ def run_trainer(config: PeerConfig, dht, record, workload, events: EventWriter, 
         train_until_stopped(trainer, on_step, step_stop)
         eval_loss = trainer.evaluate() if not stop.is_set() else None
     events.emit(Left(reason="stopped" if stop.is_set() else "done", eval_loss=eval_loss))
+
+
+class LossReporter:
+    """Publishes this trainer's recent loss on the DHT every REPORT_PERIOD_S (`records.TrainerReport`), so the
+    experiment's monitor shows the swarm's loss, not only that of the trainers it started."""
+
+    def __init__(self, dht, experiment: str, window: int = 20) -> None:
+        self.dht, self.experiment = dht, experiment
+        self.recent: deque[float] = deque(maxlen=window)
+        self.published_at = -REPORT_PERIOD_S
+
+    def step(self, loss: float, steps: int, samples: int) -> None:
+        import math
+
+        from swarm.network.records import TrainerReport, publish_trainer_report
+
+        if math.isfinite(loss):
+            self.recent.append(max(loss, 0.0))
+        if not self.recent or time.monotonic() - self.published_at < REPORT_PERIOD_S:
+            return
+        self.published_at = time.monotonic()
+        report = TrainerReport(peer_id=self.dht.peer_id.to_base58(), steps=steps, samples=samples,
+                               loss=sum(self.recent) / len(self.recent), time=time.time())  # fmt: skip
+        try:
+            publish_trainer_report(self.dht, self.experiment, report, ttl=3 * REPORT_PERIOD_S)
+        except Exception as exc:  # noqa: BLE001 -- a report is informative; training goes on without it
+            logger.debug("could not publish the trainer's loss: %r", exc)
 
 
 def train_until_stopped(trainer, on_step, step_stop: threading.Event, patience: float = TRAINER_PATIENCE_S) -> None:

@@ -83,25 +83,28 @@ function render(s) {
   rows($("checkpoints").tBodies[0], (s.checkpoints || []).slice(-8).reverse(),
     (k) => [k.round, k.complete ? "yes" : "partial", num(k.test_loss, 4),
       Object.entries(k.saved_by || {}).map(([st, p]) => `${st}:${short(p)}`).join(" ")]);
-  drawLoss(s.loss || [], s.test_loss || []);
+  drawLoss(s.loss || [], s.test_loss || [], s.swarm_loss || []);
+  const tr = s.trainers || [];
+  $("swarm-loss").textContent = tr.length ? `${num(tr.reduce((a, t) => a + t.loss, 0) / tr.length, 4)} (${tr.length} trainers)` : "–";
   const m = s.monitor || {};
   $("monitor-info").textContent = `${num(m.dht_requests_per_s, 2)} DHT requests/s, ${m.chain_requests ?? 0} chain reads, holds no key`;
   $("updated").textContent = new Date((s.updated_at || 0) * 1000).toLocaleTimeString();
 }
 
-function drawLoss(train, test) {
+function drawLoss(train, test, swarm) {
   const svg = $("loss-chart"), W = 520, H = 220, P = 28;
-  const ys = train.map((p) => p[2]).concat(test.map((p) => p[1]));
+  const ys = train.map((p) => p[2]).concat(test.map((p) => p[1]), swarm.map((p) => p[2]));
   if (!ys.length) { svg.innerHTML = `<text x="${W / 2 - 40}" y="${H / 2}">no loss yet</text>`; return; }
   const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
   const y = (v) => H - P - (v - lo) / span * (H - 2 * P);
-  const n = Math.max(train.length - 1, 1);
-  const pts = train.map((p, i) => `${(P + i / n * (W - 2 * P)).toFixed(1)},${y(p[2]).toFixed(1)}`).join(" ");
+  const smax = Math.max(1, ...train.map((p) => p[1]), ...swarm.map((p) => p[1]));  // x: samples trained
+  const line = (pts, cls) => pts.length ? `<polyline class="${cls}" points="${pts.map((p) =>
+    `${(P + p[1] / smax * (W - 2 * P)).toFixed(1)},${y(p[2]).toFixed(1)}`).join(" ")}"></polyline>` : "";
   const rmax = Math.max(1, ...test.map((p) => p[0]));
   const dots = test.map((p) => `<circle class="test" cx="${(P + p[0] / rmax * (W - 2 * P)).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3"></circle>`).join("");
-  svg.innerHTML = `<polyline class="train" points="${pts}"></polyline>${dots}` +
+  svg.innerHTML = line(train, "train") + line(swarm, "swarm") + dots +
     `<text x="2" y="${P}">${hi.toFixed(3)}</text><text x="2" y="${H - P}">${lo.toFixed(3)}</text>` +
-    `<text x="${W - 120}" y="${H - 6}">${train.length} steps · ${test.length} checkpoints</text>`;
+    `<text x="${W - 215}" y="${H - 6}">${train.length} local steps · ${swarm.length} swarm · ${test.length} checkpoints</text>`;
 }
 
 function connect() {
