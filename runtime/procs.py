@@ -52,6 +52,12 @@ def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGKILL) ->
     return _preexec
 
 
+def run(argv: Sequence[str], *, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run` for a child that must not outlive us: killed (SIGKILL) when the calling thread dies, so a
+    killed test runner or script leaves no orphan (a peer run to completion by a test, say)."""
+    return subprocess.run(argv, check=check, preexec_fn=die_with_parent(), **kwargs)
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any process is left in process group `pgid`."""
     try:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from runtime import procs
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("SWARM_TEST_ARTIFACTS", REPO / "runs" / "test-artifacts"))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -25,7 +27,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m swarm.experiment ARGS` in `cwd`, as a researcher runs it."""
-    return subprocess.run([sys.executable, "-m", "swarm.experiment", *args], cwd=cwd, capture_output=True, check=False,
+    return procs.run([sys.executable, "-m", "swarm.experiment", *args], cwd=cwd, capture_output=True, check=False,
                           text=True, timeout=timeout)  # fmt: skip
 
 

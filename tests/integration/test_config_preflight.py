@@ -7,7 +7,6 @@ decides which p2pd runs a relay service (its command line)."""
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ import psutil
 import pytest
 import torch
 
+from runtime import procs
 from swarm.apps.events import Ready, parse_event
 from swarm.models import get_workload
 from swarm.network.dht import create_dht
@@ -66,7 +66,7 @@ def test_a_stage_too_big_for_the_memory_limit_is_refused_and_one_that_fits_caps_
     join = ["--join", "--initial-peers", *maddrs, "--experiment", exp, "--role", "stage", "--stage", "0",
             "--no-rebalance"]  # fmt: skip
 
-    refused = subprocess.run([sys.executable, "-m", "swarm.peer", "--host", "127.0.0.1", *join, "--memory-limit",
+    refused = procs.run([sys.executable, "-m", "swarm.peer", "--host", "127.0.0.1", *join, "--memory-limit",
                               "0.0001"], capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
     assert refused.returncode == 2, refused.stderr[-2000:]
     last = refused.stderr.strip().splitlines()[-1]

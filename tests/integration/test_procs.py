@@ -111,6 +111,30 @@ def test_children_die_with_their_parent(tmp_path: Path):
         owner.stop()
 
 
+def test_a_child_run_to_completion_dies_with_its_killed_owner():
+    """`procs.run` (a test runs a peer to its end with it) leaves no orphan when its owner is SIGKILLed mid-run, as
+    a plain subprocess.run did when CI's pytest was killed (a trainer peer outlived it)."""
+    owner_src = textwrap.dedent(
+        f"""
+        import threading, time
+        from runtime import procs
+        threading.Thread(target=procs.run, args=({PARENT_OF_SLEEPER!r},), daemon=True).start()
+        time.sleep(60)
+        """
+    )
+    owner = ChildProcess([PY, "-c", owner_src], name="owner").start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (kids := psutil.Process(owner.pid).children()):
+            assert time.monotonic() < deadline, "the owner never started its child"
+            time.sleep(0.05)
+        (child,) = kids
+        os.kill(owner.pid, signal.SIGKILL)
+        assert wait_gone(child.pid), "the child outlived its SIGKILLed owner"
+    finally:
+        owner.stop()
+
+
 def test_watchdog_kills_descendants_of_a_killed_owner():
     """A grandchild started with no precautions (as hivemind starts p2pd) is killed by the owner's watchdog."""
     owner_src = textwrap.dedent(

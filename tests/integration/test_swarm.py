@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime import procs
 from swarm.apps.demo import DemoConfig, DemoSwarm
 from swarm.apps.events import Left, Ready, RoundDone, Step, Synced
 
@@ -139,7 +140,7 @@ def test_an_unreachable_initial_peer_is_said_plainly_and_retried_until_ctrl_c(tm
 
 def test_demo_runs_a_swarm_and_summarises_it(tmp_path: Path):
     """`python -m swarm.demo` (no chain): bootstrap, stage peers, a trainer; live view, summary and plot."""
-    result = subprocess.run(
+    result = procs.run(
         [sys.executable, "-m", "swarm.demo", "--no-chain", "--stage-peers", "2", "--duration", "10", "--round-duration", str(ROUND_S),
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=200, check=False,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime import procs
 from swarm.apps.demo import DemoConfig, DemoSwarm
 from swarm.apps.demo.economy import DemoEconomy
 from swarm.apps.earnings import EarningsReader
@@ -24,7 +25,7 @@ ROUND_S = 6
 
 
 def swarm_peer(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "swarm.peer", *args], capture_output=True, text=True,
+    return procs.run([sys.executable, "-m", "swarm.peer", *args], capture_output=True, text=True,
                           timeout=timeout, check=False)  # fmt: skip
 
 

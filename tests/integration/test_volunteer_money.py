@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 from rich.console import Console
 
+from runtime import procs
 from swarm.apps.earnings import EarningsReader, claim_all, format_amount
 from swarm.apps.status import main as status_main
 from swarm.apps.view.render import panel, summary_lines
@@ -98,15 +98,15 @@ def test_claim_command_uses_the_env_key_and_says_what_it_claimed(world: EscrowWo
             world.escrow, "--chain-experiment", str(exp)]  # fmt: skip
     env = {**os.environ, "SWARM_WALLET_KEY": key}
     before = a.token_balance()
-    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=120)
+    done = procs.run(argv, check=False, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert a.token_balance() - before == 500
     e = EarningsReader(a, exp, a.address).read()
     assert f"claimed {format_amount(500, e.decimals, e.symbol)}" in done.stdout
     assert key.removeprefix("0x") not in done.stdout + done.stderr
-    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=120)
+    done = procs.run(argv, check=False, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "nothing to claim" in done.stdout
-    no_key = subprocess.run(argv, check=False, env={k: v for k, v in os.environ.items() if k != "SWARM_WALLET_KEY"},
+    no_key = procs.run(argv, check=False, env={k: v for k, v in os.environ.items() if k != "SWARM_WALLET_KEY"},
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert no_key.returncode == 2 and "wallet" in no_key.stderr
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime import procs
 from swarm.apps.demo import DemoConfig, DemoSwarm
 from swarm.apps.events import Ready
 
@@ -107,7 +108,7 @@ def test_panel_status_plain_lines_and_summaries_on_a_loopback_swarm(tmp_path: Pa
 
             # a trainer whose stdout is a pipe: plain lines, no terminal codes
             with open(tmp_path / "trainer.log", "wb") as log:
-                trainer = subprocess.run(
+                trainer = procs.run(
                     [sys.executable, "-m", "swarm.peer", *join, "--role", "trainer", "--steps", "25"],
                     stdout=subprocess.PIPE, stderr=log, text=True, timeout=150, check=False,
                 )  # fmt: skip

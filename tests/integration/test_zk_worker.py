@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 
+from runtime import procs
 from zk.chunk_prover import ChunkProver
 from zk.circuit import CircuitParams
 from zk.keys import has_keys, keys_dir
@@ -95,7 +96,7 @@ def test_setup_cli_writes_keys_and_a_renamed_verifier(tmp_path):
     verifier = tmp_path / "ChunkVerifier.sol"
     argv = [sys.executable, "-m", "zk", "setup", "--chunk", "64", "--block", "64", "--depth", "2",
             "--keys", str(tmp_path / "keys"), "--verifier", str(verifier)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
+    done = procs.run(argv, capture_output=True, text=True, timeout=150, check=False)
     assert done.returncode == 0, done.stderr
     assert has_keys(params, tmp_path / "keys")
     assert json.loads((keys_dir(params, tmp_path / "keys") / "params.json").read_text())["depth"] == 2
