@@ -145,7 +145,8 @@ class Watcher(StartStop):
         self.reporter_share = int(client.read("minStake")) * int(client.read("reporterBps")) // 10_000
         self._verifier = client.contract("IChunkVerifier", self.state.verifier)
         self._num_chunks: dict[int, int] = {}
-        self._cursor = from_block
+        self._cursor = from_block  # None: look back over the rounds that can still be slashed (start())
+        self.started_at = 0  # chain time at start(): sampled audits only of rounds whose proofs we could hear
         self._gossip: queue.Queue[Any] = queue.Queue(maxsize=GOSSIP_QUEUE)
         self.rounds: dict[int, WatchedRound] = {}
         self._thread: threading.Thread | None = None
@@ -158,11 +159,24 @@ class Watcher(StartStop):
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> Self:
+        self.started_at = self.client.block_timestamp()
         if self._cursor is None:
-            self._cursor = self.client.block_number()
+            self._cursor = self._lookback()
         self._thread = threading.Thread(target=self._run, name="round-watcher", daemon=True)
         self._thread.start()
         return self
+
+    def _lookback(self) -> int:
+        """The block to read events from at start: far enough back to hold every round that can still be
+        slashed (a restarted peer slashes the audits it opened before), from the chain's mean block time."""
+        head = self.client.block_number()
+        span = self.state.round_duration + self.state.submit_window + 2 * self.state.audit_window
+        sample = min(head, 1_000)
+        if sample == 0:
+            return 0
+        newer, older = (self.client.w3.eth.get_block(n)["timestamp"] for n in (head, head - sample))
+        seconds_per_block = max((newer - older) / sample, 0.01)
+        return max(0, head - int(span / seconds_per_block) - 1)
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -385,6 +399,11 @@ class Watcher(StartStop):
         others = [key for key in w.records if key[1] != self.me]
         if now >= ends + self.state.audit_window or (not others and now >= ends):
             self.rounds.pop(r, None)  # nothing left to enforce (or nobody to watch)
+            if others:
+                mine = sum(1 for opener in w.audits.values() if opener == self.me)
+                logger.info("watcher: round %d done: %d other contributions on-chain, %d heard on gossip, %d valid "
+                            "audit proofs heard, %d audits opened (%d by us), %d slashed", r, len(others),
+                            len(w.gossiped), len(w.proven), len(w.audits), mine, len(w.slashed))
             return
         if now >= ends:
             self._slash(w, now, ends)
@@ -467,6 +486,8 @@ class Watcher(StartStop):
 
     def _maybe_open(self, w: WatchedRound, key: tuple[int, str], now: int, opens: int, closes: int) -> None:
         stage, peer = key
+        if opens < self.started_at:  # its proofs may have been gossiped before we listened: we only slash
+            return
         if key in w.given_up or key in w.slashed or any(a[:2] == key for a in w.audits):
             return
         j = self._missing(w, key)

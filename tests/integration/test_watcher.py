@@ -100,6 +100,13 @@ def test_the_audit_whose_proof_never_came_is_opened_once_slashed_and_the_reporte
         assert p.record(x, 0, 0, p.address).audits_opened == 0  # their proofs were heard: never audited
     assert silent.record(x, 0, 0, silent.address).audits_opened == 1
 
+    # the opener's peer restarts: its new watcher looks back over the rounds that can still be slashed
+    events_first = events_a if first is wa else events_b
+    first = watcher(world, ChainClient(world.chain.rpc_url, first.client.wallet), x, events_first, None)
+    first.start()
+    first.shutdown()  # started (lookback, started_at) and stopped: its passes are run by hand below
+    first.step()
+    assert first.rounds[0].audits == {(0, target, 0): first.me}  # read back from before its start
     balance = first.client.token_balance()
     stake = silent.stake_of()
     world.goto(x, 0, "after", offset=1)
