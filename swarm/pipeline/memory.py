@@ -163,7 +163,7 @@ def plan_stage_memory(
     if max_batch < 1:
         raise StageDoesNotFit(
             f"{stage} does not fit on {device}: it needs {gib(plan.needed(1))} with micro-batches of one sample "
-            f"({in_flight} in flight) but only {gib(budget)} is usable ({int(SAFETY * 100)}% of the free memory). "
+            f"({in_flight} in flight) but only {gib(budget)} is usable ({int(SAFETY * 100)}% of the free memory, or of --memory-limit). "
             + _advice(plan, optimizer)
         )
     if batch_size is not None and batch_size > max_batch:
@@ -179,7 +179,7 @@ def _advice(plan: MemoryPlan, optimizer: str) -> str:
     tips = []
     if optimizer == "adam":
         saved = plan.optimizer - optimizer_state_bytes(plan.params // 4, "adam8bit")
-        tips.append(f"use the 8-bit optimizer (optimizer = \"adam8bit\" in the profile or SWARM_OPTIMIZER=adam8bit "
+        tips.append(f"use the 8-bit optimizer (--optimizer adam8bit, or optimizer = \"adam8bit\" in the profile: "
                     f"saves {gib(saved)})")
     tips.append("ask for a smaller micro-batch or fewer in flight (trainers' --batch-size / --concurrency)")
     tips.append("serve another stage (--stage) or join a swarm cut into more stages")
