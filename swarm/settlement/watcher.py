@@ -18,7 +18,7 @@ every round of its experiment it:
 
 Duty order, so that not every peer opens the same audit: the watchers of a round are its contributors (and this
 peer); for the contribution of peer p, watcher w ranks by keccak256(seed, p, w), seed being the round's
-unsteerable audit seed. Rank 0 decides two thirds into the audit-opening phase (the first half of the audit
+unsteerable audit seed. Rank 0 decides four fifths into the audit-opening phase (the first half of the audit
 window: by then an honest peer has had time to prove and gossip), rank i `step` seconds later, up to
 `backups`; a revert because the audit is already open, answered or slashed is the normal outcome of that race,
 not an error. Arming the seed follows keccak256(experiment, round, w), every ARM_STEP_S seconds from the end of
@@ -454,7 +454,7 @@ class Watcher(StartStop):
         assert w.seed is not None
         opens = self.state.submission_end(w.round)
         phase = self.state.audit_window // 2
-        first = opens + phase * 2 // 3
+        first = opens + phase * 4 // 5
         step = max(1.0, (opens + phase - self._margin() - first) / max(1, self.backups))
         rank = duty_rank(w.seed + bytes.fromhex(peer[2:]), self.me, self._watchers(w) - {peer})
         return None if rank > self.backups else first + rank * step
