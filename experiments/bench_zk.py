@@ -3,7 +3,7 @@
 Usage: python experiments/bench_zk.py [--quick] | --gas
 --quick (under a minute): one small shape (chunk 64, depth 8), one proof per backend, commitments at 1e5 / 1e6
 (Python at 1e5 only); every section and ratio is printed all the same.
-Per chunk size (one compile, each backend's dev setup): witness and proving time, wall and CPU-seconds (the
+Per chunk size (one compile, zokrates-js's dev setup, the same keys converted for groth16py): witness and proving time, wall and CPU-seconds (the
 zokrates-js worker's and this process's), proven values per CPU-second, peak memory, verification (zokrates-js's
 verifier; a changed input must fail), for zokrates-js (WASM) and groth16py (native arkworks). Commitments: µs
 per value at 1e5 / 1e6 (/ 1e7 in full mode), pure-Python Poseidon vs the native extension on one core and on
@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from protocol.contribution import Contribution
-from zk import backends
 from zk import leaves as leaves_mod
 from zk import poseidon as poseidon_mod
+from zk import zokrates_keys
 from zk.backends import BACKENDS, GROTH16PY
 from zk.chunk_prover import ChunkProver, witness_args
 from zk.circuit import DEFAULT_PARAMS, CircuitParams
@@ -74,24 +74,21 @@ def sample_commitment(params: CircuitParams, chunks: int, seed: int = 0) -> Comm
 
 
 def setup_shape(params: CircuitParams, root: Path) -> dict:
-    """Compile once (ZoKrates program + circom R1CS), then each backend's development setup on it."""
+    """Compile once (ZoKrates program + circom R1CS), zokrates-js's development setup, then the same keys
+    converted for groth16py (zk/zokrates_keys.py: what `ensure_keys(..., backend="groth16py")` does)."""
     d, gd = keys_dir(params, root), keys_dir(params, root, backend=GROTH16PY)
     r: dict = {"chunk": params.chunk}
     with ZkWorker(timeout=3600) as w:
         t0 = time.perf_counter()
         r["constraints"] = w.request("compile", source=params.source(), dir=str(d), r1cs=True)["constraints"]
         r["compile_s"] = time.perf_counter() - t0
-        gd.mkdir(parents=True, exist_ok=True)
-        for f in ("program.bin", "abi.json", backends.R1CS):
-            shutil.copy(d / f, gd / f)
         t0 = time.perf_counter()
         w.request("setup", dir=str(d), entropy=DEV_ENTROPY)
         r["setup_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    backends.dev_setup(gd)
-    r["g16_setup_s"] = time.perf_counter() - t0
-    for folder in (d, gd):
-        (folder / "source.zok").write_text(params.source())
+        (d / "source.zok").write_text(params.source())
+        t0 = time.perf_counter()
+        zokrates_keys.convert(d, gd, params, w)
+        r["g16_setup_s"] = time.perf_counter() - t0
     return r
 
 
@@ -277,7 +274,7 @@ def main() -> None:
         print(f"== load average at start {load:.1f} on {os.cpu_count()} cores; best of repeats by CPU-seconds; "
               f"native Poseidon {'built' if poseidon_mod.native_available() else 'MISSING'}")
         print(f"== per chunk proof (depth {args.depth}, Groth16 bn128; zokrates-js 1.1.9 WASM vs groth16py 0.2.0 "
-              "native arkworks; both take zokrates-js's witness)")
+              "native arkworks; the same dev keys, both take zokrates-js's witness; groth16py's setup = converting them)")
         print(f"{'chunk':>6} {'constraints':>11} {'backend':>9} {'setup s':>7} {'witness s':>9} {'wit CPU':>7} "
               f"{'prove s':>7} {'prove CPU':>9} {'CPU-s':>6} {'values/CPU-s':>12} {'verify ms':>9} {'RSS MB':>6}")
         shapes: dict[int, dict] = {}
