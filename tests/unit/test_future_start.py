@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import types
 from typing import ClassVar
 
 import torch
@@ -59,6 +60,7 @@ class FakeServer:
         self.stage, self.module, self.peer_id, self.requests = stage, module, ME, 0
         self.params_lock = threading.RLock()
         self._version = 0
+        self.worker = types.SimpleNamespace(module=module, optimizer=None, max_batch=None, cap_reason="")
 
     @property
     def params_version(self) -> int:
