@@ -334,6 +334,7 @@ class TxReconciler:
         queued = int(self.w3.eth.get_transaction_count(self.address, "pending"))  # nonces the pool holds too
         final = self._finalized_block()
         intact = self._mined_blocks_intact(rows)
+        filled = max(used, queued)  # every nonce below is mined or waits in the pool (ours or not)
         by_nonce: dict[int, list[TxRow]] = {}
         for row in rows:
             by_nonce.setdefault(row.nonce, []).append(row)
@@ -376,11 +377,17 @@ class TxReconciler:
                 changed += versions
                 continue
             if any(self._known(v.hash) for v in versions):
+                filled += nonce == filled
                 continue  # in the node's pool: wait for it
             if nonce < queued:  # a transaction not in the journal (e.g. the watcher's, same key) holds this nonce in
                 continue  # the pool: sending ours could replace it; if it is mined ours is dropped above
+            if nonce != filled:  # a nonce below is neither mined, nor pooled, nor ours: its owner must send it first
+                continue  # (ours could replace another program's transaction queued at this nonce)
             newest = max(versions, key=lambda v: int(v.fields.get("maxFeePerGas", 0)))
-            if not self._resend(newest):
+            if self._resend(newest):  # ours may have made a queued transaction of another program executable
+                queued = int(self.w3.eth.get_transaction_count(self.address, "pending"))
+                filled = max(filled + 1, queued)
+            else:
                 self.journal.drop_txs(*[v.hash for v in versions])
                 changed += versions
         return changed
