@@ -292,3 +292,36 @@ def test_an_unanswered_record_gets_no_share_whether_finalize_comes_before_or_aft
     before = b.token_balance()
     b.claim(exp, 0, 0)
     assert b.token_balance() == before + 1_000
+
+
+def test_stake_outlives_its_liability_whatever_the_unbonding_delay(world: EscrowWorld) -> None:
+    """Liability outlasting the unbonding delay: an experiment whose audit window (2,000 s) is twice the escrow's
+    unbonding delay (1,000 s). A peer that contributes and at once unbonds everything gets back only its free
+    stake after the delay; the contribution's collateral stays locked (not unbondable) until its audit is over,
+    and is slashed from there when the audit goes unanswered. So no check of the delay against the windows is
+    needed at experiment creation: liability is backed by locked stake, which cannot unbond, not by the delay."""
+    from swarm.chain.testing import Timing
+
+    long = Timing(submit_window=50, audit_window=2 * world.timing.unbonding_delay)
+    exp = world.create_experiment(pool=10_000, audits=1, timing=long)
+    peer, auditor = world.peers[:2]
+    peer.stake(300)
+    (c,) = world.prove([world.contribution(peer, exp, 0, 0, 5)], exp)
+    peer.contribute(c)
+    with reverts("InsufficientStake"):  # 100 of the 300 is locked
+        peer.request_unbond(300)
+    peer.request_unbond(200)
+    world.goto(exp, 0, "audit")
+    auditor.open_audit(exp, 0, 0, peer.address, 0)
+    world.chain.increase_time(world.timing.unbonding_delay + 1)
+    peer.withdraw()  # the free stake leaves after the delay ...
+    s = peer.stake_of()
+    assert (s.active, s.locked, s.unbonding) == (100, 100, 0)  # ... the liable collateral does not
+    with reverts("InsufficientStake"):
+        peer.request_unbond(100)
+    with reverts("AuditWindowNotOver"):  # the delay is over, the liability is not
+        auditor.slash(exp, 0, 0, peer.address, 0)
+    world.goto(exp, 0, "after")
+    auditor.slash(exp, 0, 0, peer.address, 0)
+    s = peer.stake_of()
+    assert (s.active, s.locked) == (0, 0)
