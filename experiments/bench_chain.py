@@ -208,7 +208,7 @@ def print_rows(title: str, rows: list[dict], baseline: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N in (1, 10, 30) instead of (1, 10, 100)")
+    parser.add_argument("--quick", action="store_true", help="N in (1, 10, 20) instead of (1, 10, 100)")
     parser.add_argument("--gas-price-gwei", type=float, default=0.01, help="L2 execution gas price")
     parser.add_argument("--eth-usd", type=float, default=3_000.0, help="ETH price in USD")
     parser.add_argument("--breakdown", action="store_true", help="also trace where contribute/claim gas goes")
@@ -216,7 +216,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.breakdown:
         breakdown()
-    sizes = (1, 10, 30) if args.quick else (1, 10, 100)
+    sizes = (1, 10, 20) if args.quick else (1, 10, 100)
     t0 = time.monotonic()
     with DevChain(accounts=max(sizes) + 1, balance_eth=1_000) as chain:
         world = EscrowWorld(
