@@ -226,9 +226,18 @@ class RoundSettler(StartStop):
         block = self.client._reader.rpc(f"reading block {number}", self.client.w3.eth.get_block, number)
         return block["hash"].to_0x_hex()
 
+    def journal_also(self, client: ChainClient) -> ChainClient:
+        """Journal what `client` (another client of this wallet, e.g. the watcher's) signs too: after a crash or a
+        reorganization its transactions are waited for or sent again like ours, and our resends never take their
+        nonces. Returns `client`."""
+        if self.journal is not None:
+            client.on_signed(self._journal_tx)
+        return client
+
     def _journal_tx(self, p: PendingTx) -> None:
         """The sender's on_signed hook: journal the signed bytes before they go out (an error here stops the send)."""
-        assert self.journal is not None
+        if self.journal is None:  # shut down (another client's late transaction): nothing to keep it in
+            return
         kind, target = getattr(self._doing, "what", None) or (None, [])
         self.journal.record_tx(p, kind, target)
 

@@ -6,6 +6,7 @@ everything is final."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -145,3 +146,32 @@ def test_reorganizations_neither_double_nor_forget(world: EscrowWorld, tmp_path:
     assert set(seen["txs"]) <= set(signed)  # what is on-chain is what was signed first, byte for byte
     assert len(signed) == 4 == me.w3.eth.get_transaction_count(me.address) - nonce0  # contribute answer finalize claim
     assert sum(e.kind == "claimed" for e in events.events) == 1
+
+
+def test_the_watchers_client_shares_the_journal_and_its_lost_transaction_is_sent_again(world: EscrowWorld,
+                                                                                      tmp_path: Path) -> None:
+    """The stage role hands the watcher's client (same wallet) to `journal_also`: a transaction of it that the node
+    loses is sent again, byte for byte, by the settler's reconciler, while the watcher still waits for it."""
+    me, _, chain, x, nonce0 = staked_peer(world)
+    data = tmp_path / "peer-data"
+    client = ChainClient(chain.rpc_url, me.wallet, escrow=world.escrow)
+    with RoundSettler(client, x, prover=StandInProver(), poll_s=0.2, data_dir=data) as settler:
+        watcher = settler.journal_also(ChainClient(chain.rpc_url, me.wallet, escrow=world.escrow))
+        chain.rpc("evm_setAutomine", [False])
+        try:
+            done: list = []
+            sending = threading.Thread(target=lambda: done.append(watcher.approve(7)), daemon=True)
+            sending.start()
+            wait_until(lambda: journal_rows(data)[1], "the watcher's transaction journaled")
+            ((tx, nonce, kind, _, _, _),) = journal_rows(data)[1]
+            wait_until(lambda: chain.rpc("eth_getTransactionByHash", [tx]) is not None, "it reached the node")
+            chain.rpc("anvil_dropTransaction", [tx])
+            assert chain.rpc("eth_getTransactionByHash", [tx]) is None and kind is None
+            wait_until(lambda: chain.rpc("eth_getTransactionByHash", [tx]) is not None, "sent again by the settler")
+        finally:
+            chain.rpc("evm_setAutomine", [True])
+        chain.rpc("evm_mine", [])
+        sending.join(30)
+        assert done and done[0]["transactionHash"].to_0x_hex() == tx  # the watcher got the receipt of its own bytes
+        settle_everything(world, data)
+    assert nonce == nonce0 and me.w3.eth.get_transaction_count(me.address) == nonce0 + 1

@@ -82,7 +82,8 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     settler = cleanup.enter_context(settler)
     # every paid peer also watches the experiment's audits (its own client: its transactions never wait on the
     # settler's; nonces are shared through the wallet's lock)
-    watcher = cleanup.enter_context(Watcher(client.with_wallet(wallet), record.chain_experiment_id, on_event=on_event))
+    watcher = cleanup.enter_context(Watcher(settler.journal_also(client.with_wallet(wallet)), record.chain_experiment_id,
+                                            on_event=on_event))  # its transactions in the settler's journal too
     if relay is not None:
         relay.listeners.append(watcher.on_gossip)
     if evidence is not None:  # our accusations: tied to the accused's contribution (targeted audits: off, see docs)
