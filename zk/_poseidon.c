@@ -7,8 +7,8 @@
  *
  * Two permutations, one body (DEFINE_PERMUTE): the portable C form (u128 products, every element canonical) and,
  * on x86-64 CPUs with BMI2 and ADX (checked at import; `impl()` says which runs, `use()` switches for tests), the
- * same arithmetic in inline assembly with lazily reduced elements, ~1.7x faster. Compiled with the baseline
- * flags (-O3, no -march), so one build runs on any x86-64 or other 64-bit CPU. */
+ * same arithmetic in inline assembly with lazily reduced elements and one reduction per matrix row, ~2.2x
+ * faster. Compiled with the baseline flags (-O3, no -march), so one build runs on any x86-64 or other 64-bit CPU. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -420,21 +420,199 @@ static inline void pow5_adx(u64 *x) {
     mul_adx(x, x4, x);
 }
 
-static inline void dot_adx(u64 *r, const fe *m, const fe *s, int n) { /* two sums: shorter dependency chains */
-    fe a, b, tmp;
-    mul_adx(a, m[0], s[0]);
-    mul_adx(b, m[1], s[1]);
-    for (int j = 2; j + 1 < n; j += 2) {
-        mul_adx(tmp, m[j], s[j]);
-        add_adx(a, a, tmp);
-        mul_adx(tmp, m[j + 1], s[j + 1]);
-        add_adx(b, b, tmp);
+/* w = a * b, the full 512-bit product (a, b < 2^256). */
+static inline void mul_wide_adx(u64 *w, const u64 *a, const u64 *b) {
+    u64 t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4, hi;
+    __asm__(
+        "movq 0(%[b]), %%rdx\n\t"
+        "xorl %k[t4], %k[t4]\n\t"
+        "mulxq 0(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "adoxq %[hi], %[t1]\n\t"
+        "mulxq 8(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "adoxq %[hi], %[t2]\n\t"
+        "mulxq 16(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        "adoxq %[hi], %[t3]\n\t"
+        "mulxq 24(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "movq %[t0], 0(%[w])\n\t"
+        "movq 8(%[b]), %%rdx\n\t"
+        "xorl %k[t0], %k[t0]\n\t"
+        "mulxq 0(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "adoxq %[hi], %[t2]\n\t"
+        "mulxq 8(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        "adoxq %[hi], %[t3]\n\t"
+        "mulxq 16(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "mulxq 24(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "adoxq %[hi], %[t0]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "movq %[t1], 8(%[w])\n\t"
+        "movq 16(%[b]), %%rdx\n\t"
+        "xorl %k[t1], %k[t1]\n\t"
+        "mulxq 0(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        "adoxq %[hi], %[t3]\n\t"
+        "mulxq 8(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "mulxq 16(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "adoxq %[hi], %[t0]\n\t"
+        "mulxq 24(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "adoxq %[hi], %[t1]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "movq %[t2], 16(%[w])\n\t"
+        "movq 24(%[b]), %%rdx\n\t"
+        "xorl %k[t2], %k[t2]\n\t"
+        "mulxq 0(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "mulxq 8(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "adoxq %[hi], %[t0]\n\t"
+        "mulxq 16(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "adoxq %[hi], %[t1]\n\t"
+        "mulxq 24(%[a]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "adoxq %[hi], %[t2]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        "movq %[t3], 24(%[w])\n\t"
+        : [t0] "+&r"(t0), [t1] "+&r"(t1), [t2] "+&r"(t2), [t3] "+&r"(t3), [t4] "=&r"(t4), [hi] "=&r"(hi),
+          "=m"(*(u64(*)[4])w)
+        : [a] "r"(a), [b] "r"(b), [w] "r"(w), "m"(*(const u64(*)[4])a), "m"(*(const u64(*)[4])b)
+        : "rax", "rdx", "cc");
+    w[4] = t4, w[5] = t0, w[6] = t1, w[7] = t2;
+}
+
+/* acc += w (512 bits; the sums below never reach 2^512) */
+static inline void add_wide_adx(u64 *acc, const u64 *w) {
+    __asm__(
+        "movq 0(%[w]), %%rax\n\t"
+        "addq %%rax, 0(%[acc])\n\t"
+        "movq 8(%[w]), %%rax\n\t"
+        "adcq %%rax, 8(%[acc])\n\t"
+        "movq 16(%[w]), %%rax\n\t"
+        "adcq %%rax, 16(%[acc])\n\t"
+        "movq 24(%[w]), %%rax\n\t"
+        "adcq %%rax, 24(%[acc])\n\t"
+        "movq 32(%[w]), %%rax\n\t"
+        "adcq %%rax, 32(%[acc])\n\t"
+        "movq 40(%[w]), %%rax\n\t"
+        "adcq %%rax, 40(%[acc])\n\t"
+        "movq 48(%[w]), %%rax\n\t"
+        "adcq %%rax, 48(%[acc])\n\t"
+        "movq 56(%[w]), %%rax\n\t"
+        "adcq %%rax, 56(%[acc])\n\t"
+        : "+m"(*(u64(*)[8])acc)
+        : [acc] "r"(acc), [w] "r"(w), "m"(*(const u64(*)[8])w)
+        : "rax", "cc");
+}
+
+/* r = acc / 2^256 mod p, below 2p, for acc = sum of at most 7 products of a canonical element and one below 2p
+ * (acc < 14 p^2 < 0.501 * 2^512): the low half reduced (u < p + 1) plus the high half (< 0.501 * 2^256) is
+ * below 3.65p (p > 0.189 * 2^256), and add_adx's one subtraction of 2p brings it below 2p. */
+static inline void redc_wide_adx(u64 *r, const u64 *acc) {
+    u64 t0 = acc[0], t1 = acc[1], t2 = acc[2], t3 = acc[3], t4, hi;
+    __asm__(
+        "movq %[t0], %%rdx\n\t"
+        "imulq %[inv], %%rdx\n\t"
+        "xorl %k[t4], %k[t4]\n\t"
+        "mulxq 0(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "adoxq %[hi], %[t1]\n\t"
+        "mulxq 8(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "adoxq %[hi], %[t2]\n\t"
+        "mulxq 16(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        "adoxq %[hi], %[t3]\n\t"
+        "mulxq 24(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "movq %[t1], %%rdx\n\t"
+        "imulq %[inv], %%rdx\n\t"
+        "xorl %k[t0], %k[t0]\n\t"
+        "mulxq 0(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "adoxq %[hi], %[t2]\n\t"
+        "mulxq 8(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        "adoxq %[hi], %[t3]\n\t"
+        "mulxq 16(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "mulxq 24(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "adoxq %[hi], %[t0]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "movq %[t2], %%rdx\n\t"
+        "imulq %[inv], %%rdx\n\t"
+        "xorl %k[t1], %k[t1]\n\t"
+        "mulxq 0(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        "adoxq %[hi], %[t3]\n\t"
+        "mulxq 8(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "mulxq 16(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "adoxq %[hi], %[t0]\n\t"
+        "mulxq 24(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "adoxq %[hi], %[t1]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "movq %[t3], %%rdx\n\t"
+        "imulq %[inv], %%rdx\n\t"
+        "xorl %k[t2], %k[t2]\n\t"
+        "mulxq 0(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t3]\n\t"
+        "adoxq %[hi], %[t4]\n\t"
+        "mulxq 8(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t4]\n\t"
+        "adoxq %[hi], %[t0]\n\t"
+        "mulxq 16(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t0]\n\t"
+        "adoxq %[hi], %[t1]\n\t"
+        "mulxq 24(%[p]), %%rax, %[hi]\n\t"
+        "adcxq %%rax, %[t1]\n\t"
+        "adoxq %[hi], %[t2]\n\t"
+        "movl $0, %%eax\n\t"
+        "adcxq %%rax, %[t2]\n\t"
+        : [t0] "+&r"(t0), [t1] "+&r"(t1), [t2] "+&r"(t2), [t3] "+&r"(t3), [t4] "=&r"(t4), [hi] "=&r"(hi)
+        : [p] "r"(P), [inv] "m"(INV), "m"(*(const u64(*)[4])P)
+        : "rax", "rdx", "cc");
+    u64 u[4] = {t4, t0, t1, t2};
+    add_adx(r, u, acc + 4);
+}
+
+/* sum_j m[j] * s[j] (m canonical, s below 2p, n <= 7): one reduction for the whole sum */
+static inline void dot_adx(u64 *r, const fe *m, const fe *s, int n) {
+    u64 acc[8], w[8];
+    mul_wide_adx(acc, m[0], s[0]);
+    for (int j = 1; j < n; j++) {
+        mul_wide_adx(w, m[j], s[j]);
+        add_wide_adx(acc, w);
     }
-    if (n % 2) {
-        mul_adx(tmp, m[n - 1], s[n - 1]);
-        add_adx(a, a, tmp);
-    }
-    add_adx(r, a, b);
+    redc_wide_adx(r, acc);
 }
 
 static void matvec_adx(fe *s, const fe m[MAX_T][MAX_T], int t) {
@@ -444,18 +622,19 @@ static void matvec_adx(fe *s, const fe m[MAX_T][MAX_T], int t) {
 }
 
 static inline void partial_round_adx(fe *s, const Params *p, int r, int t) {
-    fe x, acc, tmp;
+    fe x, tmp;
+    u64 acc[8], w[8];
     memcpy(x, s[0], sizeof(fe));
     pow5_adx(x);
     add_adx(x, x, p->post[r]);
-    mul_adx(acc, p->a00[r], x);
+    mul_wide_adx(acc, p->a00[r], x);
     for (int i = 1; i < t; i++) {
-        mul_adx(tmp, p->w[r][i - 1], s[i]);
-        add_adx(acc, acc, tmp);
+        mul_wide_adx(w, p->w[r][i - 1], s[i]);
+        add_wide_adx(acc, w);
         mul_adx(tmp, p->v[r][i - 1], x);
         add_adx(s[i], s[i], tmp);
     }
-    memcpy(s[0], acc, sizeof(fe));
+    redc_wide_adx(s[0], acc);
 }
 
 static inline void canonical_adx(u64 *x) { sub_if_geq(x, x, P); } /* below 2p -> below p */
