@@ -114,7 +114,8 @@ class DemoEconomy:
         prover = ["--prover-backend", self.prover_backend]
         if self.prover_key_dir is not None:
             prover += ["--prover-key-dir", str(self.prover_key_dir)]
-        return [*self.chain_args(), "--wallet-key-file", str(self.key_files[i]), *prover]
+        data = self.run_dir / "data" / f"stage-peer-{i}"  # its settlement journal: this run's chain, this run's folder
+        return [*self.chain_args(), "--wallet-key-file", str(self.key_files[i]), "--data-dir", str(data), *prover]
 
     def summary_lines(self) -> list[str]:
         """On-chain outcome, read from the chain itself (not from what peers said)."""
