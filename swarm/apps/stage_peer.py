@@ -174,7 +174,7 @@ class StagePeer:
             from swarm.apps.experiment.checkpoint import restore_stage
 
             restore_stage(self.config.resume_from, stage, module=module, lock=server.params_lock, averager=averager,
-                          optimizer=server.worker.optimizer if server.worker.module is module else None, log=logger)
+                          optimizer=server.worker.optimizer if server.module is module else None, log=logger)
         moved = float((flat_params(module) - seed_params).norm())
         self.events.emit(
             Synced(

@@ -216,3 +216,31 @@ async def test_dashboard_api_and_stream(aiohttp_client=None):
         second = await resp.content.readuntil(b"\n\n")
         assert b"id: 2" in second and json.loads(second.split(b"data: ", 1)[1]) == {"round": 4}
         resp.close()
+
+
+def test_a_stage_peer_starts_an_unserved_stage_from_the_checkpoint_and_a_served_one_from_its_peers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import io
+
+    import test_stage_peer as fake  # the stage peer's loop with fake network parts (tests/unit/test_stage_peer.py)
+
+    announcements = {0: [], 1: [fake.StageAnnouncement(peer_id=fake.OTHER, stage=1, throughput=5.0, load=0,
+                                                       params_version=0)]}  # fmt: skip
+    for name, value in (("StageServer", fake.FakeServer), ("StageAverager", fake.FakeAverager),
+                        ("VerifiedAverager", fake.FakeAverager)):  # as test_stage_peer's `fakes` fixture
+        monkeypatch.setattr(fake.sp, name, value)
+    saved = get_workload("digits").build_stages(2, seed=0)
+    with torch.no_grad():
+        for m in saved:
+            for p in m.parameters():
+                p.fill_(7.0)
+    folder = ckpt.round_dir(tmp_path, 3)
+    for s, m in enumerate(saved):
+        ckpt.save_stage(folder, s, m, {"round": 3})
+    ckpt.complete_manifest(folder, 2, {"round": 3})
+    for stage, want in ((0, 7.0), (1, 3.0)):  # stage 1 is served by another peer: its parameters (3.0) win
+        peer = fake.make_peer(io.StringIO(), stage=stage, resume_from=folder)
+        peer._join(stage, announcements)
+        assert all(bool((p == want).all()) for p in peer.server.module.parameters()), stage
+    assert ckpt.RESTORED[0]["from"] == str(folder) and ckpt.RESTORED[0]["parts"] == ["parameters"]
