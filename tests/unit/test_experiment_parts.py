@@ -81,8 +81,11 @@ def _averager(module, outer: str):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "adam8bit"])
-def test_a_checkpoint_holds_and_restores_the_whole_training_state(tmp_path: Path, optimizer: str):
+def test_a_checkpoint_holds_and_restores_the_whole_training_state(tmp_path: Path, optimizer: str,
+                                                                   monkeypatch: pytest.MonkeyPatch):
     from swarm.pipeline.memory import make_optimizer
+
+    monkeypatch.setattr(ckpt, "RESTORED", {})
 
     module, opt, averager = _trained(optimizer)
     assert averager.outer.momentum is not None and float(averager.outer.momentum.norm()) > 0
@@ -124,8 +127,10 @@ def test_a_checkpoint_holds_and_restores_the_whole_training_state(tmp_path: Path
     fresh_avg.shutdown()
 
 
-def test_restoring_into_another_kind_or_from_parameters_only(tmp_path: Path, caplog):
+def test_restoring_into_another_kind_or_from_parameters_only(tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch):
     from swarm.pipeline.memory import make_optimizer
+
+    monkeypatch.setattr(ckpt, "RESTORED", {})
 
     module, opt, averager = _trained("adam")
     src = ckpt.round_dir(tmp_path, 4)
@@ -224,6 +229,8 @@ def test_a_stage_peer_starts_an_unserved_stage_from_the_checkpoint_and_a_served_
     import io
 
     import test_stage_peer as fake  # the stage peer's loop with fake network parts (tests/unit/test_stage_peer.py)
+
+    monkeypatch.setattr(ckpt, "RESTORED", {})  # what this process restored: not left to the other tests
 
     announcements = {0: [], 1: [fake.StageAnnouncement(peer_id=fake.OTHER, stage=1, throughput=5.0, load=0,
                                                        params_version=0)]}  # fmt: skip
