@@ -115,6 +115,7 @@ class WatchedRound:
     arm_sent: bool = False
     given_up: set[tuple[int, str]] = field(default_factory=set)  # contributions we will not audit (too late)
     evidence: list[Evidence] = field(default_factory=list)
+    short_of_bonds: bool = False  # said once per round: no more bonds to put up for it
 
 
 class Watcher(StartStop):
@@ -506,8 +507,11 @@ class Watcher(StartStop):
         outstanding = sum(1 for x in self.rounds.values() for a, opener in x.audits.items()
                           if opener == self.me and a not in x.answered and a[:2] not in x.slashed)  # fmt: skip
         if outstanding >= self.max_bonds or self.client.token_balance() < self.bond:
-            logger.warning("watcher: round %d: no proof of %s's chunk %d heard, but %d bonds are out already or the "
-                           "balance is below the bond: not opening", w.round, peer, w.chunks[key][j], outstanding)
+            if not w.short_of_bonds:
+                w.short_of_bonds = True
+                logger.warning("watcher: round %d: no proof of %s's chunk %d heard, but %d of our bonds are out "
+                               "already (at most %d) or the balance is below the bond: not opening for now", w.round,
+                               peer, w.chunks[key][j], outstanding, self.max_bonds)
             return
         record = self.client.record(self.experiment_id, w.round, stage, peer)
         if record.slashed or record.audits_opened:  # someone was faster (its event is not read yet)
