@@ -4,7 +4,10 @@ Topology: one "public" segment (a bridge in a switch namespace, 10.77.0.0/24) wh
 live, and "home" hosts, each behind its own NAT router (iptables MASQUERADE; inbound connections are dropped, as
 a home router does without port forwarding). Every home LAN is 192.168.1.0/24, as at home: two NATed hosts have
 the same private address and no route to each other. Nothing touches the machine's own network namespace: veth
-pairs are created directly inside the lab's namespaces, so traffic stays inside the namespaces the lab made.
+pairs are created directly inside the lab's namespaces, so traffic stays inside the namespaces the lab made. The
+one exception is asked for: `Lab.add_gateway()` plugs the machine itself into the public segment (at 10.77.0.1),
+for a service the lab's hosts must reach and the owner runs outside them (the soak's dev chain); the link goes
+with the switch namespace.
 
 Clean-up on every path: `Lab.close()` (and leaving its `with` block) kills every process left in the lab's
 namespaces and deletes them; a reaper process started with the lab does the same if the owner dies without
@@ -180,6 +183,7 @@ class Lab:
         self.prefix = f"{NS_PREFIX}{os.getpid()}-{next(_lab_numbers)}-"
         self._namespaces: list[str] = []
         self._ports = 0
+        self._gateway: str | None = None  # the veth end in this machine's namespace (add_gateway)
         self._reaper: subprocess.Popen | None = None
         self._closed = False
 
@@ -246,6 +250,25 @@ class Lab:
         self._plug(ns, "eth0", ip)
         host = self.hosts[name] = Host(self, name, ns, ip, public_ip=ip)
         return host
+
+    def add_gateway(self) -> str:
+        """Plug this machine's own network namespace into the public segment; returns its address there (10.77.0.1).
+
+        A service listening on that address (e.g. anvil with `--host 10.77.0.1`) is reachable from every host of the
+        lab, home hosts through their NAT. One gateway per machine at a time (the subnet must be free here). The
+        link is a veth whose other end is in the switch namespace: it is deleted with it, on every path."""
+        ip = f"{PUBLIC_NET}.1"
+        if _run("ip", "-4", "route", "show", f"{PUBLIC_NET}.0/24", check=False).stdout.strip():
+            raise NetlabUnavailable(f"{PUBLIC_NET}.0/24 is routed here already (another lab's gateway?)")
+        self._ports += 1
+        port, here = f"p{self._ports}", f"swg{os.getpid()}-{self.prefix.split('-')[1]}"[:15]
+        _run("ip", "link", "add", here, "type", "veth", "peer", "name", port, "netns", self.switch)
+        self._gateway = here
+        _run("ip", "-n", self.switch, "link", "set", port, "master", "br0")
+        _run("ip", "-n", self.switch, "link", "set", port, "up")
+        _run("ip", "addr", "add", f"{ip}/24", "dev", here)
+        _run("ip", "link", "set", here, "up")
+        return ip
 
     def add_home(self, name: str) -> Host:
         """A host behind its own NAT router: it can connect out, nobody can connect in."""
@@ -315,6 +338,8 @@ class Lab:
         destroy_namespaces(
             self._namespaces + [ns for ns in list_namespaces(self.prefix) if ns not in self._namespaces]
         )
+        if self._gateway is not None:  # gone with the switch's end already; made sure of
+            _run("ip", "link", "del", self._gateway, check=False)
         if self._reaper is not None:
             with contextlib.suppress(OSError):
                 self._reaper.stdin.close()
