@@ -7,7 +7,8 @@ the same proof on each verifier.
 Also what a free rider earns per round next to an honest peer: with the escrow before issue 13 (its artifact
 read from git, commit 97e46d6) and with today's, in the same run.
 
-    python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--eth-usd 3000] [--breakdown]
+    python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--eth-usd 3000] [--l1-base-fee-gwei 10]
+        [--l1-fee-scalar 2000] [--breakdown]
 
 --breakdown: where a steady contribute's and a claim's gas goes, by opcode class (anvil --steps-tracing).
 """
@@ -67,7 +68,11 @@ def measure(world: EscrowWorld, n: int, proofs: list, verifier: str, later: list
                                               precheck=False)  # fmt: skip
         assert len(again.included) == n, again
         steady = again.receipt["gasUsed"] / n
+        tx = again.receipt["transactionHash"]
+        tx = tx if isinstance(tx, str) else tx.to_0x_hex()
+        batch_bytes = len(world.chain.rpc("eth_getTransactionByHash", [tx])["input"]) // 2 - 1
     return {
+        "batch_bytes": batch_bytes if batch else 0,
         "steady": steady,
         "steady_per_peer_round": (steady * n + finalize) / n + statistics.mean(claim),
         "n": n,
@@ -211,6 +216,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N in (1, 10, 20) instead of (1, 10, 100), claimMany R <= 10")
     parser.add_argument("--gas-price-gwei", type=float, default=0.01, help="L2 execution gas price")
     parser.add_argument("--eth-usd", type=float, default=3_000.0, help="ETH price in USD")
+    parser.add_argument("--l1-base-fee-gwei", type=float, default=10.0, help="L1 base fee (for the L1 data fee)")
+    parser.add_argument("--l1-fee-scalar", type=int, default=2_000, help="the L2's Ecotone baseFeeScalar")
     parser.add_argument("--breakdown", action="store_true", help="also trace where contribute/claim gas goes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -302,8 +309,17 @@ def main() -> None:
         print(
             f"one round, {n} peers, {label}: {n * per:,.0f} gas = {eth:.7f} ETH = {eth * args.eth_usd:.4f} USD at "
             f"{args.gas_price_gwei} gwei and {args.eth_usd:,.0f} USD/ETH (L2 execution; the L1 data fee comes on "
-            "top, contracts/README.md)"
+            "top)"
         )
+    # OP-stack (Ecotone/Fjord) L1 data fee ~ bytes * 16 * l1BaseFee * baseFeeScalar / 1e6 (the blob term is ~0 at a
+    # floor blob fee); proofs are random words, so the batch's calldata does not compress
+    size = batched["batch_bytes"]
+    l1_eth = size * 16 * args.l1_base_fee_gwei * args.l1_fee_scalar / 1e6 * 1e-9
+    print(
+        f"L1 data fee of one batch of {n}: {size:,} bytes of calldata ({size / n:,.0f} per contribution) = "
+        f"{l1_eth:.7f} ETH = {l1_eth * args.eth_usd:.4f} USD at L1 base fee {args.l1_base_fee_gwei} gwei, "
+        f"baseFeeScalar {args.l1_fee_scalar} (contracts/README.md, 'Cost on an OP-stack L2')"
+    )
     print(
         f"chain: batched {best[r_max]['batch']:,.0f} gas/peer-round at N={n} with claimMany over R={r_max} "
         f"({best[r_max]['batch'] / TARGET_PER_PEER_ROUND:.3f}x the 100k target), "
