@@ -48,10 +48,10 @@ def deploy(args: argparse.Namespace) -> Deployment:
     """Check the chain, then deploy and write the deployment file; returns it."""
     wallet = Wallet.load(args.key_file)
     client = ChainClient(args.rpc, wallet)
-    actual = int(client.w3.eth.chain_id)
+    actual = client.chain_id()
     if actual != args.chain_id:
         raise ChainError(f"{args.rpc} serves chain {actual}, not the expected {args.chain_id}: nothing deployed")
-    balance = client.w3.eth.get_balance(wallet.address)
+    balance = client.eth_balance()
     if balance == 0:
         raise ChainError(f"the deployer {wallet.address} has no ETH on chain {actual}: fund it first")
     cfg = DEFAULTS.model_copy(update={"verifier": args.verifier, "min_stake": args.min_stake,
@@ -59,7 +59,7 @@ def deploy(args: argparse.Namespace) -> Deployment:
                                       "slash_grace": args.slash_grace, "reporter_bps": args.reporter_bps})  # fmt: skip
     dep = deploy_escrow_stack(client, cfg, token=args.token, batch_fee=args.batch_fee)
     out = dep.save(args.out)
-    spent = balance - client.w3.eth.get_balance(wallet.address)
+    spent = balance - client.eth_balance()
     print(f"escrow {dep.escrow}, verifier {dep.verifier_name} {dep.verifier}, token {dep.token} on chain "
           f"{dep.chain_id}; {spent / 1e18:.6f} ETH spent; written to {out}")
     return dep

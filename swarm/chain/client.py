@@ -143,6 +143,15 @@ class ChainClient:
     def _artifact(self, name: str) -> Artifact:
         return self._artifacts.get(name) or load_artifact(name)
 
+    def chain_id(self) -> int:
+        """The chain id the RPC serves."""
+        return int(self._reader.rpc("reading the chain id", lambda: self.w3.eth.chain_id))
+
+    def eth_balance(self, who: str | None = None) -> int:
+        """Wei of the gas token held by `who` (default: this wallet)."""
+        address = Web3.to_checksum_address(who or self.address)
+        return int(self._reader.rpc("reading an ETH balance", self.w3.eth.get_balance, address))
+
     def block_timestamp(self) -> int:
         return int(self._reader.rpc("reading the latest block", self.w3.eth.get_block, "latest")["timestamp"])
 

@@ -142,7 +142,7 @@ def deploy_escrow_stack(
         token, min_stake=cfg.min_stake, unbonding_delay=cfg.unbonding_delay, slash_grace=cfg.slash_grace,
         reporter_bps=cfg.reporter_bps, audit_bond=cfg.audit_bond, verifiers=[shape], batch_fee=batch_fee,
     )  # fmt: skip
-    return Deployment(rpc_url=client.rpc_url, chain_id=client.w3.eth.chain_id, token=token,
+    return Deployment(rpc_url=client.rpc_url, chain_id=client.chain_id(), token=token,
                       escrow=client.escrow_address, verifier=verifier, verifier_name=verifier_name)  # fmt: skip
 
 
