@@ -9,7 +9,9 @@ from __future__ import annotations
 import concurrent.futures.thread
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -24,6 +26,9 @@ from runtime.procs import ChildSet
 SESSION_ENV = "SWARM_TEST_SESSION"
 SESSION_TAG = f"{SESSION_ENV}={uuid.uuid4().hex}"
 os.environ[SESSION_ENV] = SESSION_TAG.split("=", 1)[1]
+# paid peers started by tests keep their settlement journals here, not in the user's ~/.swarm; removed at the end
+TEST_DATA_DIR = tempfile.mkdtemp(prefix="swarm-test-data-")
+os.environ["SWARM_DATA_DIR"] = TEST_DATA_DIR
 
 LEAK_GRACE_S = float(os.environ.get("SWARM_LEAK_GRACE", "5"))  # a child told to stop may take this long to go
 WATCHED_NAMES = ("p2pd", "anvil", "node", "swarm.peer", "swarm-peer", "runtime.procs")
@@ -112,6 +117,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     global _exit_status
     _exit_status = int(session.exitstatus)
+    shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
 
 
 def _is_idle_pool_worker(frame) -> bool:
