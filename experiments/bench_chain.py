@@ -10,12 +10,17 @@ read from git, commit 97e46d6) and with today's, in the same run.
     python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--eth-usd 3000] [--l1-base-fee-gwei 10]
         [--l1-fee-scalar 2000] [--breakdown]
 
+--quick: N = 1, 10 (instead of 1, 10, 100) and claimMany R <= 10. Every stand-in proof of a run is made up front
+(zokrates-js, 80 per process) and kept in build/bench_chain_proofs/<hash of the stand-in's key>.json (a proof
+names no experiment, anvil's accounts are fixed), so a rerun proves nothing; a first --quick run makes 46 proofs
+(~12 s).
 --breakdown: where a steady contribute's and a claim's gas goes, by opcode class (anvil --steps-tracing).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import statistics
@@ -23,11 +28,12 @@ import subprocess
 import time
 from collections import Counter
 
+from protocol.contribution import Contribution, Groth16Proof
 from protocol.sampling import contribute_chunk
 from swarm.chain import DevChain, RevertError
 from swarm.chain.client import batch_words
-from swarm.chain.paths import PROJECT_ROOT
-from swarm.chain.standin import STANDIN_VERIFIER
+from swarm.chain.paths import CONTRACTS_DIR, PROJECT_ROOT
+from swarm.chain.standin import STANDIN_VERIFIER, prove_standin
 from swarm.chain.testing import EscrowWorld, Timing
 
 TARGET_PER_PEER_ROUND = 100_000  # issue 9 (it was 300,000 before batching)
@@ -37,6 +43,51 @@ VERIFIERS = {"zokrates": STANDIN_VERIFIER, "fast": FAST_STANDIN_VERIFIER, "batch
 CLAIM_ROUNDS = (1, 10, 20)
 RING = 64  # SwarmEscrow.RECORD_RING: round r's record reuses round r - RING's slot
 BEFORE_ISSUE_13 = "97e46d6"  # the escrow the audit attacked: a zero update was accepted and paid
+NORM_BOUND = 10**6  # every experiment of the run (EscrowWorld.create_experiment's default)
+NUM_CHUNKS = 100  # stage_params (100_000,) over the stand-in's chunk of 1,000
+STANDIN_KEY = CONTRACTS_DIR / "standin" / "verification.key.json"
+PROOF_CACHE = PROJECT_ROOT / "build" / "bench_chain_proofs"  # gitignored
+PROOFS_PER_PROCESS = 80  # well inside prove_standin's timeout (PROVE_TIMEOUT_S) on a loaded machine
+
+
+class ProofCache:
+    """Stand-in proofs by public inputs, kept on disk under the hash of the stand-in's verification key (a new key
+    starts a new file). A proof does not name its experiment (the context packs peer, round, stage, chunk), and
+    anvil's accounts are the same every run, so every run after the first proves nothing; `prove` makes all
+    missing proofs in as few zokrates-js processes as it can (each start costs ~5 s)."""
+
+    def __init__(self) -> None:
+        key = hashlib.sha256(STANDIN_KEY.read_bytes()).hexdigest()[:16]
+        self.path = PROOF_CACHE / f"{key}.json"
+        self.proofs: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.made = self.reused = 0
+
+    @staticmethod
+    def _key(c: Contribution) -> str:
+        return ",".join(str(x) for x in c.public_inputs(NORM_BOUND))
+
+    def prove(self, contributions: list[Contribution]) -> list[Contribution]:
+        missing = list({self._key(c): c for c in contributions if self._key(c) not in self.proofs}.items())
+        if missing:
+            for i in range(0, len(missing), PROOFS_PER_PROCESS):
+                part = missing[i : i + PROOFS_PER_PROCESS]
+                for (key, _), proven in zip(part, prove_standin([c for _, c in part], NORM_BOUND), strict=True):
+                    assert proven.proof is not None
+                    self.proofs[key] = proven.proof.model_dump(mode="json")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.proofs))
+            tmp.replace(self.path)
+        self.made += len(missing)
+        self.reused += len(contributions) - len(missing)
+        return [c.model_copy(update={"proof": Groth16Proof.model_validate(self.proofs[self._key(c)])})
+                for c in contributions]  # fmt: skip
+
+
+def statement(peer: str, round: int, root: int, norm_sq: int = 100) -> Contribution:
+    """An unproven stage-0 contribution of `peer` opening its c0 (experiment 0: the proof does not name it)."""
+    return Contribution(experiment=0, round=round, stage=0, peer=peer, root=root, norm_sq=norm_sq,
+                        chunk=contribute_chunk(root, peer, NUM_CHUNKS))  # fmt: skip
 
 
 def measure(world: EscrowWorld, n: int, proofs: list, verifier: str, later: list | None = None) -> dict[str, float]:
@@ -84,28 +135,47 @@ def measure(world: EscrowWorld, n: int, proofs: list, verifier: str, later: list
     }
 
 
-def claim_many(world: EscrowWorld, rounds: int, verifier: str) -> float:
-    """Gas of one claimMany paying one peer's share of `rounds` finalized rounds (stage 0)."""
+def claim_many(world: EscrowWorld, rounds: int, verifier: str, proofs: list[Contribution]) -> float:
+    """Gas of one claimMany paying one peer's share of `rounds` finalized rounds (stage 0); `proofs[r]` is
+    world.peers[0]'s proven contribution of round r."""
     exp = world.create_experiment(
         stage_params=(100_000,), pool=10**9, reward_per_round=10**6, verifier=verifier, num_rounds=rounds
     )
     peer = world.peers[0]
-    proofs = world.prove([world.contribution(peer, exp, r, 0, 9_000 + r) for r in range(rounds)], exp)
-    for r, c in enumerate(proofs):
+    for r, c in enumerate(proofs[:rounds]):
         world.goto(exp, r, "train")
-        peer.contribute(c)
+        peer.contribute(c.model_copy(update={"experiment": exp}))
     world.goto(exp, rounds - 1, "after")
     for r in range(rounds):
         world.funder.finalize(exp, r)
     return peer.claim_many(exp, list(range(rounds)), [0] * rounds)["gasUsed"]
 
 
-def free_rider(world: EscrowWorld, honest: int = 3) -> dict[str, float]:
+FREE_RIDER_CASES = [("zero update", 0, 0), ("normSq 1, no floor", 1, 0), ("normSq 1, floor 2**10", 1, 10)]
+
+
+def free_rider_statements(world: EscrowWorld, honest: int = 3) -> tuple[list[Contribution], list[list[Contribution]]]:
+    """The free rider's and the honest peers' contributions: on the old escrow (rider first), then one list per
+    FREE_RIDER_CASES entry on today's."""
+    peers = world.peers[: honest + 1]
+    rider, honest_peers = peers[0], peers[1:]
+
+    def of(who, root: int, norm: int) -> Contribution:
+        return statement(who.address, 0, root + int(who.address, 16) % 1_000, norm)
+
+    old = [of(who, 5_000 + n_sq, n_sq) for n_sq, who in [(0, rider)] + [(100, p) for p in honest_peers]]
+    new = [[of(who, 9_000 + norm + i, norm) for who, norm in [(rider, n_sq)] + [(p, 5_000) for p in honest_peers]]
+           for i, (_, n_sq, _) in enumerate(FREE_RIDER_CASES)]  # fmt: skip
+    return old, new
+
+
+def free_rider(world: EscrowWorld, cache: ProofCache, honest: int = 3) -> dict[str, float]:
     """Tokens per round of one free rider next to `honest` peers (reward 1,000 per round, stand-in proofs):
     a zero update on the old escrow and on today's; a minimal nonzero update (normSq 1) on today's without a
     norm floor and with the funder's floor 2**10."""
     f, peers = world.funder, world.peers[: honest + 1]
-    rider, honest_peers = peers[0], peers[1:]
+    rider = peers[0]
+    old_proofs, new_proofs = free_rider_statements(world, honest)
     out = {}
     old = json.loads(subprocess.run(["git", "show", f"{BEFORE_ISSUE_13}:contracts/artifacts/SwarmEscrow.json"],
                                     cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout)
@@ -113,27 +183,22 @@ def free_rider(world: EscrowWorld, honest: int = 3) -> dict[str, float]:
         ["address", "uint128", "uint32", "uint32", "uint16"], [world.token, 100, 10_000, 600, 2_000]).hex()},
         "deploying the old SwarmEscrow")  # fmt: skip
     old_escrow = f.w3.eth.contract(address=receipt["contractAddress"], abi=old["abi"])
-    spec = (world.verifier, f.block_timestamp(), 3_600, 600, 600, 2, 1, 1_000, 1_000, 10**6, [100_000])
+    spec = (world.verifier, f.block_timestamp(), 3_600, 600, 600, 2, 1, 1_000, 1_000, NORM_BOUND, [100_000])
     f.transact("approve", old_escrow.address, 10**9, contract=f.token)
     f.transact("createExperiment", spec, contract=old_escrow)
     f.transact("fund", 1, 10**6, contract=old_escrow)
-    for n_sq, who in [(0, rider)] + [(100, p) for p in honest_peers]:
-        root = 5_000 + n_sq + int(who.address, 16) % 1_000
-        (c,) = world.prove([world.contribution(who, 1, 0, 0, root, norm_sq=n_sq,
-                                               chunk=contribute_chunk(root, who.address, 100))], 1)  # fmt: skip
+    for who, c in zip(peers, cache.prove(old_proofs), strict=True):
         who.transact("approve", old_escrow.address, 100, contract=who.token)
         who.transact("stake", 100, contract=old_escrow)
         who.transact("contribute", 1, 0, 0, c.root, c.norm_sq, c.proof.abi_tuple(), contract=old_escrow)
     world.chain.set_next_timestamp(spec[1] + 3_600 + 600 + 600)
     f.transact("finalize", 1, 0, contract=old_escrow)
     out["zero update, escrow before issue 13"] = old_escrow.functions.getRound(1, 0).call()[4]
-    for label, n_sq, floor in [("zero update", 0, 0), ("normSq 1, no floor", 1, 0), ("normSq 1, floor 2**10", 1, 10)]:
+    for (label, _, floor), statements in zip(FREE_RIDER_CASES, new_proofs, strict=True):
         exp = world.create_experiment(stage_params=(100_000,), pool=10**6, min_norm_log2=floor, num_rounds=1)
-        for who, norm in [(rider, n_sq)] + [(p, 5_000) for p in honest_peers]:
-            root = 9_000 + norm + exp + int(who.address, 16) % 1_000
-            (c,) = world.prove([world.contribution(who, exp, 0, 0, root, norm_sq=norm)], exp)
+        for who, c in zip(peers, cache.prove(statements), strict=True):
             try:
-                who.contribute(c)
+                who.contribute(c.model_copy(update={"experiment": exp}))
             except RevertError as exc:
                 assert who is rider, exc
         world.goto(exp, 0, "after")
@@ -213,7 +278,7 @@ def print_rows(title: str, rows: list[dict], baseline: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N in (1, 10, 20) instead of (1, 10, 100), claimMany R <= 10")
+    parser.add_argument("--quick", action="store_true", help="N in (1, 10) instead of (1, 10, 100), claimMany R <= 10")
     parser.add_argument("--gas-price-gwei", type=float, default=0.01, help="L2 execution gas price")
     parser.add_argument("--eth-usd", type=float, default=3_000.0, help="ETH price in USD")
     parser.add_argument("--l1-base-fee-gwei", type=float, default=10.0, help="L1 base fee (for the L1 data fee)")
@@ -223,7 +288,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.breakdown:
         breakdown()
-    sizes = (1, 10, 20) if args.quick else (1, 10, 100)
+    sizes = (1, 10) if args.quick else (1, 10, 100)
     claim_rounds = CLAIM_ROUNDS[:2] if args.quick else CLAIM_ROUNDS
     t0 = time.monotonic()
     with DevChain(accounts=max(sizes) + 1, balance_eth=1_000) as chain:
@@ -244,28 +309,35 @@ def main() -> None:
         deploy["SwarmEscrow"] = f.deploy("SwarmEscrow", world.token, 100, 10_000, 600, 2_000, 10, 0, [])[1]["gasUsed"]
         for p in world.peers:
             p.stake(100 * (max(claim_rounds) + 2 + len(sizes)))  # collateral: minStake per contribution in flight
-        exp0 = world.create_experiment(stage_params=(100_000,))
-        proofs = world.prove(
-            [world.contribution(p, exp0, 0, 0, 7_000 + i) for i, p in enumerate(world.peers)], exp0
-        )
+        cache = ProofCache()
+        addresses = [p.address for p in world.peers]
+        proofs = [statement(a, 0, 7_000 + i) for i, a in enumerate(addresses)]
+        later = [statement(a, RING, 8_000 + i) for i, a in enumerate(addresses)]
+        claims = [statement(addresses[0], r, 9_000 + r) for r in range(max(claim_rounds))]
+        old, new = free_rider_statements(world)
+        t_prove = time.monotonic()  # every proof of the run at once (free_rider's then from the cache)
+        proven = cache.prove(proofs + later + claims + old + [c for case in new for c in case])
+        t_prove = time.monotonic() - t_prove
+        n_peers = len(addresses)
+        proofs, later = proven[:n_peers], proven[n_peers : 2 * n_peers]
+        claims = proven[2 * n_peers : 2 * n_peers + len(claims)]
         c = proofs[0]
         baseline = {}
         for key, name in VERIFIERS.items():
             verifier = f.contract(name, deployed[name][0])
-            call = verifier.functions.verifyTx(c.proof.abi_tuple(), c.public_inputs(10**6))
+            call = verifier.functions.verifyTx(c.proof.abi_tuple(), c.public_inputs(NORM_BOUND))
             baseline[key] = call.estimate_gas({"from": f.address})
         batch_verifier = f.contract(BATCH_STANDIN_VERIFIER, deployed[BATCH_STANDIN_VERIFIER][0])
-        verify_batch = {n: batch_verifier.functions.verifyBatch(batch_words(proofs[:n], 10**6)).estimate_gas(
+        verify_batch = {n: batch_verifier.functions.verifyBatch(batch_words(proofs[:n], NORM_BOUND)).estimate_gas(
             {"from": f.address}) for n in sizes}  # fmt: skip
-        later = world.prove(
-            [world.contribution(p, exp0, RING, 0, 8_000 + i) for i, p in enumerate(world.peers)], exp0
-        )
         rows = {
             key: [measure(world, n, proofs, deployed[name][0], later if key == "batch" else None) for n in sizes]
             for key, name in VERIFIERS.items()
         }
-        many = {r: claim_many(world, r, deployed[FAST_STANDIN_VERIFIER][0]) for r in claim_rounds}
-        riders = free_rider(world)
+        many = {r: claim_many(world, r, deployed[FAST_STANDIN_VERIFIER][0], claims) for r in claim_rounds}
+        riders = free_rider(world, cache)
+    print(f"stand-in proofs: {cache.made + cache.reused} asked, {cache.made} proven now in {t_prove:.1f} s (zokrates-js, "
+          f"{PROOFS_PER_PROCESS} per process), the rest from {cache.path.relative_to(PROJECT_ROOT)}")  # fmt: skip
     print("deploy gas: " + ", ".join(f"{k} {v:,}" for k, v in deploy.items()))
     print(
         f"baseline: bare verifyTx transaction (Groth16, 4 public inputs): ZoKrates' {baseline['zokrates']:,} gas, "
@@ -322,7 +394,8 @@ def main() -> None:
     )
     print(
         f"chain: batched {best[r_max]['batch']:,.0f} gas/peer-round at N={n} with claimMany over R={r_max} "
-        f"({best[r_max]['batch'] / TARGET_PER_PEER_ROUND:.3f}x the 100k target), "
+        f"({best[r_max]['batch'] / TARGET_PER_PEER_ROUND:.3f}x the 100k target, "
+        f"{best[r_max]['batch'] / best[r_max]['fast']:.3f}x the single path's), "
         f"{batched['steady_per_peer_round']:,.0f} with a claim per round, {batched['per_peer_round']:,.0f} in the "
         f"first {RING} rounds (new record slots); single contribute (fast) {best[r_max]['fast']:,.0f} / {fast['per_peer_round']:,.0f}"
         f" (ZoKrates' verifier {zk['per_peer_round']:,.0f}); verifyBatch n={max(sizes)} "
