@@ -2,7 +2,10 @@
 
 Every money figure a volunteer sees (panel, `swarm-peer status`, the summary on exit) comes from `EarningsReader`,
 never from what the peer believes it did: claimed = the escrow's `Claimed` events, claimable = shares of finalized
-rounds whose record is valid and unclaimed, stake = `stakes(wallet)`.
+rounds whose record is valid and unclaimed, stake = `stakes(wallet)`. A record's fate is read from the escrow's
+`Slashed`/`Claimed` events as well as from `getRecord`: the escrow keeps a peer's records in a ring of RECORD_RING
+(64) slots per stage, so once a round's slot is reused, `getRecord` shows that round as empty; a closed record must
+still count as slashed or claimed then, never as claimable.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class EarningsReader:
         self._next_block = 0
         self._mine: set[tuple[int, int]] = set()
         self._claimed: dict[tuple[int, int], int] = {}
+        self._slashed: set[tuple[int, int]] = set()
+        self._gone: set[tuple[int, int]] = set()  # closed records whose closing event we never saw
         self._token: tuple[str, int] | None = None
 
     def read(self) -> Earnings:
@@ -80,14 +85,18 @@ class EarningsReader:
         now = c.block_timestamp()
         stake = c.stake_of(self.address)
         symbol, decimals = self._token_info()
-        out: dict[str, Any] = {"claimable": 0, "waiting": 0, "blocked": 0, "slashed": 0}
+        out: dict[str, Any] = {"claimable": 0, "waiting": 0, "blocked": 0, "slashed": len(self._slashed)}
         claimable: list[tuple[int, int]] = []
         to_finalize: list[tuple[int, int]] = []
         rounds: dict[int, Any] = {}
-        for r, s in sorted(self._mine - self._claimed.keys()):
+        for r, s in sorted(self._mine - self._claimed.keys() - self._slashed - self._gone):
             rec = c.record(exp, r, s, self.address)
             rnd = rounds.get(r) or rounds.setdefault(r, c.round_state(exp, r))
-            if rec.slashed:
+            if not rec.exists:  # its ring slot holds a later round's record: closed, but not by an event we saw
+                self._gone.add((r, s))
+                logger.warning("experiment %d round %d stage %d: the escrow no longer holds this record (its slot "
+                               "was reused) and no Claimed/Slashed event was seen; not counted", exp, r, s)  # fmt: skip
+            elif rec.slashed:
                 out["slashed"] += 1
             elif rec.claimed:  # claimed after our event scan: the share is what _claim paid
                 self._claimed[(r, s)] = rnd.share
@@ -115,6 +124,10 @@ class EarningsReader:
             key = (int(e["round"]), int(e["stage"]))
             self._mine.add(key)
             self._claimed[key] = int(e["amount"])
+        for e in c.events("Slashed", first, last, where=where):
+            key = (int(e["round"]), int(e["stage"]))
+            self._mine.add(key)
+            self._slashed.add(key)
 
     def _token_info(self) -> tuple[str, int]:
         if self._token is None:
