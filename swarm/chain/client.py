@@ -147,6 +147,10 @@ class ChainClient:
         """The chain id the RPC serves."""
         return int(self._reader.rpc("reading the chain id", lambda: self.w3.eth.chain_id))
 
+    def send_eth(self, to: str, wei: int) -> TxReceipt:
+        """Send `wei` of the gas token from this wallet to `to` (e.g. gas money for a new peer wallet)."""
+        return self._sender.send({"to": Web3.to_checksum_address(to), "value": int(wei)}, f"sending {wei} wei to {to}")
+
     def eth_balance(self, who: str | None = None) -> int:
         """Wei of the gas token held by `who` (default: this wallet)."""
         address = Web3.to_checksum_address(who or self.address)

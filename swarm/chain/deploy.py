@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from eth_account import Account
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from swarm.chain.build import load_artifacts
 from swarm.chain.client import ChainClient
+from swarm.chain.devchain import DevAccount
 from swarm.chain.errors import ChainError
 from swarm.chain.models import ExperimentSpec
 from swarm.chain.safety import BATCH_VERIFIERS, REAL_PROOF_SECONDS, STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
@@ -114,6 +116,36 @@ class ChainTarget(Protocol):
     rpc_url: str
     chain_id: int
     accounts: Sequence[Any]  # .address, .private_key; account 0 deploys and funds
+
+
+class RemoteChain(BaseModel):
+    """A ChainTarget we did not start: the chain a deployment file names, with the researcher as account 0."""
+
+    rpc_url: str
+    chain_id: int
+    accounts: list[DevAccount]
+
+
+def remote_demo_chain(deployment: Deployment, funder: Wallet, peers: int, peer_wei: int) -> RemoteChain:
+    """The chain `deployment` names, for the demo: its RPC must serve the file's chain id; `funder` (the
+    researcher, who must own the deployment's TestToken to mint the pool and the peers' stakes) is account 0, then
+    `peers` new wallets, each sent `peer_wei` of gas money by the funder (keys only in memory and in the demo's
+    0600 key files)."""
+    client = ChainClient(deployment.rpc_url, funder)
+    actual = client.chain_id()
+    if actual != deployment.chain_id:
+        raise ChainError(f"{deployment.rpc_url} serves chain {actual}, but the deployment file says chain "
+                         f"{deployment.chain_id}: nothing sent")  # fmt: skip
+    need = peers * peer_wei
+    if client.eth_balance() <= need:
+        raise ChainError(f"the researcher {funder.address} has {client.eth_balance()} wei on chain {actual}; the "
+                         f"demo sends {peer_wei} wei of gas money to each of {peers} peers: fund it first")  # fmt: skip
+    accounts = [DevAccount(address=funder.address, private_key=SecretStr(funder.account.key.hex()))]
+    for _ in range(peers):
+        new = Account.create()
+        client.send_eth(new.address, peer_wei)
+        accounts.append(DevAccount(address=new.address, private_key=SecretStr(new.key.hex())))
+    return RemoteChain(rpc_url=deployment.rpc_url, chain_id=actual, accounts=accounts)
 
 
 def deploy_escrow_stack(

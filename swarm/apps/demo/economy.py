@@ -9,15 +9,32 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Self
 
-from swarm.chain.deploy import TOKEN, DemoConfig, DemoDeployment, deploy_demo
+from swarm.chain.client import ChainClient
+from swarm.chain.deploy import (
+    TOKEN,
+    DemoConfig,
+    DemoDeployment,
+    Deployment,
+    RemoteChain,
+    deploy_demo,
+    remote_demo_chain,
+)
 from swarm.chain.devchain import DevChain
-from swarm.chain.safety import REAL_PROOF_SECONDS, min_audit_window
-from swarm.chain.wallet import create_key_file
+from swarm.chain.errors import ChainError
+from swarm.chain.safety import (
+    REAL_PROOF_SECONDS,
+    REAL_VERIFIERS,
+    key_dir_code_hashes,
+    known_code_hashes,
+    min_audit_window,
+)
+from swarm.chain.wallet import Wallet, create_key_file
 
 logger = logging.getLogger("swarm.demo")
 
 SUBMIT_WINDOW_S = 120  # a round's proof may take this long on a busy 2-core laptop (3 provers + training)
 AUDIT_WINDOW_S = min_audit_window(2, REAL_PROOF_SECONDS)  # the escrow's floor for k = 2 audits (80 s)
+PEER_GAS_WEI = 10**16  # 0.01 ETH per stage peer on a --deployment chain: ~1e9 gas at an L2's 0.01 gwei
 
 
 def stage_sizes(workload_name: str, n_stages: int) -> tuple[int, ...]:
@@ -51,8 +68,12 @@ class DemoEconomy:
 
     def __init__(self, run_dir: Path, *, workload: str, n_stages: int, stage_peers: int, round_duration: int,
                  submit_window: int = SUBMIT_WINDOW_S, prover_backend: str = "groth16py", audits_per_peer: int = 2,
-                 audit_window: int | None = None, proof_seconds: int | None = None) -> None:  # fmt: skip
+                 audit_window: int | None = None, proof_seconds: int | None = None,
+                 deployment: Path | None = None, funder_key_file: Path | None = None) -> None:  # fmt: skip
         self.run_dir, self.stage_peers, self.prover_backend = run_dir, stage_peers, prover_backend
+        # --deployment: the escrow stack of `python -m swarm.chain deploy` on its chain, the researcher's key from
+        # `funder_key_file` (else SWARM_WALLET_KEY), new stage peer wallets funded by it; no embedded anvil
+        self.deployment_file, self.funder_key_file = deployment, funder_key_file
         self.prover_key_dir: Path | None = None
         self.config = DemoConfig(
             stage_params=stage_sizes(workload, n_stages), round_duration=round_duration, submit_window=submit_window,
@@ -60,16 +81,22 @@ class DemoEconomy:
             audits_per_peer=audits_per_peer, proof_seconds=proof_seconds,
         )  # fmt: skip
         self._stack = ExitStack()
-        self.chain: DevChain | None = None
+        self.chain: DevChain | RemoteChain | None = None
         self.deployment: DemoDeployment | None = None
         self.key_files: list[Path] = []
 
     def __enter__(self) -> Self:
         try:
             self.prover_key_dir, verifier_artifact = ensure_circuit_keys(self.prover_backend)
-            # a block every second, as an L2 makes them: contracts read the time from the latest block
-            self.chain = self._stack.enter_context(DevChain(accounts=self.stage_peers + 1, extra_args=["--block-time", "1"]))
-            self.deployment = deploy_demo(self.chain, self.config, verifier_artifact=verifier_artifact)
+            if self.deployment_file is not None:
+                stack = self._checked_stack()
+                funder = Wallet.load(self.funder_key_file)
+                self.chain = remote_demo_chain(stack, funder, self.stage_peers, PEER_GAS_WEI)
+                self.deployment = deploy_demo(self.chain, self.config, deployment=stack)
+            else:
+                # a block every second, as an L2 makes them: contracts read the time from the latest block
+                self.chain = self._stack.enter_context(DevChain(accounts=self.stage_peers + 1, extra_args=["--block-time", "1"]))
+                self.deployment = deploy_demo(self.chain, self.config, verifier_artifact=verifier_artifact)
             keys = self.run_dir / "keys"
             keys.mkdir(mode=0o700, parents=True, exist_ok=True)
             for i in range(self.stage_peers):
@@ -81,6 +108,17 @@ class DemoEconomy:
             self._stack.close()
             raise
         return self
+
+    def _checked_stack(self) -> Deployment:
+        """The deployment file's stack, refused unless its verifier checks this machine's prover keys."""
+        assert self.deployment_file is not None
+        stack = Deployment.load(self.deployment_file)
+        ours = {**known_code_hashes(REAL_VERIFIERS),
+                **(key_dir_code_hashes(self.prover_key_dir) if self.prover_key_dir is not None else {})}  # fmt: skip
+        if ChainClient(stack.rpc_url).code_hash(stack.verifier) not in ours:
+            raise ChainError(f"the deployment's verifier {stack.verifier_name} ({stack.verifier}) does not check "
+                             f"proofs of this machine's {self.prover_backend} keys: the stage peers could not be paid")
+        return stack
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
@@ -119,8 +157,6 @@ class DemoEconomy:
 
     def summary_lines(self) -> list[str]:
         """On-chain outcome, read from the chain itself (not from what peers said)."""
-        from swarm.chain.client import ChainClient
-
         dep = self.deployment
         if dep is None:
             return []

@@ -26,6 +26,8 @@ from runtime.procs import ChildProcess, ChildSet, ShutdownRequested, raise_on_te
 from swarm.apps.demo.economy import SUBMIT_WINDOW_S, DemoEconomy
 from swarm.apps.display import SwarmView, join_lines, render, summary_lines
 from swarm.apps.events import PeerEvent, Ready, parse_event
+from swarm.chain.deploy import Deployment
+from swarm.chain.errors import ChainError
 
 logger = logging.getLogger("swarm.demo")
 
@@ -52,6 +54,8 @@ class DemoConfig(BaseModel):
     attack: Literal["poison", "scale", "random", "stale", "norm", "silent"] = "poison"
     submit_window: int = Field(SUBMIT_WINDOW_S, ge=1)  # seconds after a round for its proofs to reach the chain
     prover_backend: Literal["groth16py", "zokrates"] = "groth16py"  # native arkworks; zokrates: WASM fallback
+    deployment: Path | None = None  # `python -m swarm.chain deploy`'s file: its chain and escrow, no embedded anvil
+    funder_key_file: Path | None = None  # with `deployment`: the researcher's key (default: SWARM_WALLET_KEY)
 
 
 class DemoSwarm:
@@ -187,7 +191,8 @@ def run_demo(config: DemoConfig, console: Console) -> int:
                 economy = stack.enter_context(DemoEconomy(
                     run_dir, workload=config.workload, n_stages=config.n_stages, stage_peers=config.stage_peers,
                     round_duration=max(1, round(config.round_duration)), submit_window=config.submit_window,
-                    prover_backend=config.prover_backend,
+                    prover_backend=config.prover_backend, deployment=config.deployment,
+                    funder_key_file=config.funder_key_file,
                 ))  # fmt: skip
         return _run_swarm(config, console, run_dir, economy, started)
 
@@ -289,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the stage peers' Groth16 prover (default: %(default)s, native; zokrates: WASM, ~4x slower)")
     p.add_argument("--submit-window", type=int, default=d.submit_window, metavar="SECONDS",
                    help="seconds after a round for its proofs to reach the chain (default: %(default)s)")
+    p.add_argument("--deployment", type=Path, metavar="FILE",
+                   help="run on the escrow stack FILE names (written by `python -m swarm.chain deploy`: any EVM L2 "
+                   "or anvil) instead of an embedded dev chain: the researcher (--funder-key-file, else "
+                   "SWARM_WALLET_KEY; it must own the stack's TestToken) creates and funds the experiment and sends "
+                   "gas money to one new wallet per stage peer")
+    p.add_argument("--funder-key-file", type=Path, metavar="FILE", help="with --deployment: the researcher's key "
+                   "file (0600)")
     p.add_argument("--round-hooks", nargs="+", default=[], metavar="MODULE:FUNC",
                    help="passed to every stage peer: called after each averaging round")  # fmt: skip
     return p
@@ -311,6 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{config.stage_peers - config.n_stages} with {config.stage_peers} stage peers over {config.n_stages} "
               "stages (add --stage-peers)", file=sys.stderr)
         return 2
+    if config.deployment is not None:
+        if not config.chain:
+            print("swarm-demo: --deployment needs the chain (leave out --no-chain)", file=sys.stderr)
+            return 2
+        try:
+            Deployment.load(config.deployment)
+        except ChainError as exc:
+            print(f"swarm-demo: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if our parent ignored it
     raise_on_termination_signals()
@@ -318,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(config, Console())
     except ShutdownRequested:
         return 130
+    except ChainError as exc:  # e.g. --deployment's RPC is down or its researcher has no gas money
+        print(f"swarm-demo: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":
