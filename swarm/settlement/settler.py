@@ -40,11 +40,13 @@ from typing import Any, Protocol, Self
 from pydantic import BaseModel, ConfigDict
 from web3.logs import DISCARD
 
-from protocol.contribution import Contribution
+from protocol.contribution import Contribution, ContributionError
 from protocol.sampling import contribute_chunk
 from runtime.loops import StartStop
+from swarm.chain.batching import duty_order, duty_time
 from swarm.chain.client import TARGETED_BASE, ChainClient
 from swarm.chain.errors import ChainError, RevertError
+from swarm.chain.safety import INCLUSION_MARGIN_S
 from swarm.chain.tx import PendingTx
 from swarm.settlement.journal import Journal, TxReconciler, TxRow, journal_path, receipt_block
 from zk.background import BackgroundProver
@@ -63,6 +65,11 @@ GIVE_UP = {"UnansweredAudit", "PeerSlashed", "NoContribution", "NotInAuditWindow
 NOT_OPEN = {"AuditNotOpen"}  # an answer to an audit that is not open (any more): a new opening is a new event
 CLAIM_BATCH = 50  # (round, stage) pairs per claimMany transaction
 REORG_REWIND = 128  # blocks of audit events read again when the block before the cursor changed (a reorganization)
+RECORD_RING = 64  # SwarmEscrow.RECORD_RING: round r's record of (experiment, stage, peer) lives in slot r % 64
+BATCH_BACKUPS = 1  # ranks after the first in a round's batch duty order that take over what is still missing
+GOSSIP_QUEUE = 10_000  # gossiped messages waiting for the settler's thread
+HEARD_PER_ROUND = 1_000  # gossiped contributions kept per round
+CONTRIBUTE_KINDS = ("contribute", "batch")  # journaled transactions that may record our own contribution
 
 
 class SettlementEvent(BaseModel):
@@ -70,7 +77,7 @@ class SettlementEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: str  # contributed | audit_answered | finalized | claimed | failed | gave_up | skipped
+    kind: str  # contributed | batched | audit_answered | finalized | claimed | failed | gave_up | skipped
     round: int
     stage: int
     detail: dict[str, Any] = {}
@@ -108,6 +115,7 @@ class OpenRound:
     answered: set[int] = field(default_factory=set)
     gossiped: set[int] = field(default_factory=set)  # audited chunks whose proofs went out on gossip
     announced: bool = False  # the `contributed` event went out (once per round, even if a reorg makes us re-check)
+    published: bool = False  # (batches) our proven contribution went out on gossip
     rebuild: Callable[[], Any] | None = None  # a round taken back from the journal: makes its full commitment
 
 
@@ -128,8 +136,20 @@ class RoundSettler(StartStop):
         poll_s: float = POLL_S,
         answer_audits: bool = True,
         data_dir: Path | None = None,
+        batches: bool = False,
+        batch_backups: int = BATCH_BACKUPS,
     ) -> None:
         self.client, self.experiment_id, self.params = client, experiment_id, params
+        # True: contribute through the round's batch duty (docs/protocol.md, "Batched contributions"): allow
+        # batches once, gossip the proven contribution, hear the others' (`on_gossip`), batch them when our rank's
+        # duty time comes, send our own `contribute` only if it is still missing one inclusion margin before the
+        # submission window closes. False: `contribute` as soon as proven.
+        self.batches, self.batch_backups = batches, batch_backups
+        self._gossip: queue.Queue[Any] = queue.Queue(maxsize=GOSSIP_QUEUE)
+        self.heard: dict[int, dict[tuple[int, str], Contribution]] = {}  # round -> (stage, peer) -> valid contribution
+        self._batched: set[int] = set()  # rounds whose batch duty we did (sent, or found nothing to send)
+        self._allowed = False  # allowBatches(experiment) is on-chain for our wallet
+        self.batch_fees = 0  # batchFee paid to us for others' contributions we submitted
         self.on_event = on_event or (lambda e: None)
         self.publish = publish or (lambda c, audit: None)  # e.g. GossipRelay.publish_contribution
         self.poll_s = poll_s
@@ -281,7 +301,9 @@ class RoundSettler(StartStop):
         for target in row.target:
             key = (target[0], target[1]) if len(target) >= 2 else None
             o = self.rounds.get(key) if key else None
-            if row.kind == "contribute" and o is not None:
+            if row.kind == "batch" and len(target) == 1:  # our batch of round target[0] moved: do the duty again
+                self._batched.discard(target[0])
+            if row.kind in CONTRIBUTE_KINDS and o is not None:
                 o.contributed, o.tried_contribute = False, True
             elif row.kind == "answer" and o is not None and len(target) == 3:
                 j = target[2]
@@ -336,6 +358,10 @@ class RoundSettler(StartStop):
         if not self._reconcile():
             return
         now = self._now()
+        if self.batches:
+            if not self._allowed:
+                self._guarded(self._allow_batches, round=-1, stage=-1)
+            self._guarded(self._take_gossip, now, round=-1, stage=-1)
         for key, o in list(self.rounds.items()):
             self._guarded(self._advance, o, now, round=key[0], stage=key[1])
             self._gossip_audit_proofs(o)
@@ -403,7 +429,7 @@ class RoundSettler(StartStop):
         """Contribute once c0 is proven; once the seed is fixed, queue proofs of all k audited chunks."""
         if not o.contributed:
             key = (o.round, o.stage)
-            if self._in_flight("contribute", key):
+            if any(self._in_flight(kind, key) for kind in CONTRIBUTE_KINDS):
                 return  # our contribution is signed and sent (or about to be sent again): wait for it
             if o.tried_contribute and self.client.record(self.experiment_id, o.round, o.stage, self._me).exists:
                 o.contributed = True  # a transaction whose receipt we missed was mined after all
@@ -420,23 +446,10 @@ class RoundSettler(StartStop):
                     raise failed.exception()
                 (contribution,) = o.c0.result()
                 o.tried_contribute = True
-                try:
-                    with self._sending("contribute", key):
-                        receipt = self.client.contribute(contribution)
-                except RevertError as exc:
-                    if exc.error_name in ALREADY_DONE:
-                        o.contributed = True
-                        self._set_state(o, "contributed")
-                    elif exc.error_name in GIVE_UP:
-                        self._give_up(o, str(exc))
-                        return
-                    raise
-                else:
-                    o.contributed = True
-                    self._mined(receipt)
-                    self._set_state(o, "contributed")
-                    self.publish(contribution, False)
-                    self._contributed(o, receipt)
+                if not self.batches:
+                    self._contribute_own(o, contribution)
+                elif self._when_due(o, contribution, now) != "done":
+                    return
         if self.answer_audits and o.contributed and not o.audit_proofs and now >= self._state.submission_end(o.round):
             if self.client.round_seed(self.experiment_id, o.round) is None:
                 return  # not armed yet: without a seed nobody can open a sampled audit either
@@ -445,6 +458,168 @@ class RoundSettler(StartStop):
                              for j in range(k)})  # fmt: skip
             for chunk in chunks:  # one job per chunk: each answer can go as soon as its own proof is made
                 o.audit_proofs[chunk] = self._prove(o, [chunk])
+
+    def _contribute_own(self, o: OpenRound, contribution: Contribution) -> None:
+        """Send our own `contribute` for `o` (its record is not on-chain: checked by the caller)."""
+        try:
+            with self._sending("contribute", (o.round, o.stage)):
+                receipt = self.client.contribute(contribution)
+        except RevertError as exc:
+            if exc.error_name in ALREADY_DONE:  # e.g. someone's batch got it in first
+                o.contributed = True
+                self._set_state(o, "contributed")
+                self._contributed(o, None)
+                return
+            if exc.error_name in GIVE_UP:
+                self._give_up(o, str(exc))
+                return
+            if exc.error_name == "RecordSlotBusy":
+                self._free_slot(o, exc)
+                return
+            raise
+        o.contributed = True
+        self._mined(receipt)
+        self._set_state(o, "contributed")
+        if not o.published:
+            o.published = True
+            self.publish(contribution, False)
+        self._contributed(o, receipt)
+
+    def _free_slot(self, o: OpenRound, exc: RevertError) -> None:
+        """`contribute` refused with RecordSlotBusy(old): our record of round `old` (= o.round - 64k) in the same
+        ring slot is still open. Its audit window is long over (the escrow asks windows of at most 56 rounds), so
+        finalize and claim it now (a round the journal forgot too); the contribution is sent again next pass. A
+        round that can never be claimed (an unanswered audit: its record waits for a slash) keeps the slot busy:
+        then this round is given up."""
+        old = int(exc.error_args[0]) if exc.error_args else o.round - RECORD_RING
+        key = (old, o.stage)
+        logger.warning("round %d stage %d: record slot busy with our round %d, not claimed yet: claiming it first",
+                       o.round, o.stage, old)  # fmt: skip
+        if self._in_flight("claim", key) or self._in_flight("finalize", (old,)):
+            return
+        held = self.rounds.get(key) or OpenRound(round=old, stage=o.stage, commitment=None, contributed=True)
+        try:
+            with self._sending("finalize", (old,)):
+                self._idempotent(self.client.finalize, self.experiment_id, old)
+            with self._sending("claim", key):
+                receipt = self._idempotent(self.client.claim, self.experiment_id, old, o.stage)
+        except RevertError as err:
+            if err.error_name in GIVE_UP:
+                self._give_up(o, f"record slot busy: round {old} cannot be claimed ({err})")
+                return
+            raise  # e.g. NotFinalizable (the funder's grace): tried again until the submission window closes
+        self._claimed([held], receipt)
+
+    # ------------------------------------------------------------------------------------------ batches
+
+    def on_gossip(self, msg: Any) -> None:
+        """A GossipRelay listener (runs on the gossip loop: only queues; the settler's thread checks)."""
+        enqueue(self._gossip, msg, "settler: gossip queue full, a message is dropped")
+
+    def _allow_batches(self) -> None:
+        """allowBatches(experiment) once, unless the chain has it already (journaled like every transaction)."""
+        key = (self.experiment_id,)
+        if self._in_flight("allow", key):
+            return
+        if self.client.stake_of(self._me).batch_experiment == self.experiment_id:
+            self._allowed = True
+            return
+        with self._sending("allow", key):
+            receipt = self.client.allow_batches(self.experiment_id)
+        self._mined(receipt)
+        self._allowed = True
+        logger.info("batches allowed for experiment %d", self.experiment_id)
+
+    def _take_gossip(self, now: int) -> None:
+        """Keep the valid contributions heard on gossip for rounds still open to submissions; forget closed ones."""
+        for r in [r for r in self.heard if now >= self._state.submission_end(r)]:
+            del self.heard[r]
+        self._batched = {r for r in self._batched if now < self._state.submission_end(r)}
+        current = self._state.round_at(now)
+        for _, c in gossiped_records(self._gossip, ("contribution",), "settler"):
+            if (c.experiment != self.experiment_id or c.proof is None or c.peer == self._me
+                    or not current - RECORD_RING < c.round <= current + 1
+                    or now >= self._state.submission_end(c.round)):  # fmt: skip
+                continue
+            heard = self.heard.setdefault(c.round, {})
+            if (c.stage, c.peer) in heard or len(heard) >= HEARD_PER_ROUND:
+                continue
+            why = self._unbatchable(c)
+            if why:
+                logger.info("settler: not batching %s's contribution to round %d stage %d: %s", c.peer, c.round,
+                            c.stage, why)  # fmt: skip
+                continue
+            heard[(c.stage, c.peer)] = c
+
+    def _unbatchable(self, c: Contribution) -> str | None:
+        """Why a gossiped contribution cannot go in a batch (each of these would revert the whole batch or be
+        skipped), or None; free reads and one eth_call of the verifier."""
+        try:
+            n = self.client.num_chunks(self.experiment_id, c.stage)
+        except RevertError:
+            return "unknown stage"
+        if c.chunk != contribute_chunk(c.root, c.peer, n):
+            return "its proof does not open c0"
+        if not 1 << self._state.min_norm_log2 <= c.norm_sq <= self._state.norm_bound:
+            return "norm out of bounds"
+        if self.client.stake_of(c.peer).batch_experiment != self.experiment_id:
+            return "its peer does not allow batches here"
+        verifier = self.client.contract("IChunkVerifier", self._state.verifier)
+        ok = self.client._reader.rpc("checking a gossiped proof", verifier.functions.verifyTx(
+            c.proof.abi_tuple(), c.public_inputs(self._state.norm_bound)).call)  # fmt: skip
+        return None if ok else "invalid proof"
+
+    def _when_due(self, o: OpenRound, contribution: Contribution, now: int) -> str:
+        """Batch mode, our proof made and our record not on-chain: gossip it, then follow the round's duty. Returns
+        "done" once our contribution is sent or recorded, else "wait"."""
+        r = o.round
+        if not o.published:
+            o.published = True
+            self.publish(contribution, False)
+        heard = self.heard.setdefault(r, {})
+        heard[(o.stage, self._me)] = contribution
+        end = self._state.submission_end(r)
+        order = [p.lower() for p in duty_order(self.experiment_id, r, {p for _, p in heard})]
+        rank = order.index(self._me)
+        due = rank <= self.batch_backups and now >= duty_time(rank, end - self._state.submit_window, end)
+        if due and len(order) == 1:  # nobody else heard: a batch of our own would only cost more
+            self._contribute_own(o, contribution)
+        elif due and r not in self._batched:
+            if self._in_flight("batch", (r,)):
+                return "wait"
+            self._submit_batch(o, r, rank)
+        if now >= end - INCLUSION_MARGIN_S and not o.contributed and (o.round, o.stage) in self.rounds:
+            self._contribute_own(o, contribution)  # the fallback: our own is never lost
+        return "done" if o.contributed else "wait"
+
+    def _submit_batch(self, o: OpenRound, r: int, rank: int) -> None:
+        """Our duty for round r: one contributeBatch of every valid contribution heard and not yet on-chain (the
+        client checks each first with a free eth_call and leaves out what the escrow would refuse). With nothing
+        of others heard, the caller sends our own `contribute` instead (cheaper)."""
+        entries = list(self.heard.get(r, {}).values())
+        own = [(c.round, c.stage) for c in entries if c.peer == self._me]
+        try:
+            with self._sending("batch", (r,), *own):
+                result = self.client.contribute_batch(entries)
+        except RevertError:
+            self._batched.add(r)  # refused before sending (or reverted): not again; the fallback covers ours
+            raise
+        self._batched.add(r)
+        if result.receipt is None:
+            logger.info("round %d: nothing of the %d heard contributions left to batch", r, len(entries))
+            return
+        self._mined(result.receipt)
+        gas = int(result.receipt["gasUsed"])
+        self.batch_fees += result.fee
+        self.on_event(SettlementEvent(kind="batched", round=r, stage=o.stage, detail={
+            "included": len(result.included), "skipped": len(result.skipped), "left_out": len(result.left_out),
+            "fee": str(result.fee), "gas": gas, "rank": rank}))  # fmt: skip
+        for c in result.included:
+            mine = self.rounds.get((c.round, c.stage)) if c.peer == self._me else None
+            if mine is not None and not mine.contributed:
+                mine.contributed = True
+                self._set_state(mine, "contributed")
+                self._contributed(mine, None, batch_gas=gas // len(result.included))
 
     def _gossip_audit_proofs(self, o: OpenRound) -> None:
         """Gossip each audited chunk's proof as soon as it is made: watchers that hear it open no audit."""
@@ -457,13 +632,16 @@ class RoundSettler(StartStop):
         if self.journal is not None:
             self.journal.set_round_state(o.round, o.stage, state)
 
-    def _contributed(self, o: OpenRound, receipt: Any) -> None:
+    def _contributed(self, o: OpenRound, receipt: Any, *, batch_gas: int | None = None) -> None:
+        """The `contributed` event; detail `gas`: of our own `contribute`, or our share of our batch (`batched`)."""
         if o.announced:
             return
         o.announced = True
         detail = {"num_chunks": o.commitment.num_chunks, "norm_sq": str(o.commitment.norm_sq)}
         if receipt is not None:
             detail["gas"] = receipt["gasUsed"]
+        elif batch_gas is not None:
+            detail["gas"], detail["batched"] = batch_gas, True
         self.on_event(SettlementEvent(kind="contributed", round=o.round, stage=o.stage, detail=detail))
 
     def _read_audits(self) -> None:
@@ -621,6 +799,31 @@ class RoundSettler(StartStop):
             if exc.error_name in ALREADY_DONE:
                 return None
             raise
+
+
+def enqueue(q: queue.Queue, item: Any, dropped: str) -> None:
+    """Queue `item` without blocking (a listener on another loop); a full queue drops it, logged as `dropped`."""
+    try:
+        q.put_nowait(item)
+    except queue.Full:
+        logger.info(dropped)
+
+
+def gossiped_records(q: queue.Queue, kinds: tuple[str, ...], who: str) -> Iterator[tuple[str, Contribution]]:
+    """(kind, contribution) of each GossipMessage of `kinds` queued in `q`, until it is empty; malformed ones are
+    logged and dropped."""
+    while True:
+        try:
+            msg = q.get_nowait()
+        except queue.Empty:
+            return
+        kind = getattr(getattr(msg, "kind", None), "value", None)
+        if kind not in kinds:
+            continue
+        try:
+            yield kind, msg.contribution()
+        except ContributionError as exc:
+            logger.info("%s: dropped a malformed gossiped record: %s", who, exc)
 
 
 def contribution_summary(c: Contribution) -> dict[str, Any]:

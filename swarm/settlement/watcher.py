@@ -44,13 +44,13 @@ from eth_abi import encode
 from eth_utils import keccak
 from web3.logs import DISCARD
 
-from protocol.contribution import Contribution, ContributionError
+from protocol.contribution import Contribution
 from protocol.sampling import challenged_chunks
 from runtime.loops import StartStop
 from swarm.chain.client import LOG_RANGE, ChainClient
 from swarm.chain.errors import ChainError, RevertError
 from swarm.rounds.parts import CommitRecord, PartError
-from swarm.settlement.settler import SettlementEvent
+from swarm.settlement.settler import SettlementEvent, enqueue, gossiped_records
 
 logger = logging.getLogger(__name__)
 
@@ -187,17 +187,11 @@ class Watcher(StartStop):
 
     def on_gossip(self, msg: Any) -> None:
         """A GossipRelay listener (runs on the gossip loop: only queues; the watcher's thread checks)."""
-        try:
-            self._gossip.put_nowait(msg)
-        except queue.Full:
-            logger.info("watcher: gossip queue full, a message is dropped")
+        enqueue(self._gossip, msg, "watcher: gossip queue full, a message is dropped")
 
     def on_accusation(self, accusation: Any) -> None:
         """A StagePeer evidence sink: an accusation this peer made (only queued; the watcher's thread acts)."""
-        try:
-            self._accusations.put_nowait(accusation)
-        except queue.Full:
-            logger.info("watcher: accusation queue full, one is dropped")
+        enqueue(self._accusations, accusation, "watcher: accusation queue full, one is dropped")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -282,19 +276,7 @@ class Watcher(StartStop):
     def _take_gossip(self) -> None:
         """Queue the gossiped audit proofs of our experiment in their rounds, to be checked when they can be."""
         oldest = newest = None
-        while True:
-            try:
-                msg = self._gossip.get_nowait()
-            except queue.Empty:
-                return
-            kind = getattr(getattr(msg, "kind", None), "value", None)
-            if kind not in ("contribution", "audit_proof"):
-                continue
-            try:
-                c = msg.contribution()
-            except ContributionError as exc:
-                logger.info("watcher: dropped a malformed gossiped record: %s", exc)
-                continue
+        for kind, c in gossiped_records(self._gossip, ("contribution", "audit_proof"), "watcher"):
             if c.experiment != self.experiment_id or c.proof is None and kind == "audit_proof":
                 continue
             if oldest is None:

@@ -63,6 +63,27 @@ def wait_until(cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S)
         time.sleep(0.2)
 
 
+def count_signed(client: ChainClient, field: str = "tx_hash") -> list[Any]:
+    """`field` (tx_hash, what, ...) of every transaction `client` signs from now on (wrapping the settler's journal
+    hook)."""
+    signed: list[Any] = []
+    journal = client._sender.on_signed
+
+    def hook(p) -> None:
+        signed.append(getattr(p, field))
+        journal(p)
+
+    client.on_signed(hook)
+    return signed
+
+
+def report(round: int, root: int, stage: int = 0) -> Any:
+    """A settler's round report whose commitment is enough for the stand-in prover."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(round=round, stage=stage, commitment=SimpleNamespace(root=root, norm_sq=100, num_chunks=5))
+
+
 def chain_record(client: ChainClient, experiment: int, peer: str) -> dict[str, Counter]:
     """How many times the canonical chain shows each of `peer`'s Contributed / AuditAnswered / Claimed events,
     keyed by (round, stage[, j]); plus the hashes of the transactions that emitted them."""

@@ -9,10 +9,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from settle_support import SLOTS_PER_EPOCH, Recorder, TcpProxy, chain_record, journal_rows, wait_until
+from settle_support import (
+    SLOTS_PER_EPOCH,
+    Recorder,
+    TcpProxy,
+    chain_record,
+    count_signed,
+    journal_rows,
+    report,
+    wait_until,
+)
 
 from swarm.chain import DevChain
 from swarm.chain.client import ChainClient
@@ -26,23 +34,6 @@ pytestmark = pytest.mark.integration
 def chain() -> Iterator[DevChain]:
     with DevChain(accounts=4, extra_args=["--slots-in-an-epoch", str(SLOTS_PER_EPOCH)]) as c:
         yield c
-
-
-def report(round: int, root: int, stage: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(round=round, stage=stage, commitment=SimpleNamespace(root=root, norm_sq=100, num_chunks=5))
-
-
-def count_signed(client: ChainClient) -> list[str]:
-    """Hashes of every transaction `client` signs from now on (wrapping the settler's journal hook)."""
-    signed: list[str] = []
-    journal = client._sender.on_signed
-
-    def hook(p) -> None:
-        signed.append(p.tx_hash)
-        journal(p)
-
-    client.on_signed(hook)
-    return signed
 
 
 def has_receipt(chain: DevChain, tx: str) -> bool:

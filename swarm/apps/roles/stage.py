@@ -78,8 +78,11 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
         logger.warning("--byzantine --attack silent: this peer will not prove nor answer its audits (tests only)")
     settler = RoundSettler(client, record.chain_experiment_id, on_event=on_event, prover_workers=config.prover_workers,
                            prover=prover, publish=lambda c, audit: publish and publish(c, audit=audit),
-                           answer_audits=not silent(config), data_dir=config.data_dir or default_data_dir())  # fmt: skip
+                           answer_audits=not silent(config), data_dir=config.data_dir or default_data_dir(),
+                           batches=relay is not None)  # fmt: skip
     settler = cleanup.enter_context(settler)
+    if relay is not None:  # the round's contributions heard on gossip: batched by whoever's duty it is
+        relay.listeners.append(settler.on_gossip)
     # every paid peer also watches the experiment's audits (its own client: its transactions never wait on the
     # settler's; nonces are shared through the wallet's lock)
     watcher = cleanup.enter_context(Watcher(settler.journal_also(client.with_wallet(wallet)), record.chain_experiment_id,
