@@ -14,14 +14,14 @@ bootstrap) loses its link for 30 s. At the end:
 
 With --chain the stage peers are paid: a dev chain (anvil --network optimism, swarm.chain.devchain) runs in this
 machine's namespace and listens on the lab's gateway (netlab `Lab.add_gateway`, 10.77.0.1), which every host
-reaches (the home ones through their NAT); the demo escrow is deployed with short windows (6 s rounds, k = 1 audit,
-a 20 s submission and 30 s audit window, the verifier pinned at 5 s a proof). Each stage peer proves with groth16py
-and gets its own dev account through a 0600 key file and its own --data-dir (its settlement journal), both kept
-across its kill -9 and restart. After the churn the trainer is stopped and nothing is killed any more (the drain):
-it lasts until every contribution's audit window is over and each one was claimed or slashed (or a deadline). Then
-the escrow's events (Contributed, RoundFinalized, Claimed, AuditOpened, AuditAnswered, Slashed) are reconciled per
-stage peer: contributions, rounds claimed, contributions finalized and never claimed (must be 0), slashed (must be
-0: every peer is honest), tokens earned.
+reaches (the home ones through their NAT); the demo escrow is deployed with 10 s rounds, k = 1 audit, a 30 s
+submission and a 180 s audit window (longer than a peer is down here: see CHAIN_ROUND_S). Each stage peer proves
+with groth16py and has its own dev account, through a 0600 key file, and its own --data-dir (its settlement
+journal), both kept across its kill -9 and restart. After the churn the trainer is stopped and nothing is killed
+any more (the drain) until every contribution's audit window is over and each one was claimed or slashed (or a
+deadline). Then the escrow's events (Contributed, RoundFinalized, Claimed, AuditOpened, AuditAnswered, Slashed) are
+reconciled per stage peer: contributions, rounds claimed, contributions finalized and never claimed (must be 0),
+slashed (must be 0: every peer is honest), audits answered, tokens earned.
 
     sudo .venv/bin/python experiments/soak.py [--quick] [--chain]     # 10 minutes; --quick: 2 minutes
 """
@@ -29,6 +29,7 @@ stage peer: contributions, rounds claimed, contributions finalized and never cla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,7 +39,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,9 +49,14 @@ from runtime.procs import ShutdownRequested, raise_on_termination_signals
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 ROUND_S = 6.0
-# --chain: windows as short as the escrow and the peers' safety check allow with k = 1 and the verifier pinned at
-# 5 s a proof (groth16py proves a chunk in ~1.3 CPU-s, BENCHMARKS "zk"; 3-5x that under load)
-SUBMIT_WINDOW_S, PROOF_S, AUDITS = 20, 5, 1
+# --chain: longer rounds (each stage peer proves c0 and its audited chunk every round: ~1.3 CPU-s a proof with
+# groth16py, BENCHMARKS "zk", 5-10 s of wall time at load 10 on 2 cores) and an audit window longer than a peer is
+# down here. Watchers open an audit 0.4 window after the submissions close (4/5 into the opening half), and the
+# peer must answer before the window ends: 0.6 window must hold a kill -9 and restart (40-60 s to serve again under
+# load) and a proof rebuilt from the journal (~40 s), or the 30 s cut. Shorter windows slashed honest peers: 6 s
+# rounds with 20 s / 30 s windows, 7 of 30 contributions; 10 s rounds with 30 s / 120 s, a restart that answered
+# too late. The stake covers the collateral of every contribution in flight: (10 + 30 + 180) / 10 rounds.
+CHAIN_ROUND_S, SUBMIT_WINDOW_S, AUDIT_WINDOW_S, AUDITS, STAKE = 10, 30, 180, 1, 400
 DRAIN_DEADLINE_S = 180  # after the last round's audit window: claims still missing then are reported
 ESCROW_EVENTS = ("Contributed", "RoundFinalized", "Claimed", "AuditOpened", "AuditAnswered", "Slashed")
 
@@ -64,12 +70,14 @@ class Member:
         self.incarnation = 0
         self.up_since: list[tuple[float, float | None]] = []  # (start, end) of each incarnation
         self.child = None
-        self.log = None
+        self.log = self.event_log = None
 
     def start(self) -> None:
         self.incarnation += 1
         self.log = open(self.log_dir / f"{self.name}.{self.incarnation}.log", "w")  # noqa: SIM115
-        gen = self.incarnation
+        # its JSON events, one a line, with our wall-clock time: what the logs miss (e.g. the settler's steps)
+        self.event_log = open(self.log_dir / f"{self.name}.{self.incarnation}.events", "w", buffering=1)  # noqa: SIM115
+        gen, event_log = self.incarnation, self.event_log
 
         def on_line(line: str) -> None:
             if line.startswith("{"):
@@ -79,6 +87,8 @@ class Member:
                     return
                 e["_t"], e["_gen"] = time.time(), gen
                 self.events.append(e)
+                with contextlib.suppress(ValueError):  # closed: the incarnation is over
+                    event_log.write(json.dumps(e) + "\n")
 
         self.child = self.host.run([sys.executable, "-m", "swarm.peer", *self.args, "--events"], name=self.name,
                                    env=ENV, on_line=on_line, stderr=self.log)  # fmt: skip
@@ -89,6 +99,7 @@ class Member:
         self.child.stop()
         self.up_since[-1] = (self.up_since[-1][0], time.time())
         self.log.close()
+        self.event_log.close()
 
     def stop(self) -> None:
         if self.child is not None:
@@ -97,6 +108,7 @@ class Member:
                 self.up_since[-1] = (self.up_since[-1][0], time.time())
         if self.log is not None:
             self.log.close()
+            self.event_log.close()
 
     def came_back(self, gen: int) -> bool:
         want = "step" if "trainer" in self.args else "round"
@@ -123,48 +135,17 @@ class Ledger:
         return self.finalized_unclaimed + self.unfinalized
 
 
+@dataclass
 class SoakChain:
-    """--chain: anvil in this machine's namespace at the lab's gateway, the demo escrow, a key file and a data folder
-    per stage peer. Stopped (anvil's process group) on every path, with the `with` block."""
+    """--chain: the dev chain, the demo deployment, and each stage peer's key file and data folder (start_chain)."""
 
-    def __init__(self, lab: Lab, run_dir: Path, names: list[str]) -> None:
-        self.lab, self.run_dir, self.names = lab, run_dir, names
-        self._stack = ExitStack()
-        self.chain = self.deployment = self.prover_key_dir = self.rpc_url = None
-        self.key_files: dict[str, Path] = {}
-
-    def __enter__(self) -> Self:
-        from swarm.apps.demo.economy import ensure_circuit_keys, stage_sizes
-        from swarm.chain.deploy import DemoConfig, deploy_demo
-        from swarm.chain.devchain import DevChain
-        from swarm.chain.safety import min_audit_window
-        from swarm.chain.wallet import create_key_file
-
-        try:
-            gateway = self.lab.add_gateway()
-            self.prover_key_dir, verifier = ensure_circuit_keys("groth16py")
-            # a block a second, as an L2; listening on the gateway too, where the lab's hosts reach it
-            self.chain = self._stack.enter_context(
-                DevChain(accounts=len(self.names) + 1, extra_args=["--block-time", "1", "--host", gateway])
-            )
-            config = DemoConfig(
-                stage_params=stage_sizes("digits", 1), round_duration=int(ROUND_S), submit_window=SUBMIT_WINDOW_S,
-                audit_window=min_audit_window(AUDITS, PROOF_S), audits_per_peer=AUDITS, proof_seconds=PROOF_S,
-            )  # fmt: skip
-            self.deployment = deploy_demo(self.chain, config, verifier_artifact=verifier)
-            self.rpc_url = f"http://{gateway}:{self.chain.port}"
-            keys = self.run_dir / "keys"
-            keys.mkdir(mode=0o700)
-            for i, name in enumerate(self.names):  # account 0 is the researcher's
-                self.key_files[name] = keys / f"{name}.key"
-                create_key_file(self.key_files[name], self.chain.accounts[i + 1].private_key)
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+    chain: Any  # swarm.chain.devchain.DevChain
+    deployment: Any  # swarm.chain.deploy.DemoDeployment
+    rpc_url: str  # where the lab's hosts reach the chain
+    prover_key_dir: Path
+    run_dir: Path
+    names: list[str]
+    key_files: dict[str, Path]
 
     def address(self, name: str) -> str:
         return self.chain.accounts[self.names.index(name) + 1].address.lower()
@@ -232,6 +213,34 @@ class SoakChain:
             time.sleep(3)
 
 
+def start_chain(stack: ExitStack, lab: Lab, run_dir: Path, names: list[str]) -> SoakChain:
+    """anvil in this machine's namespace, listening on the lab's gateway too (stopped by `stack`, on every path); the
+    demo escrow; one 0600 key file per stage peer (account 0 is the researcher's)."""
+    from swarm.apps.demo.economy import ensure_circuit_keys, stage_sizes
+    from swarm.chain.deploy import TOKEN, DemoConfig, deploy_demo
+    from swarm.chain.devchain import DevChain
+    from swarm.chain.wallet import create_key_file
+
+    gateway = lab.add_gateway()
+    prover_key_dir, verifier = ensure_circuit_keys("groth16py")
+    # a block a second, as an L2 makes them
+    chain = stack.enter_context(
+        DevChain(accounts=len(names) + 1, extra_args=["--block-time", "1", "--host", gateway])
+    )
+    config = DemoConfig(stage_params=stage_sizes("digits", 1), round_duration=CHAIN_ROUND_S,
+                        submit_window=SUBMIT_WINDOW_S, audit_window=AUDIT_WINDOW_S, audits_per_peer=AUDITS,
+                        stake=STAKE * TOKEN)  # fmt: skip
+    deployment = deploy_demo(chain, config, verifier_artifact=verifier)
+    keys = run_dir / "keys"
+    keys.mkdir(mode=0o700)
+    key_files = {name: keys / f"{name}.key" for name in names}
+    for i, name in enumerate(names):
+        create_key_file(key_files[name], chain.accounts[i + 1].private_key)
+    return SoakChain(
+        chain, deployment, f"http://{gateway}:{chain.port}", prover_key_dir, run_dir, names, key_files
+    )
+
+
 def wait_ready(members: list[Member], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for m in members:
@@ -250,7 +259,7 @@ def soak(duration: float, seed: int, log_dir: Path, chain: bool = False, result:
         with ExitStack() as stack:
             lab = stack.enter_context(Lab())
             stack.callback(lambda: started.extend(c.pid for c in lab.children if c.pid))
-            economy = stack.enter_context(SoakChain(lab, log_dir, ["s1", "s2", "s3"])) if chain else None
+            economy = start_chain(stack, lab, log_dir, ["s1", "s2", "s3"]) if chain else None
             if economy is not None:
                 started.append(economy.chain.pid)
                 d = economy.deployment
@@ -275,9 +284,9 @@ def _alive(pid: int) -> bool:
 def _soak(lab: Lab, economy: SoakChain | None, duration: float, rng: random.Random, log_dir: Path) -> dict:
     hosts = {n: lab.add_public(n) for n in ("boot", "s1", "s2")}
     hosts.update({n: lab.add_home(n) for n in ("s3", "tr")})
-    paid = economy.bootstrap_args() if economy else []
+    paid, round_s = (economy.bootstrap_args(), CHAIN_ROUND_S) if economy else ([], ROUND_S)
     boot = Member(hosts["boot"], "boot", ["--role", "bootstrap", "--host", hosts["boot"].ip, "--port", "31337",
-                                          "--n-stages", "1", "--round-duration", str(ROUND_S), *paid], log_dir)  # fmt: skip
+                                          "--n-stages", "1", "--round-duration", str(round_s), *paid], log_dir)  # fmt: skip
     boot.start()
     wait_ready([boot], 120)
     ready = next(e for e in boot.events if e["kind"] == "ready")
@@ -323,7 +332,7 @@ def _soak(lab: Lab, economy: SoakChain | None, duration: float, rng: random.Rand
     while time.monotonic() < grace_end and not all(m.came_back(g) for m, g in kills):
         time.sleep(1)
     t_end = time.time()
-    result = summarize(stages, trainer, kills, t_start, t_end)
+    result = summarize(stages, trainer, kills, t_start, t_end, round_s)
     if economy is not None:  # the drain: no new updates, nothing killed, until every contribution is settled
         trainer.stop()
         stop_round = economy.state().round_at(int(time.time()))
@@ -346,15 +355,15 @@ def _settled(m: Member) -> dict[str, int]:
     return out
 
 
-def summarize(stages: list[Member], trainer: Member, kills, t0: float, t1: float) -> dict:
+def summarize(stages: list[Member], trainer: Member, kills, t0: float, t1: float, round_s: float) -> dict:
     averaged = possible = 0
     for m in stages:
         others = [o for o in stages if o is not m]
         rounds = [e for e in m.events if e["kind"] == "round" and t0 <= e["_t"] <= t1]
         averaged += sum(1 for e in rounds if e["group_size"] >= 2)
         # rounds that ended while m and at least one other stage peer were up
-        for k in range(int(t0 // ROUND_S) + 1, int(t1 // ROUND_S)):
-            t = k * ROUND_S
+        for k in range(int(t0 // round_s) + 1, int(t1 // round_s)):
+            t = k * round_s
             if _up(m, t) and any(_up(o, t) for o in others):
                 possible += 1
     steps = [e for e in trainer.events if e["kind"] == "step" and t0 <= e["_t"] <= t1]
