@@ -95,6 +95,7 @@ def test_swarm_demo_runs_its_economy_on_a_deployment_file(chain: DevChain, tmp_p
             assert 0 < client.eth_balance(peer) < PEER_GAS_WEI  # its gas money, less what staking cost
         args = e.peer_args(0)
         assert args[args.index("--escrow") + 1] == dep.escrow and args[args.index("--chain-rpc") + 1] == chain.rpc_url
+        assert e.first_block > 0 and e.summary_lines()[0].startswith("chain: 0 proven contributions")
     with pytest.raises(ChainError, match="does not check proofs"):  # peers could never be paid there
         economy(standin).__enter__()
 

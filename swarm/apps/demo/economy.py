@@ -84,12 +84,14 @@ class DemoEconomy:
         self.chain: DevChain | RemoteChain | None = None
         self.deployment: DemoDeployment | None = None
         self.key_files: list[Path] = []
+        self.first_block = 0  # the summary reads the experiment's events from this block on
 
     def __enter__(self) -> Self:
         try:
             self.prover_key_dir, verifier_artifact = ensure_circuit_keys(self.prover_backend)
             if self.deployment_file is not None:
                 stack = self._checked_stack()
+                self.first_block = ChainClient(stack.rpc_url).block_number()  # its events: from here on
                 funder = Wallet.load(self.funder_key_file)
                 self.chain = remote_demo_chain(stack, funder, self.stage_peers, PEER_GAS_WEI)
                 self.deployment = deploy_demo(self.chain, self.config, deployment=stack)
@@ -161,14 +163,18 @@ class DemoEconomy:
         if dep is None:
             return []
         client = ChainClient(dep.rpc_url, escrow=dep.escrow)
-        contributed = client.events("Contributed")
-        claimed = client.events("Claimed")
-        finalized = client.events("RoundFinalized")
-        audits = client.events("AuditAnswered")
-        slashed = client.events("Slashed")
+
+        def events(name: str) -> list[dict]:  # this run's experiment only (a --deployment escrow is shared)
+            return client.events(name, self.first_block, where={"experimentId": dep.experiment_id})
+
+        contributed = events("Contributed")
+        claimed = events("Claimed")
+        finalized = events("RoundFinalized")
+        audits = events("AuditAnswered")
+        slashed = events("Slashed")
         paid = sum(e["amount"] for e in claimed)
         pool = client.experiment(dep.experiment_id).pool
-        opened = client.events("AuditOpened")
+        opened = events("AuditOpened")
         watchers = (f"watchers: {len(opened)} audits opened by peers on their own ("
                     f"{len({(e['round'], e['stage'], e['peer']) for e in audits})} answered, {len(slashed)} slashed)")
         return [
