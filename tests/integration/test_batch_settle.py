@@ -164,3 +164,66 @@ def test_a_silent_first_submitter_leaves_each_peer_to_contribute_its_own(bworld:
         for p in live:
             assert p.token_balance() == before[p.address] + REWARD // 2
         assert not dead.record(x, 0, 0, dead.address).exists
+
+
+def test_a_batch_in_flight_is_not_sent_again_after_a_restart(bworld: EscrowWorld, tmp_path: Path) -> None:
+    """The first-ranked settler signs its batch, never sees the receipt (the chain mines nothing) and is replaced by
+    a new one on the same data dir: the journaled batch is waited for, no new batch nor contribute goes out, and
+    once it is mined every peer has its record from that one transaction."""
+    w = bworld
+    peers = w.peers[:3]
+    x = w.create_experiment(pool=10_000, reward_per_round=REWARD,
+                            timing=Timing(round_duration=100, submit_window=120, audit_window=100))  # fmt: skip
+    for p in peers:
+        p.stake(300)
+    e = w.funder.experiment(x)
+    opens = e.start + e.round_duration
+    jump(w, opens)
+    first = duty_order(x, 0, [p.address for p in peers])[0]
+    clients = [ChainClient(w.chain.rpc_url, p.wallet, escrow=w.escrow, receipt_timeout=3.0) for p in peers]
+    bus = Bus()
+    with ExitStack() as stack:
+        others = start_settlers(w, x, [c for c in clients if c.address != first], bus, tmp_path, stack,
+                                batch_backups=0)  # fmt: skip
+        ranked_client = next(c for c in clients if c.address == first)
+        ranked_stack = ExitStack()
+        with ranked_stack:
+            (ranked, rec, whats) = start_settlers(w, x, [ranked_client], bus, tmp_path / "first", ranked_stack,
+                                                  batch_backups=0)[0]  # fmt: skip
+            wait_until(lambda: all(p.stake_of().batch_experiment == x for p in peers), "every peer allowed batches")
+            for i, (s, _, _) in enumerate([*others, (ranked, rec, whats)]):
+                s(report(0, 4_000 + i))
+            everyone = [s for s, _, _ in others] + [ranked]
+            wait_until(lambda: all(len(s.heard.get(0, {})) == 3 for s in everyone), "each heard all three")
+            w.chain.rpc("evm_setAutomine", [False])
+            try:
+                jump(w, opens + 60)  # the first-ranked peer's duty time
+                wait_until(lambda: "contributeBatch()" in whats, "the batch signed")
+                rec.wait(lambda e: e.kind == "failed", "the batch's receipt given up")
+            except BaseException:
+                w.chain.rpc("evm_setAutomine", [True])
+                raise
+        try:  # the settler is gone, its batch sits in the node's pool: a new settler takes over its journal
+            again = RoundSettler(ChainClient(w.chain.rpc_url, ranked_client.wallet, escrow=w.escrow), x,
+                                 prover=StandInProver(workers=1), on_event=(rec2 := Recorder()), poll_s=0.3,
+                                 data_dir=tmp_path / "first" / "peer0", batches=True, batch_backups=0)  # fmt: skip
+            passes: list[int] = []
+            step = again.step
+            again.step = lambda: (passes.append(1), step())[1]  # type: ignore[method-assign]
+            bus.settlers.remove(ranked)
+            stack.enter_context(bus.join(again))
+            whats2 = count_signed(again.client, "what")
+            assert list(again.rounds) == [(0, 0)]  # taken back from the journal, its batch still in flight
+            wait_until(lambda: len(passes) >= 5, "five passes of the restarted settler")  # sending nothing
+        finally:
+            w.chain.rpc("evm_setAutomine", [True])
+        w.chain.rpc("evm_mine", [])
+        for r in [rec2, *(r for _, r, _ in others)]:
+            r.wait(lambda e: e.kind == "contributed" and e.round == 0, "round 0 contributed")
+        (batch,) = w.funder.events("BatchContributed", where={"experimentId": x})
+        assert batch["submitter"] == first and batch["included"] == 3
+        recorded = w.funder.events("Contributed", where={"experimentId": x})
+        assert len(recorded) == 3 and {e["tx"] for e in recorded} == {batch["tx"]}
+        assert not [c for c in whats2 if c.startswith("contribute")]  # the restarted settler sent neither
+        assert [c for c in whats if c.startswith("contribute")] == ["contributeBatch()"]
+        assert not [c for _, _, ws in others for c in ws if c.startswith("contribute")]
