@@ -17,6 +17,11 @@ One background thread runs a loop that never blocks on a proof: proofs are futur
 - finished rounds are finalized each on its own and claimed together (claimMany), one by one if that would revert:
   a revert that can never succeed (slashed, unanswered audit) drops that round and says so, anything else is
   retried next pass, and neither stops the other rounds;
+- with `batches` (the stage role turns it on when its gossip relay is up), the contribution goes through the
+  round's batch duty instead of straight to `contribute`: allowBatches once, gossip the proof, hear the round's
+  others, the peer ranked first by swarm.chain.batching sends one contributeBatch of them all, and a peer still
+  missing one inclusion margin before the window closes sends its own (docs/protocol.md, "Batched
+  contributions"); a RecordSlotBusy refusal claims the old round in that ring slot first;
 - with a `data_dir`, everything above is also journaled (`journal.py`): the rounds with their codes and scales,
   the audits, the cursor, and every signed transaction before it is sent. A restart takes them back; each pass
   first reconciles the journaled transactions with the chain (resend the same bytes, wait, or drop: never a second
