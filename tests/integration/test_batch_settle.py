@@ -20,6 +20,7 @@ from swarm.chain.client import ChainClient
 from swarm.chain.safety import INCLUSION_MARGIN_S
 from swarm.chain.testing import EscrowWorld, StandInProver, Timing
 from swarm.network.gossip.messages import GossipMessage
+from swarm.settlement.costs import gas_report
 from swarm.settlement.settler import RoundSettler
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -122,6 +123,10 @@ def test_one_batch_carries_the_round_and_everyone_is_paid(bworld: EscrowWorld, t
         for p in peers:
             fee = 2 * FEE if p.address == first else 0
             assert p.token_balance() == before[p.address] + REWARD // 3 + fee
+        costs = gas_report(w.funder, x)  # what the demo's summary prints
+        assert (costs.peer_rounds, costs.batched, costs.batches) == (3, 1 * 3, 1)
+        assert costs.contribute_gas == w.funder.w3.eth.get_transaction_receipt(batch["tx"])["gasUsed"]
+        assert costs.finalize_gas > 0 and costs.claim_gas > 0 and "3 in 1 batches" in costs.line()
 
 
 def test_a_silent_first_submitter_leaves_each_peer_to_contribute_its_own(bworld: EscrowWorld, tmp_path: Path) -> None:

@@ -159,6 +159,8 @@ class DemoEconomy:
 
     def summary_lines(self) -> list[str]:
         """On-chain outcome, read from the chain itself (not from what peers said)."""
+        from swarm.settlement.costs import gas_report
+
         dep = self.deployment
         if dep is None:
             return []
@@ -183,6 +185,7 @@ class DemoEconomy:
             f"{len(audits)} audits answered; {len(slashed)} peers slashed"),
             (f"rewards claimed: {paid / TOKEN:.2f} SWT by {len({e['peer'] for e in claimed})} peers; "
             f"pool left {pool / TOKEN:.2f} SWT (escrow {dep.escrow}, verifier {dep.verifier_name})"),
+            gas_report(client, dep.experiment_id, self.first_block).line(),  # what batching saves, per peer-round
             watchers, *[self._slash_line(client, e) for e in slashed],
         ]
 
