@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments.netlab import Host, Lab, list_namespaces, unavailable_reason
+from experiments.netlab import NS_PREFIX, Host, Lab, list_namespaces, unavailable_reason
 from runtime.procs import ShutdownRequested, raise_on_termination_signals
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,7 +267,8 @@ def soak(duration: float, seed: int, log_dir: Path, chain: bool = False, result:
                       f"{d.experiment_id}, verifier {d.verifier_name}", flush=True)  # fmt: skip
             result.update(_soak(lab, economy, duration, rng, log_dir))
     finally:
-        result["namespaces_left"] = list_namespaces()
+        # ours only: another lab (e.g. the test suite's) may be running
+        result["namespaces_left"] = list_namespaces(f"{NS_PREFIX}{os.getpid()}-")
         result["processes_left"] = [pid for pid in started if _alive(pid)]
     return result
 
