@@ -9,29 +9,38 @@ from swarm.chain.client import ChainClient
 
 @dataclass(frozen=True)
 class GasReport:
-    """Gas of an experiment's contributions, finalizations and claims, per peer-round (one recorded contribution)."""
+    """Gas of an experiment's contributions, finalizations and claims. Per peer-round = contributing gas per
+    recorded contribution + finalize gas per contribution of the finalized rounds + claim gas per claimed one (each
+    part over what it covers, so a run that ends before every round is claimed still gives a fair figure)."""
 
-    peer_rounds: int  # contributions recorded
+    contributions: int  # recorded
     batched: int  # of which in a contributeBatch
     batches: int  # contributeBatch transactions that recorded at least one
-    contribute_gas: int  # all transactions that recorded contributions (single contributes and batches)
+    contribute_gas: int  # every transaction that recorded contributions (single contributes and batches)
+    finalized: int  # contributions of the finalized rounds
+    rounds_finalized: int
     finalize_gas: int
-    claim_gas: int  # claim and claimMany
+    claims: int  # records claimed
+    claim_gas: int  # claim and claimMany transactions
+
+    @staticmethod
+    def _per(gas: int, n: int) -> float:
+        return gas / n if n else 0.0
 
     @property
     def per_peer_round(self) -> float:
-        total = self.contribute_gas + self.finalize_gas + self.claim_gas
-        return total / self.peer_rounds if self.peer_rounds else 0.0
+        return (self._per(self.contribute_gas, self.contributions) + self._per(self.finalize_gas, self.finalized)
+                + self._per(self.claim_gas, self.claims))  # fmt: skip
 
     def line(self) -> str:
-        if not self.peer_rounds:
+        if not self.contributions:
             return "gas: no contribution recorded"
-        singles = self.peer_rounds - self.batched
-        return (f"gas: {self.per_peer_round:,.0f} per peer-round over {self.peer_rounds} contributions "
-                f"({self.batched} in {self.batches} batches, {singles} sent alone; contributing "
-                f"{self.contribute_gas / self.peer_rounds:,.0f}, finalize {self.finalize_gas / self.peer_rounds:,.0f}"
-                f", claims {self.claim_gas / self.peer_rounds:,.0f} per peer-round; from the receipts; audits, "
-                "seed arming and allowBatches not counted)")
+        return (f"gas: {self.per_peer_round:,.0f} per peer-round = contributing "
+                f"{self._per(self.contribute_gas, self.contributions):,.0f} ({self.contributions} contributions, "
+                f"{self.batched} of them in {self.batches} batches) + finalize "
+                f"{self._per(self.finalize_gas, self.finalized):,.0f} ({self.rounds_finalized} rounds) + claim "
+                f"{self._per(self.claim_gas, self.claims):,.0f} ({self.claims} claimed); from the receipts; audits, "
+                "seed arming and allowBatches not counted")
 
 
 def gas_report(client: ChainClient, experiment: int, from_block: int = 0) -> GasReport:
@@ -45,10 +54,11 @@ def gas_report(client: ChainClient, experiment: int, from_block: int = 0) -> Gas
         return sum(int(client._reader.rpc("reading a receipt", client.w3.eth.get_transaction_receipt, tx)["gasUsed"])
                    for tx in txs)  # fmt: skip
 
-    contributed = events("Contributed")
+    contributed, finalized, claimed = events("Contributed"), events("RoundFinalized"), events("Claimed")
     batches = [b for b in events("BatchContributed") if b["included"]]
     return GasReport(
-        peer_rounds=len(contributed), batched=sum(int(b["included"]) for b in batches), batches=len(batches),
-        contribute_gas=gas({e["tx"] for e in contributed}), finalize_gas=gas({e["tx"] for e in events("RoundFinalized")}),
-        claim_gas=gas({e["tx"] for e in events("Claimed")}),
+        contributions=len(contributed), batched=sum(int(b["included"]) for b in batches), batches=len(batches),
+        contribute_gas=gas({e["tx"] for e in contributed}), finalized=sum(int(e["contributions"]) for e in finalized),
+        rounds_finalized=len(finalized), finalize_gas=gas({e["tx"] for e in finalized}), claims=len(claimed),
+        claim_gas=gas({e["tx"] for e in claimed}),
     )  # fmt: skip

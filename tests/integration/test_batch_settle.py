@@ -124,9 +124,10 @@ def test_one_batch_carries_the_round_and_everyone_is_paid(bworld: EscrowWorld, t
             fee = 2 * FEE if p.address == first else 0
             assert p.token_balance() == before[p.address] + REWARD // 3 + fee
         costs = gas_report(w.funder, x)  # what the demo's summary prints
-        assert (costs.peer_rounds, costs.batched, costs.batches) == (3, 1 * 3, 1)
+        assert (costs.contributions, costs.batched, costs.batches, costs.finalized, costs.claims) == (3, 3, 1, 3, 3)
         assert costs.contribute_gas == w.funder.w3.eth.get_transaction_receipt(batch["tx"])["gasUsed"]
-        assert costs.finalize_gas > 0 and costs.claim_gas > 0 and "3 in 1 batches" in costs.line()
+        assert costs.finalize_gas > 0 and costs.claim_gas > 0 and "3 of them in 1 batches" in costs.line()
+        assert costs.per_peer_round == (costs.contribute_gas + costs.finalize_gas + costs.claim_gas) / 3
 
 
 def test_a_silent_first_submitter_leaves_each_peer_to_contribute_its_own(bworld: EscrowWorld, tmp_path: Path) -> None:
