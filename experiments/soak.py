@@ -342,9 +342,19 @@ def _soak(lab: Lab, economy: SoakChain | None, duration: float, rng: random.Rand
         result["ledgers"], result["chain_now"] = economy.drain(stop_round)
         result["drain_s"] = time.time() - t_end
         result["peer_said"] = {m.name: _settled(m) for m in stages}
+        result["carried"] = {m.name: _claimed_after_restart(m) for m in stages}
     for m in [*members, boot]:
         m.stop()
     return result
+
+
+def _claimed_after_restart(m: Member) -> int:
+    """Rounds a later incarnation claimed than the one that contributed them: carried across kill -9 by the journal."""
+    contributed, claimed = {}, {}
+    for e in m.events:
+        if e["kind"] == "settled" and e["action"] in ("contributed", "claimed"):
+            (contributed if e["action"] == "contributed" else claimed)[(e["round"], e["stage"])] = e["_gen"]
+    return sum(1 for key, gen in claimed.items() if key in contributed and gen > contributed[key])
 
 
 def _settled(m: Member) -> dict[str, int]:
@@ -441,12 +451,14 @@ def print_ledgers(r: dict) -> str:
     ledgers: dict[str, Ledger] = r["ledgers"]
     print(f"\non-chain, from the escrow's events ({r['drain_s']:.0f} s of drain after the churn):")
     print(f"{'peer':5} {'contributed':>11} {'claimed':>7} {'finalized, unclaimed':>20} {'never finalized':>15} "
-          f"{'in windows':>10} {'slashed':>7} {'audits answered':>15} {'earned SWT':>10}   the peer's settler said")  # fmt: skip
+          f"{'in windows':>10} {'slashed':>7} {'audits answered':>15} {'earned SWT':>10} {'claimed after a restart':>23}"
+          "   the peer's settler said")  # fmt: skip
     for name, led in ledgers.items():
         said = ", ".join(f"{k} {v}" for k, v in sorted(r["peer_said"].get(name, {}).items())) or "nothing"
         print(f"{name:5} {len(led.contributed):>11} {len(led.claimed):>7} {len(led.finalized_unclaimed):>20} "
               f"{len(led.unfinalized):>15} {len(led.in_windows):>10} {len(led.slashed):>7} "
-              f"{f'{len(led.answered)}/{len(led.audits)}':>15} {sum(led.claimed.values()) / TOKEN:>10.2f}   {said}")  # fmt: skip
+              f"{f'{len(led.answered)}/{len(led.audits)}':>15} {sum(led.claimed.values()) / TOKEN:>10.2f} "
+              f"{r['carried'].get(name, 0):>23}   {said}")  # fmt: skip
         for what, keys in (("finalized, never claimed", led.finalized_unclaimed),
                            ("never finalized", led.unfinalized), ("slashed", sorted(led.slashed))):  # fmt: skip
             if keys:
@@ -456,7 +468,7 @@ def print_ledgers(r: dict) -> str:
     earned = sum(sum(led.claimed.values()) for led in ledgers.values()) / TOKEN
     return (f"chain: {total['contributed']} contributions, {total['claimed']} claimed, {total['finalized_unclaimed']} "
             f"finalized never claimed, {total['unfinalized']} never finalized, {total['in_windows']} still in windows, "
-            f"{total['slashed']} slashed, {earned:.0f} SWT earned; ")  # fmt: skip
+            f"{total['slashed']} slashed, {earned:.0f} SWT earned, {sum(r['carried'].values())} claimed after a restart; ")  # fmt: skip
 
 
 if __name__ == "__main__":
