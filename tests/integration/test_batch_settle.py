@@ -97,9 +97,14 @@ def test_one_batch_carries_the_round_and_everyone_is_paid(bworld: EscrowWorld, t
         settlers = start_settlers(w, x, peers, bus, tmp_path, stack)
         wait_until(lambda: all(p.stake_of().batch_experiment == x for p in peers), "every peer allowed batches")
         before = {p.address: p.token_balance() for p in peers}
+        griefer = w.peers[3]  # gossips a valid proof of another chunk than c0: it would revert the whole batch
+        griefer.allow_batches(x)
+        c0 = w.contribution(griefer, x, 0, 0, 77).chunk
+        bus.send(w.prove([w.contribution(griefer, x, 0, 0, 77, chunk=(c0 + 1) % 5)], x)[0])
         for i, (s, _, _) in enumerate(settlers):
             s(report(0, 1_000 + i))
         wait_until(lambda: all(len(s.heard.get(0, {})) == 3 for s, _, _ in settlers), "each heard all three")
+        assert all(griefer.address.lower() not in {p for _, p in s.heard[0]} for s, _, _ in settlers)  # left out
         jump(w, opens + TIMING.submit_window // 2)  # the first-ranked peer's duty time
         for _, rec, _ in settlers:
             rec.wait(lambda e: e.kind == "contributed" and e.round == 0, "round 0 contributed")
