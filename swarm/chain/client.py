@@ -18,6 +18,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from protocol.contribution import Contribution
+from protocol.sampling import contribute_chunk
 from swarm.chain.build import Artifact, load_artifact, load_artifacts
 from swarm.chain.errors import ChainError, RevertError
 from swarm.chain.models import (
@@ -318,11 +319,16 @@ class ChainClient:
         e = self.experiment(experiment)
         verifier = self.contract("IChunkVerifier", e.verifier)
         min_stake = self.read("minStake")
-        keep, left_out, seen, free, stakes = [], [], set(), {}, {}
+        keep, left_out, seen, free, stakes, chunks = [], [], set(), {}, {}, {}
         for c in contributions:
             key = (c.peer, c.stage)
             stake = stakes.setdefault(c.peer, self.stake_of(c.peer))
-            if stake.batch_experiment != experiment:
+            if not 0 <= c.stage < e.num_stages:  # the contract reverts the whole batch (UnknownStage)
+                left_out.append((c, "unknown stage"))
+            elif c.chunk != contribute_chunk(  # a valid proof of another chunk fails the batch's verifyBatch
+                    c.root, c.peer, chunks.setdefault(c.stage, self.num_chunks(experiment, c.stage))):  # fmt: skip
+                left_out.append((c, "not chunk c0"))
+            elif stake.batch_experiment != experiment:
                 left_out.append((c, "not allowed"))
             elif not (1 << e.min_norm_log2) <= c.norm_sq <= e.norm_bound:
                 left_out.append((c, "norm out of bounds"))

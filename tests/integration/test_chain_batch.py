@@ -11,6 +11,7 @@ from eth_abi import encode
 from eth_utils import keccak
 
 from protocol.contribution import Contribution
+from protocol.sampling import contribute_chunk
 from swarm.chain import DevChain, RevertError
 from swarm.chain.client import ChainClient, batch_words
 from swarm.chain.testing import EscrowWorld
@@ -96,8 +97,9 @@ def test_a_bad_proof_fails_the_whole_batch_and_the_precheck_leaves_it_out(bworld
         p.stake(100)
     allow(exp, a, b, c, d)
     good = proven(w, exp, [(a, 0), (b, 0), (c, 1), (d, 1)])
-    # d's proof for another root: a valid proof, of another statement (root is a public input)
-    bad = good[3].model_copy(update={"root": good[3].root + 1})
+    # d's proof for another norm: a valid proof, of another statement (normSq is a public input; the root, and
+    # so c0, stay those the proof was made for)
+    bad = good[3].model_copy(update={"norm_sq": good[3].norm_sq + 1})
     batch = [*good[:3], bad]
     submitter = w.peers[4]
     with reverts("InvalidProof"):
@@ -225,6 +227,32 @@ def test_contribute_batch_refuses_what_the_submitter_can_check(bworld: EscrowWor
     w.goto(exp, 1, "audit")
     with reverts("SubmissionClosed"):
         w.funder.contribute_batch([ca], precheck=False)
+
+
+def test_the_precheck_leaves_out_a_proof_of_another_chunk_and_an_unknown_stage(bworld: EscrowWorld) -> None:
+    """A valid proof of a chunk other than the c0 the contract derives, or an entry of a stage the experiment
+    lacks, would revert the whole batch: the precheck leaves them out and the rest goes through."""
+    w = bworld
+    exp = w.create_experiment(reward_per_round=1_000, pool=10_000)
+    a, b, c = w.peers[:3]
+    for p in (a, b, c):
+        p.stake(100)
+    allow(exp, a, b, c)
+    good = proven(w, exp, [(a, 0), (b, 1)])
+    n = c.num_chunks(exp, 0)
+    assert n > 1
+    c0 = contribute_chunk(2_000, c.address, n)
+    (other,) = w.prove([w.contribution(c, exp, 0, 0, 2_000, chunk=(c0 + 1) % n)], exp)
+    unknown = good[0].model_copy(update={"stage": w.funder.experiment(exp).num_stages})
+    submitter = w.peers[4]
+    with reverts("InvalidProof"):
+        submitter.contribute_batch([*good, other], precheck=False)
+    with reverts("UnknownStage"):
+        submitter.contribute_batch([*good, unknown], precheck=False)
+    result = submitter.contribute_batch([*good, other, unknown])
+    assert result.included == good and result.left_out == [(other, "not chunk c0"), (unknown, "unknown stage")]
+    assert not w.funder.record(exp, 0, 0, c.address).exists and c.stake_of().locked == 0
+    assert w.funder.round_state(exp, 0).contributions == 2
 
 
 @pytest.mark.timeout(900)
