@@ -28,7 +28,11 @@ def test_relays_find_each_other_on_the_dht_and_carry_a_contribution():
     b = None
     try:
         b = create_dht([str(m) for m in visible_multiaddrs(a)])
-        with GossipRelay(a, "gossiptest") as ra, GossipRelay(b, "gossiptest") as rb:
+        # b's sidecar listens on every interface (swarm-peer's default --host 0.0.0.0): it must announce addresses
+        # others can dial (its DHT's), never 0.0.0.0 (before the fix every sidecar listened on 127.0.0.1 only, so
+        # peers on other hosts could not dial it)
+        with GossipRelay(a, "gossiptest") as ra, GossipRelay(b, "gossiptest", host="0.0.0.0") as rb:
+            assert rb.addrs and all("/0.0.0.0/" not in m and "/ip4/127.0.0.1/tcp/" in m for m in rb.addrs)
             assert _until(lambda: len(fetch_gossip_peers(b, "gossiptest")) == 2, 30)
             assert _until(lambda: bool(ra._dialed or rb._dialed), 30)
             # publish until the mesh carries it (GossipSub needs a heartbeat or two after the dial)

@@ -62,7 +62,7 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     try:  # contributions and audit answers also go out on GossipSub (swarm/network/gossip), best effort
         from swarm.network.gossip.relay import GossipRelay
 
-        relay = cleanup.enter_context(GossipRelay(dht, record.name))
+        relay = cleanup.enter_context(GossipRelay(dht, record.name, host=config.host))
         publish = relay.publish_contribution
         if evidence is not None:
             evidence.append(relay.publish_evidence)

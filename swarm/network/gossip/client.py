@@ -25,8 +25,10 @@ class GossipError(SwarmError):
 class GossipSidecar:
     """Owns one sidecar process. Use `async with GossipSidecar() as g:`; it is stopped on every path."""
 
-    def __init__(self, *, port: int = 0, start_timeout: float = 30.0, request_timeout: float = 15.0) -> None:
-        self.port, self.start_timeout, self.request_timeout = port, start_timeout, request_timeout
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 30.0, request_timeout: float = 15.0
+    ) -> None:
+        self.host, self.port, self.start_timeout, self.request_timeout = host, port, start_timeout, request_timeout
         self.peer_id: str | None = None
         self.addrs: list[str] = []
         self._child: ChildProcess | None = None
@@ -43,7 +45,7 @@ class GossipSidecar:
         """Start the sidecar in its own session (a terminal's Ctrl-C reaches only the peer, which stops it) and
         wait until it listens; it gets SIGKILL if the thread that started it dies."""
         self._child = ChildProcess(
-            [sys.executable, "-m", "swarm.network.gossip.sidecar", "--port", str(self.port)],
+            [sys.executable, "-m", "swarm.network.gossip.sidecar", "--host", self.host, "--port", str(self.port)],
             name="gossip-sidecar", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
         ).start()
         loop = asyncio.get_running_loop()

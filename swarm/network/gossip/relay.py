@@ -26,11 +26,31 @@ REFRESH_S = 10.0
 CALL_TIMEOUT_S = 20.0
 
 
-class GossipRelay(StartStop):
-    """`with GossipRelay(dht, experiment) as relay: relay.publish_contribution(c)`; stopped on every path."""
+def announced_addrs(sidecar_addrs: list[str], host: str, dht_addrs: list[str]) -> list[str]:
+    """What to announce on the DHT for a sidecar listening on `host`: its own addresses, except that a wildcard
+    (0.0.0.0) is replaced by each IPv4 address the peer's DHT is visible at (others cannot dial 0.0.0.0)."""
+    out: list[str] = []
+    for addr in sidecar_addrs:
+        parts = addr.split("/")  # ['', 'ip4', IP, 'tcp', PORT, 'p2p', ID]
+        if len(parts) < 5 or parts[1] != "ip4" or parts[2] != "0.0.0.0":
+            out.append(addr)
+            continue
+        for visible in dht_addrs:
+            v = visible.split("/")
+            if len(v) > 2 and v[1] == "ip4" and v[2] != "0.0.0.0":
+                out.append("/".join(["", "ip4", v[2], *parts[3:]]))
+    return list(dict.fromkeys(out))[:8]  # a DHT endpoint record holds at most 8
 
-    def __init__(self, dht: hivemind.DHT, experiment: str) -> None:
-        self.dht, self.experiment = dht, experiment
+
+class GossipRelay(StartStop):
+    """`with GossipRelay(dht, experiment, host=...) as relay: relay.publish_contribution(c)`; stopped on every path.
+
+    The sidecar listens on `host` (the peer's own listen address, e.g. swarm-peer's --host; 127.0.0.1 by default:
+    this machine only) and announces the addresses other hosts can dial."""
+
+    def __init__(self, dht: hivemind.DHT, experiment: str, *, host: str = "127.0.0.1") -> None:
+        self.dht, self.experiment, self.host = dht, experiment, host
+        self.addrs: list[str] = []
         self.heard: Counter[str] = Counter()  # message kind -> count of valid messages received
         self.last: dict[tuple[int, int, str], Contribution] = {}  # (round, stage, peer) -> latest heard
         # called with every valid message, on the gossip loop (must not block), e.g. swarm.settlement.watcher
@@ -55,8 +75,9 @@ class GossipRelay(StartStop):
         return self
 
     async def _start_sidecar(self) -> GossipSidecar:
-        sidecar = await GossipSidecar().start()
+        sidecar = await GossipSidecar(host=self.host).start()
         await sidecar.subscribe(self.experiment)
+        self.addrs = announced_addrs(sidecar.addrs, self.host, [str(m) for m in self.dht.get_visible_maddrs()])
         return sidecar
 
     def shutdown(self) -> None:
@@ -75,18 +96,21 @@ class GossipRelay(StartStop):
     def refresh(self) -> int:
         """Re-announce our sidecar and dial the ones we have not dialed yet; returns how many were dialed now."""
         assert self._sidecar is not None and self._loop is not None
-        announce_gossip(self.dht, self.experiment, self._sidecar.addrs)
+        announce_gossip(self.dht, self.experiment, self.addrs or self._sidecar.addrs)
         dialed = 0
+        ours = set(self.addrs) | set(self._sidecar.addrs)
         for maddrs in fetch_gossip_peers(self.dht, self.experiment).values():
-            addr = maddrs[0]
-            if addr in self._dialed or addr in self._sidecar.addrs:
+            if any(a in self._dialed or a in ours for a in maddrs):
                 continue
-            try:
-                self._loop.run(self._sidecar.connect(addr), timeout=CALL_TIMEOUT_S)
+            for addr in maddrs:  # the first address that answers (a peer on several interfaces announces each)
+                try:
+                    self._loop.run(self._sidecar.connect(addr), timeout=CALL_TIMEOUT_S)
+                except (GossipError, TimeoutError) as exc:
+                    logger.info("could not dial gossip peer %s: %s", addr, exc)
+                    continue
                 self._dialed.add(addr)
                 dialed += 1
-            except (GossipError, TimeoutError) as exc:
-                logger.info("could not dial gossip peer %s: %s", addr, exc)
+                break
         return dialed
 
     def publish_contribution(self, c: Contribution, *, audit: bool = False) -> None:

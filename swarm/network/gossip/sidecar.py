@@ -84,9 +84,9 @@ async def _handle(cmd: dict, pipe: _Pipe, host, pubsub: Pubsub, nursery: trio.Nu
     return True
 
 
-async def serve(port: int, heartbeat: int) -> None:
+async def serve(port: int, heartbeat: int, host: str = "127.0.0.1") -> None:
     pipe = _Pipe()
-    listen = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")
+    listen = multiaddr.Multiaddr(f"/ip4/{host}/tcp/{port}")
     host = new_host(listen_addrs=[listen])
     router = GossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
@@ -118,9 +118,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--heartbeat", type=int, default=1)
+    parser.add_argument("--host", default="127.0.0.1", help="IPv4 address to listen on (0.0.0.0: every interface)")
     args = parser.parse_args()
     logging.basicConfig(level=os.environ.get("SWARM_GOSSIP_LOG", "WARNING"), stream=sys.stderr)
-    trio.run(serve, args.port, args.heartbeat)
+    trio.run(serve, args.port, args.heartbeat, args.host)
 
 
 if __name__ == "__main__":
