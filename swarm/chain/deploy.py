@@ -9,6 +9,7 @@ experiment and gives the dev accounts tokens and stakes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -23,7 +24,13 @@ from swarm.chain.client import ChainClient
 from swarm.chain.devchain import DevAccount
 from swarm.chain.errors import ChainError
 from swarm.chain.models import ExperimentSpec
-from swarm.chain.safety import BATCH_VERIFIERS, REAL_PROOF_SECONDS, STANDIN_PROOF_SECONDS, STANDIN_VERIFIERS
+from swarm.chain.safety import (
+    BATCH_VERIFIERS,
+    KEY_DIR_BATCH_VERIFIER,
+    REAL_PROOF_SECONDS,
+    STANDIN_PROOF_SECONDS,
+    STANDIN_VERIFIERS,
+)
 from swarm.chain.standin import STANDIN_VERIFIER
 from swarm.chain.wallet import Wallet
 from zk.circuit import DEFAULT_PARAMS
@@ -33,6 +40,7 @@ logger = logging.getLogger("swarm.chain.deploy")
 TOKEN = 10**18  # the test token has 18 decimals
 REAL_VERIFIER = "ChunkVerifier"
 FAST_VERIFIER = "FastChunkVerifier"  # zk/fast_verifier.py's verifier of the same keys: ~21k gas less per proof
+BATCH_VERIFIER = "BatchChunkVerifier"  # zk/batch_verifier.py's: FastChunkVerifier's verifyTx plus verifyBatch
 
 
 class DemoConfig(BaseModel):
@@ -58,7 +66,11 @@ class DemoConfig(BaseModel):
     unbonding_delay: int = 600
     slash_grace: int = 120
     reporter_bps: int = 2_000
-    verifier: str = "auto"  # "auto" | "FastChunkVerifier" | "ChunkVerifier" | "StandInChunkVerifier"
+    verifier: str = "auto"  # "auto" | "BatchChunkVerifier" | "FastChunkVerifier" | "ChunkVerifier" | stand-ins
+    # batchFee: tokens a batch's submitter earns per other peer's included entry. 0.01 SWT is 0.1% of a round's
+    # reward: enough that submitting is paid (not a loss of tokens to the ranked peer), too small to matter to
+    # the contributors' shares (a 10-peer batch pays its submitter 0.09 SWT of the round's 10)
+    batch_fee: int = TOKEN // 100
     # the verifier's pinned proof time (sets the window floors); None: REAL_PROOF_SECONDS (or the stand-in's 1 s).
     # Tests on a machine that proves a real chunk in ~2 s may pin less, for shorter windows.
     proof_seconds: int | None = None
@@ -103,11 +115,36 @@ class DemoDeployment(Deployment):
 
 
 def choose_verifier(preference: str = "auto") -> str:
-    """The verifier to deploy: the first built of FastChunkVerifier and zk's ChunkVerifier, else the stand-in."""
+    """The verifier to deploy: the first built of BatchChunkVerifier, FastChunkVerifier and zk's ChunkVerifier
+    (all for the committed development keys), else the stand-in."""
     if preference != "auto":
         return preference
     artifacts = load_artifacts()
-    return next((name for name in (FAST_VERIFIER, REAL_VERIFIER) if name in artifacts), STANDIN_VERIFIER)
+    return next((name for name in (BATCH_VERIFIER, FAST_VERIFIER, REAL_VERIFIER) if name in artifacts),
+                STANDIN_VERIFIER)  # fmt: skip
+
+
+def key_dir_batch_verifier(key_dir: Path) -> dict:
+    """`{"name", "abi", "bytecode", "deployed_bytecode"}` of the BatchChunkVerifier for exactly the keys in
+    `key_dir` (zk.batch_verifier's contract, compiled by the pinned solc-js), compiled once and kept next to the
+    keys as KEY_DIR_BATCH_VERIFIER, where swarm.chain.safety.key_dir_code_hashes finds its runtime code."""
+    from zk.batch_verifier import render_batch_verifier
+    from zk.fast_verifier import load_verification_key
+    from zk.prover import ZkWorker
+
+    key = Path(key_dir) / "verification.key.json"
+    out = Path(key_dir) / KEY_DIR_BATCH_VERIFIER
+    source = render_batch_verifier(load_verification_key(key), BATCH_VERIFIER, Path(key_dir).name)
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    if out.is_file():
+        cached = json.loads(out.read_text())
+        if cached.get("source_sha256") == digest:
+            return cached
+    with ZkWorker() as worker:
+        artifact = worker.request("compile_solidity", source=source, name=BATCH_VERIFIER)
+    artifact = {**artifact, "name": BATCH_VERIFIER, "source_sha256": digest}
+    out.write_text(json.dumps(artifact))
+    return artifact
 
 
 class ChainTarget(Protocol):
@@ -155,12 +192,15 @@ def deploy_escrow_stack(
     """Deploy the verifier, the token (a TestToken unless `token`, an ERC-20 address, is given) and the escrow
     pinning that verifier, from `client`'s wallet; returns the addresses.
 
-    `verifier_artifact` (`{"abi", "bytecode"}`, from `zk.keys.fast_setup`) deploys the verifier of a key folder
-    other than the committed one (groth16py's keys), under the name FastChunkVerifier."""
+    `verifier_artifact` (`{"abi", "bytecode"}`, from `zk.keys.fast_setup`, or key_dir_batch_verifier's with its
+    "name") deploys the verifier of a key folder other than the committed one (groth16py's keys), under its
+    "name" (default FastChunkVerifier)."""
     cfg = config or DemoConfig()
     if verifier_artifact is not None:
-        client.add_artifact(FAST_VERIFIER, verifier_artifact["abi"], verifier_artifact["bytecode"])
-    verifier_name = FAST_VERIFIER if verifier_artifact is not None else choose_verifier(cfg.verifier)
+        verifier_name = verifier_artifact.get("name", FAST_VERIFIER)
+        client.add_artifact(verifier_name, verifier_artifact["abi"], verifier_artifact["bytecode"])
+    else:
+        verifier_name = choose_verifier(cfg.verifier)
     verifier, _ = client.deploy(verifier_name)
     if token is None:
         token, _ = client.deploy("TestToken")
@@ -188,7 +228,7 @@ def deploy_demo(chain: ChainTarget, config: DemoConfig | None = None, *, stakers
     cfg = config or DemoConfig()
     funder = ChainClient(chain.rpc_url, Wallet(chain.accounts[0].private_key))
     if deployment is None:
-        stack = deploy_escrow_stack(funder, cfg, verifier_artifact=verifier_artifact)
+        stack = deploy_escrow_stack(funder, cfg, verifier_artifact=verifier_artifact, batch_fee=cfg.batch_fee)
     else:
         if deployment.chain_id != chain.chain_id:
             raise ChainError(f"the deployment is on chain {deployment.chain_id}, this chain is {chain.chain_id}")

@@ -9,7 +9,9 @@ trust) may not be ours, and because its own prover may be slower than the escrow
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from web3 import Web3
 
@@ -29,6 +31,7 @@ STANDIN_VERIFIERS = ("FastStandInChunkVerifier", "StandInChunkVerifier", "BatchS
 # zk/batch_verifier.py's verifiers (verifyTx + verifyBatch): pinned with VerifierShape.batch, so contributeBatch
 # checks a whole batch with one pairing call
 BATCH_VERIFIERS = ("BatchChunkVerifier", "BatchStandInChunkVerifier")
+KEY_DIR_BATCH_VERIFIER = "BatchChunkVerifier.json"  # next to a key folder's keys: its batch verifier's artifact
 
 
 class UnsafeExperiment(ChainError):
@@ -55,13 +58,18 @@ def known_code_hashes(names: Sequence[str]) -> dict[bytes, str]:
 
 
 def key_dir_code_hashes(key_dir) -> dict[bytes, str]:
-    """The runtime code hash of the verifier made for the keys in `key_dir` (zk.keys.fast_setup), if recorded."""
+    """The runtime code hashes of the verifiers made for the keys in `key_dir` (zk.keys.fast_setup's
+    FastChunkVerifier, swarm.chain.deploy.key_dir_batch_verifier's BatchChunkVerifier), those recorded."""
     from zk.keys import key_dir_verifier
 
+    found = {}
     artifact = key_dir_verifier(key_dir)
-    if artifact is None or not artifact.get("deployed_bytecode"):
-        return {}
-    return {Web3.keccak(hexstr=artifact["deployed_bytecode"]): f"FastChunkVerifier of {key_dir}"}
+    if artifact is not None and artifact.get("deployed_bytecode"):
+        found[Web3.keccak(hexstr=artifact["deployed_bytecode"])] = f"FastChunkVerifier of {key_dir}"
+    batch = Path(key_dir) / KEY_DIR_BATCH_VERIFIER  # swarm.chain.deploy.key_dir_batch_verifier writes it
+    if batch.is_file() and (code := json.loads(batch.read_text()).get("deployed_bytecode")):
+        found[Web3.keccak(hexstr=code)] = f"BatchChunkVerifier of {key_dir}"
+    return found
 
 
 def check_experiment(

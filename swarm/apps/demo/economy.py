@@ -49,14 +49,17 @@ def ensure_circuit_keys(backend: str = "groth16py") -> tuple[Path | None, dict |
     """Compile and set up the default chunk circuit once, before any peer's prover needs it.
 
     groth16py (the default: ~4x fewer CPU-seconds per proof, BENCHMARKS "zk") gets this machine's development keys
-    (made once, single-party) and the verifier for exactly those keys: returns (key folder, verifier artifact).
-    zokrates uses the committed reproducible development keys and verifier: returns (None, None)."""
+    (made once, single-party) and the batch verifier (verifyTx and verifyBatch) for exactly those keys: returns
+    (key folder, verifier artifact). zokrates uses the committed reproducible development keys and verifiers
+    (the committed BatchChunkVerifier): returns (None, None)."""
+    from swarm.chain.deploy import key_dir_batch_verifier
     from zk.circuit import DEFAULT_PARAMS
     from zk.keys import ensure_keys, fast_setup, has_keys
     from zk.prover import ZkWorker
 
     if backend == "groth16py":
-        return fast_setup(DEFAULT_PARAMS)
+        key_dir, _ = fast_setup(DEFAULT_PARAMS)
+        return key_dir, key_dir_batch_verifier(key_dir)
     if not has_keys(DEFAULT_PARAMS):
         with ZkWorker() as worker:
             ensure_keys(worker, DEFAULT_PARAMS)
