@@ -14,7 +14,11 @@ One background thread runs a loop that never blocks on a proof: proofs are futur
   the submission window: see contracts/README.md), before any audit is opened;
 - a contribution whose transaction failed or timed out is looked up on-chain (`getRecord`) before it is given up,
   so one that was mined is still defended;
-- finished rounds are finalized each on its own and claimed together (claimMany), one by one if that would revert:
+- finished rounds are finalized each on its own and claimed together (claimMany), one by one if that would revert;
+  claims wait until CLAIM_EVERY rounds are ready (one claimMany instead of a claim per round), unless the oldest
+  ready round's record slot is due again within CLAIM_ROUNDS rounds, the free stake would not cover CLAIM_COLLATERAL
+  more contributions, nothing else of ours is in flight (the peer stopped contributing), or the settler is stopping
+  (`shutdown` claims everything ready):
   a revert that can never succeed (slashed, unanswered audit) drops that round and says so, anything else is
   retried next pass, and neither stops the other rounds;
 - with `batches` (the stage role turns it on when its gossip relay is up), the contribution goes through the
@@ -71,6 +75,9 @@ NOT_OPEN = {"AuditNotOpen"}  # an answer to an audit that is not open (any more)
 CLAIM_BATCH = 50  # (round, stage) pairs per claimMany transaction
 REORG_REWIND = 128  # blocks of audit events read again when the block before the cursor changed (a reorganization)
 RECORD_RING = 64  # SwarmEscrow.RECORD_RING: round r's record of (experiment, stage, peer) lives in slot r % 64
+CLAIM_ROUNDS = 8  # SwarmEscrow.CLAIM_ROUNDS: a record closes (claimed) at least this many rounds before its slot reuse
+CLAIM_EVERY = 4  # ready rounds claimed together (claimMany); fewer wait (see _claim_now for the exceptions)
+CLAIM_COLLATERAL = 2  # claim at once when the free stake covers fewer contributions than this
 BATCH_BACKUPS = 1  # ranks after the first in a round's batch duty order that take over what is still missing
 GOSSIP_QUEUE = 10_000  # gossiped messages waiting for the settler's thread
 HEARD_PER_ROUND = 1_000  # gossiped contributions kept per round
@@ -143,6 +150,7 @@ class RoundSettler(StartStop):
         data_dir: Path | None = None,
         batches: bool = False,
         batch_backups: int = BATCH_BACKUPS,
+        claim_every: int = CLAIM_EVERY,
     ) -> None:
         self.client, self.experiment_id, self.params = client, experiment_id, params
         # True: contribute through the round's batch duty (docs/protocol.md, "Batched contributions"): allow
@@ -150,6 +158,8 @@ class RoundSettler(StartStop):
         # duty time comes, send our own `contribute` only if it is still missing one inclusion margin before the
         # submission window closes. False: `contribute` as soon as proven.
         self.batches, self.batch_backups = batches, batch_backups
+        self.claim_every = max(1, claim_every)  # 1: claim each round as soon as it is ready
+        self._min_stake: int | None = None  # the escrow's minStake, read once when first needed
         self._gossip: queue.Queue[Any] = queue.Queue(maxsize=GOSSIP_QUEUE)
         self.heard: dict[int, dict[tuple[int, str], Contribution]] = {}  # round -> (stage, peer) -> valid contribution
         self._batched: set[int] = set()  # rounds whose batch duty we did (sent, or found nothing to send)
@@ -201,6 +211,8 @@ class RoundSettler(StartStop):
         self._prover.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=JOIN_TIMEOUT_S)
+            if not self._thread.is_alive():  # leaving: claim every ready round now, not at the next batch of them
+                self._guarded(lambda: self._settle_all(self._now(), leaving=True), round=-1, stage=-1)
             self._thread = None
         if self.journal is not None:
             self.client.on_signed(None)
@@ -726,9 +738,10 @@ class RoundSettler(StartStop):
             if self.journal is not None:
                 self.journal.set_answered(o.round, o.stage, j)
 
-    def _settle_all(self, now: int) -> None:
-        """Finalize (idempotently) every round whose audit window is over, then claim them: several at once with
-        claimMany, each on its own if that would revert (one bad round never blocks the others)."""
+    def _settle_all(self, now: int, *, leaving: bool = False) -> None:
+        """Finalize (idempotently) every round whose audit window is over, then claim them when _claim_now says
+        so: several at once with claimMany, each on its own if that would revert (one bad round never blocks the
+        others). `leaving`: claim whatever is ready."""
         ready: list[OpenRound] = []
         finalized: set[int] = set()
         for key, o in sorted(self.rounds.items()):
@@ -749,6 +762,8 @@ class RoundSettler(StartStop):
                     self._failed("_settle", o.round, o.stage, exc)  # retried next pass
             except ChainError as exc:
                 self._failed("_settle", o.round, o.stage, exc)
+        if not ready or not (leaving or self._claim_now(ready, now)):
+            return
         for i in range(0, len(ready), CLAIM_BATCH):
             batch = ready[i : i + CLAIM_BATCH]
             if len(batch) > 1:
@@ -763,6 +778,21 @@ class RoundSettler(StartStop):
                     continue
             for o in batch:
                 self._guarded(self._settle_one, o, round=o.round, stage=o.stage)
+
+    def _claim_now(self, ready: list[OpenRound], now: int) -> bool:
+        """Whether to claim the finalized `ready` rounds this pass rather than wait for more to share a claimMany:
+        CLAIM_EVERY of them; the oldest one's record slot (round + RECORD_RING) due within CLAIM_ROUNDS rounds;
+        nothing else of ours in flight (no round still in its windows: training stopped); or the free stake short
+        of CLAIM_COLLATERAL contributions (claims unlock it)."""
+        if len(ready) >= self.claim_every:
+            return True
+        if self._state.round_at(now) >= min(o.round for o in ready) + RECORD_RING - CLAIM_ROUNDS:
+            return True
+        if len(self.rounds) <= len(ready):
+            return True
+        if self._min_stake is None:
+            self._min_stake = int(self.client.read("minStake"))
+        return self.client.stake_of().free < CLAIM_COLLATERAL * self._min_stake
 
     def _settle_one(self, o: OpenRound) -> None:
         try:
