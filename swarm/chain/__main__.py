@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--chain-id", type=int, required=True, help="the chain id you expect (refused if the RPC differs)")
     d.add_argument("--out", type=Path, default=Path("deployment.json"), help="where to write the addresses")
     d.add_argument("--verifier", default="auto", help="verifier contract (auto: the first built of "
-                   "FastChunkVerifier, ChunkVerifier; BatchChunkVerifier also verifies batches)")
+                   "BatchChunkVerifier, FastChunkVerifier, ChunkVerifier; only the first verifies batches together)")
     d.add_argument("--token", help="an existing ERC-20 for stakes and rewards (default: deploy a TestToken)")
     d.add_argument("--min-stake", type=int, default=DEFAULTS.min_stake, help="collateral per contribution")
     d.add_argument("--audit-bond", type=int, default=DEFAULTS.audit_bond, help="an audit opener's deposit")
