@@ -32,6 +32,10 @@ case "$cmd" in
     if [ "$(id -u)" = 0 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null && command -v apt-get >/dev/null; then
       apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || true
     fi
+    # the circuit's development keys (zokrates-js's, their groth16py conversion, this machine's batch verifier):
+    # made once here, so the first test that needs them does not spend its time budget on a minute of set-up
+    .venv/bin/python -c "from swarm.apps.demo.economy import ensure_circuit_keys as e; e('zokrates'); e('groth16py')" \
+      || echo "dev.sh: could not prepare the circuit keys now; the tests that need them will make them" >&2
     exec .venv/bin/python -m pytest -q "$@" ;;
   *) echo "usage: ./dev.sh {demo|test|install} [args...]" >&2; exit 2 ;;
 esac
