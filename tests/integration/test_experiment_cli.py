@@ -61,7 +61,7 @@ def test_launch_join_status_stop_results_export(tmp_path: Path, children):
                                                           if c["complete"] and c["test_loss"] is not None], 120)
         assert set(ckpt[0]["saved_by"]) == {"0", "1"}
         # the trainer joined from outside: its loss reaches the dashboard through its report on the DHT only
-        swarm = wait_for("the joined trainer's loss on the dashboard", lambda: _with_swarm_loss(sd), 60)
+        swarm = wait_for("the joined trainer's loss on the dashboard", lambda: _with_swarm_loss(sd), 180)
         assert swarm["loss"] == [] and swarm["trainers"][0]["steps"] > 0  # no local trainer: no local loss
         assert all(0 <= p[2] < 5 for p in swarm["swarm_loss"]) and swarm["swarm_loss"][-1][1] > 0
     finally:
