@@ -47,7 +47,7 @@ def test_launch_join_status_stop_results_export(tmp_path: Path, children):
                 children.start([*argv, "--stage", str(s), *hook], name=f"s{s}", env=env, stderr=log)
         wait_for("both stage peers on the dashboard", lambda: (snapshot(sd) or {}).get("n_peers") == 2, 180)
         with open(tmp_path / "trainer.log", "wb") as log:
-            children.start([*argv, "--role", "trainer", "--steps", "400"], name="trainer", stderr=log)
+            children.start([*argv, "--role", "trainer", "--steps", "100000"], name="trainer", stderr=log)
 
         status = cli("status", "--state-dir", str(sd), cwd=tmp_path)
         assert status.returncode == 0, status.stderr
