@@ -18,8 +18,8 @@ from typing import Self
 
 import psutil
 
-from swarm.apps.events import Ready, RoundDone, Synced
 from swarm.apps.demo import DemoConfig, DemoSwarm
+from swarm.apps.events import Ready, RoundDone, Synced
 
 BARE_JOIN = (
     "import sys, time; t = time.monotonic(); from swarm.network.dht import create_dht; "
