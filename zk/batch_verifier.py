@@ -9,7 +9,6 @@ coefficients are derived from the whole batch (Fiat-Shamir), so whoever submits 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from string import Template
@@ -19,6 +18,7 @@ from zk.fast_verifier import (
     FastVerifierError,
     VerificationKey,
     _display,
+    generator_cli,
     load_verification_key,
     render_fast_verifier,
 )
@@ -178,18 +178,8 @@ def write_batch_verifier(key_path: Path, out: Path = BATCH_VERIFIER_PATH, contra
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zk.batch_verifier", description=__doc__.splitlines()[0])
-    parser.add_argument("key", type=Path, help="a zokrates-js verification.key.json")
-    parser.add_argument("--out", type=Path, default=BATCH_VERIFIER_PATH)
-    parser.add_argument("--contract", default=BATCH_VERIFIER_NAME)
-    args = parser.parse_args(argv)
-    try:
-        out = write_batch_verifier(args.key, args.out, args.contract)
-    except (FastVerifierError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{args.contract} written to {out}", file=sys.stderr)
-    return 0
+    return generator_cli(argv, "python -m zk.batch_verifier", __doc__, write_batch_verifier, BATCH_VERIFIER_PATH,
+                         BATCH_VERIFIER_NAME)
 
 
 if __name__ == "__main__":

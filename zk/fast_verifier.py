@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
 
@@ -254,19 +255,26 @@ def _display(path: Path) -> str:
         return Path(path).name
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zk.fast_verifier", description=__doc__.splitlines()[0])
+def generator_cli(argv: list[str] | None, prog: str, doc: str, write: Callable[[Path, Path, str], Path],
+                  default_out: Path, default_name: str) -> int:
+    """The command line of a verifier generator (`python -m zk.fast_verifier`, `python -m zk.batch_verifier`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("key", type=Path, help="a zokrates-js verification.key.json")
-    parser.add_argument("--out", type=Path, default=FAST_VERIFIER_PATH)
-    parser.add_argument("--contract", default=FAST_VERIFIER_NAME)
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--contract", default=default_name)
     args = parser.parse_args(argv)
     try:
-        out = write_fast_verifier(args.key, args.out, args.contract)
+        out = write(args.key, args.out, args.contract)
     except (FastVerifierError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{args.contract} written to {out}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generator_cli(argv, "python -m zk.fast_verifier", __doc__, write_fast_verifier, FAST_VERIFIER_PATH,
+                         FAST_VERIFIER_NAME)
 
 
 if __name__ == "__main__":
