@@ -52,6 +52,7 @@ class ProofJob:
     peer: str
     chunks: list[int]
     norm_bound: int
+    deadline: float = float("inf")  # unix time after which the proofs are useless (a window closed)
     future: Future[list[Contribution]] = field(default_factory=Future)
     _results: dict[int, Contribution] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,6 +71,9 @@ class ProofJob:
 
 Task = tuple[ProofJob, int]  # one chunk of one job
 URGENT, STRICT = 0, 1  # queue priorities: plain jobs (c0, audits) before strict-mode proofs
+# Within a priority, the earliest deadline first: an audit answer due before the next round's c0 goes first, so a
+# backlog of contributions cannot make an honest peer miss an audit window (and be slashed); a job whose deadline
+# has passed is failed instead of proved (its window is closed, the proof would be wasted CPU).
 KEPT_PASSES = 4  # strict passes whose proofs still answer later jobs (audits come rounds after c0)
 
 
@@ -114,8 +118,8 @@ class BackgroundProver:
         self.strict, self.on_strict = strict, on_strict
         self._strict_job: ProofJob | None = None  # the newest round's strict pass: the one whose tasks are queued
         self._passes: dict[tuple, ProofJob] = {}  # the last KEPT_PASSES passes by _key, to answer audits from
-        self._seq = itertools.count()  # FIFO within a priority
-        self._tasks: queue.PriorityQueue[tuple[int, int, Task | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()  # FIFO within a priority and deadline
+        self._tasks: queue.PriorityQueue[tuple[int, float, int, Task | None]] = queue.PriorityQueue()
         self._threads: list[threading.Thread] = []
         self._zk_workers: list[ZkWorker] = []
         self._lock = threading.Lock()
@@ -144,11 +148,15 @@ class BackgroundProver:
         self.shutdown()
 
     def submit(self, commitment: Commitment, *, experiment: int, round: int, stage: int, peer: str,
-               chunks: list[int], norm_bound: int) -> Future[list[Contribution]]:
-        """Queue a job and return at once; the future holds one Contribution per distinct chunk, in order."""
+               chunks: list[int], norm_bound: int, deadline: float | None = None) -> Future[list[Contribution]]:
+        """Queue a job and return at once; the future holds one Contribution per distinct chunk, in order.
+
+        `deadline` (unix time): jobs are proved earliest deadline first, and fail with ProofError once it passed.
+        """
         if not self._threads or self._stopping:
             raise ProofError("the background prover is not running; start() it first")
-        job = ProofJob(commitment, experiment, round, stage, peer, list(dict.fromkeys(chunks)), norm_bound)
+        job = ProofJob(commitment, experiment, round, stage, peer, list(dict.fromkeys(chunks)), norm_bound,
+                       float("inf") if deadline is None else float(deadline))
         job.future.set_running_or_notify_cancel()  # a queued proof cannot be cancelled, only shut down
         if not job.chunks:
             job.future.set_result([])
@@ -162,7 +170,8 @@ class BackgroundProver:
         return job.future
 
     def _put(self, priority: int, task: Task | None) -> None:
-        self._tasks.put((priority, next(self._seq), task))
+        deadline = task[0].deadline if task is not None else float("-inf")
+        self._tasks.put((priority, deadline, next(self._seq), task))
 
     def _strict_for(self, job: ProofJob) -> ProofJob | None:
         """The strict pass of this job's (round, stage, root, peer). The first job of a newer round starts one
@@ -221,7 +230,7 @@ class BackgroundProver:
         stopped = ProofError("the background prover was shut down before this proof was made")
         while True:
             try:
-                _, _, task = self._tasks.get_nowait()
+                *_, task = self._tasks.get_nowait()
             except queue.Empty:
                 break
             if task is not None:
@@ -250,10 +259,14 @@ class BackgroundProver:
             return
         ready.set()
         try:
-            while (task := self._tasks.get()[2]) is not None:
+            while (task := self._tasks.get()[-1]) is not None:
                 job, chunk = task
                 if self._stopping or job.future.done():
                     job.fail(ProofError("the background prover was shut down before this proof was made"))
+                    continue
+                if time.time() > job.deadline:
+                    job.fail(ProofError(f"round {job.round} stage {job.stage}: the deadline of this proof passed "
+                                        "before its turn (its window is closed)"))
                     continue
                 if chunk in job._results:  # a strict-mode chunk a plain job has proven meanwhile
                     continue

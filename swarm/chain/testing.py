@@ -155,7 +155,7 @@ class StandInProver:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, commitment: Any, *, experiment: int, round: int, stage: int, peer: str, chunks: list[int],
-               norm_bound: int) -> Future[list[Contribution]]:  # fmt: skip
+               norm_bound: int, deadline: float | None = None) -> Future[list[Contribution]]:  # fmt: skip
         assert self._pool is not None, "start() the prover first"
         with self._lock:
             self.jobs.append((experiment, round, stage, list(chunks)))

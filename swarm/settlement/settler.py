@@ -104,7 +104,7 @@ class Prover(Protocol):
     def start(self) -> Any: ...
     def shutdown(self) -> None: ...
     def submit(self, commitment: Any, *, experiment: int, round: int, stage: int, peer: str, chunks: list[int],
-               norm_bound: int) -> Future[list[Contribution]]: ...  # fmt: skip
+               norm_bound: int, deadline: float | None = None) -> Future[list[Contribution]]: ...  # fmt: skip
 
 
 def round_commitment(report: Any, params: CircuitParams = DEFAULT_PARAMS) -> Commitment:
@@ -438,13 +438,19 @@ class RoundSettler(StartStop):
         self.rounds[(r, s)] = o
 
     def _prove_c0(self, o: OpenRound) -> Future[list[Contribution]]:
-        return self._prove(o, [contribute_chunk(o.commitment.root, self._me, o.commitment.num_chunks)])
+        return self._prove(o, [contribute_chunk(o.commitment.root, self._me, o.commitment.num_chunks)],
+                           self._state.submission_end(o.round))
 
-    def _prove(self, o: OpenRound, chunks: list[int]) -> Future[list[Contribution]]:
+    def _prove(self, o: OpenRound, chunks: list[int], due: int | None = None) -> Future[list[Contribution]]:
+        """Queue proofs of `chunks`, due by chain time `due` (default: the round's audit window end): the prover
+        takes the earliest due first, so audit answers are not kept behind later rounds' c0 proofs."""
         if o.rebuild is not None:  # taken back from the journal: the tree is rebuilt on the first proof it needs
             o.commitment, o.rebuild = o.rebuild(), None
+        due = self._state.audit_end(o.round) if due is None else due
+        deadline = time.time() + (due - self._now())  # chain time -> this machine's clock
         return self._prover.submit(o.commitment, experiment=self.experiment_id, round=o.round, stage=o.stage,
-                                   peer=self._me, chunks=chunks, norm_bound=self._state.norm_bound)
+                                   peer=self._me, chunks=chunks, norm_bound=self._state.norm_bound,
+                                   deadline=deadline)
 
     def _advance(self, o: OpenRound, now: int) -> None:
         """Contribute once c0 is proven; once the seed is fixed, queue proofs of all k audited chunks."""

@@ -14,7 +14,7 @@ from zk.background import BackgroundProver, StrictReport
 from zk.chunk_prover import ChunkProver
 from zk.circuit import SMALL_PARAMS as PARAMS
 from zk.commit import Commitment, commit_update
-from zk.prover import ZkWorker
+from zk.prover import ProofError, ZkWorker
 from zk.quantize import quantize_update
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -94,3 +94,24 @@ def test_without_strict_mode_only_the_asked_chunks_are_proven():
         while time.monotonic() < deadline and bg.pending == 0:  # nothing is queued behind it
             time.sleep(0.1)
         assert bg.pending == 0 and reports == []
+
+
+def test_the_earliest_deadline_is_proven_first_and_a_passed_one_not_at_all():
+    """An audit answer due soon is not kept behind a later-due contribution proof queued before it; a job whose
+    window has closed fails at once instead of costing a proof."""
+    c = update(9)
+    claim = {"experiment": 2, "round": 3, "stage": 0, "peer": PEER, "norm_bound": c.norm_sq}
+    finished: list[str] = []
+    now = time.time()
+    with BackgroundProver(PARAMS, backend="groth16py", workers=1) as bg:
+        busy = bg.submit(c, chunks=[0, 1], deadline=now + 100, **claim)  # keeps the one worker busy
+        late = bg.submit(c, chunks=[2], deadline=now + 1000, **claim)
+        early = bg.submit(c, chunks=[3], deadline=now + 500, **claim)
+        passed = bg.submit(c, chunks=[4], deadline=now - 1, **claim)
+        for name, f in (("late", late), ("early", early)):
+            f.add_done_callback(lambda _, name=name: finished.append(name))
+        assert [p.chunk for p in late.result(timeout=DEADLINE_S)] == [2]
+        assert early.done() and busy.done()
+        with pytest.raises(ProofError, match="deadline"):
+            passed.result(timeout=DEADLINE_S)
+    assert finished == ["early", "late"]
