@@ -20,6 +20,8 @@ interface ISwarmEscrow {
     /// @param normBound The public bound on a contribution's fixed-point squared norm (< 2**128).
     /// @param minNormLog2 A contribution's normSq must be at least 2**minNormLog2 (so never 0), at most normBound.
     /// @param stageParams Parameter count of each pipeline stage.
+    /// @param requireCertificate Pay only records certified by their (round, stage) group (certify): a peer whose
+    /// verified parts were not included in the round's average gets no share (it stays in the pool).
     struct ExperimentParams {
         address verifier;
         uint64 start;
@@ -33,6 +35,7 @@ interface ISwarmEscrow {
         uint256 normBound;
         uint8 minNormLog2;
         uint64[] stageParams;
+        bool requireCertificate;
     }
 
     /// @notice A verifier the escrow accepts, pinned by its runtime code hash (fixed at deployment).
@@ -99,6 +102,12 @@ interface ISwarmEscrow {
         uint256 skipped, uint256 fee
     );
     event SeedArmed(uint256 indexed experimentId, uint256 indexed round, uint256 blockNumber);
+    /// @notice A (round, stage) group's certificate: more than 2/3 of its `contributors` signed that the records
+    /// in bitmap `included` (over the contributors in increasing address order) delivered verified parts that
+    /// were averaged (only those are paid).
+    event Certified(
+        uint256 indexed experimentId, uint256 indexed round, uint256 stage, uint256 contributors, uint256 included
+    );
     event PoolReclaimed(uint256 indexed experimentId, address indexed funder, uint256 amount);
 
     error ZeroAmount();
@@ -143,4 +152,9 @@ interface ISwarmEscrow {
     error SeedAlreadyFixed(uint256 round);
     error EmptyBatch();
     error RecordSlotBusy(uint256 openRound);
+    error NotInCertifyWindow(uint256 opensAt);
+    error AlreadyCertified(uint256 round, uint256 stage);
+    error NotTheContributors(uint256 listed, uint256 recorded);
+    error BadSigner(address signer);
+    error TooFewSigners(uint256 signers, uint256 contributors);
 }

@@ -8,6 +8,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {IBatchChunkVerifier} from "./IBatchChunkVerifier.sol";
 import {IChunkVerifier} from "./IChunkVerifier.sol";
 import {ISwarmEscrow} from "./ISwarmEscrow.sol";
+import {SwarmCertifier} from "./SwarmCertifier.sol";
 
 /// @title SwarmEscrow
 /// @notice Holds peers' stakes and researchers' reward pools (one ERC-20), verifies each round's contribution
@@ -67,6 +68,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint48 numRounds;
         uint8 minNormLog2;
         uint32 pendingRounds;
+        bool requireCertificate;
     }
 
     /// @dev Storage layout of an experiment: `contribute` reads only the first two slots. A nonzero verifier
@@ -83,6 +85,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint16 numStages;
         uint8 auditsPerPeer;
         uint8 minNormLog2;
+        bool requireCertificate; // only certified records are paid (certify)
         // slot 2
         address funder;
         uint32 auditWindow;
@@ -98,18 +101,28 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint32 unanswered; // records with an open audit not (yet) answered: they get no share
         bool finalized;
         uint128 share;
+        bool certRequired; // copied from the experiment at finalize: claim pays only certified records
     }
 
     /// @dev One slot per contribution: a 160-bit hash of (root, normSq), its round (the slot is reused RECORD_RING
     /// rounds later once the record is closed), status flags and audit bitmaps.
     struct Record {
         uint160 commitment;
-        uint48 round;
+        uint40 round;
         bool claimed;
         bool slashed;
         uint16 auditsOpened;
         uint16 auditsAnswered;
+        bool certified; // its (round, stage) group certified that its verified parts were averaged (certify)
     }
+
+    /// @dev Per (experiment, round, stage) of a requireCertificate experiment: records counted, certificate done.
+    struct StageRound {
+        uint32 contributors;
+        bool certified;
+    }
+
+
 
     /// @dev `locked` is the part of `active` that backs contributions still liable (minStake each).
     struct StakeInfo {
@@ -135,6 +148,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         uint256 numStages;
         uint256 minNormSq;
         bool batch; // the verifier has verifyBatch: proofs are gathered and checked once at the end
+        bool cert; // requireCertificate: each (round, stage) counts its records
         bytes32 accumulator;
         uint256 included;
         uint256 others; // included entries of peers other than the submitter: each earns batchFee
@@ -162,6 +176,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     /// @notice Tokens paid from an experiment's pool to whoever submits a batch (contributeBatch), per included
     /// contribution of another peer: it pays the submitter's gas (0: no fee).
     uint128 public immutable batchFee;
+    /// @notice Checks certificates' signatures and marks them here (markCertified); created with the escrow.
+    SwarmCertifier public immutable certifier;
     /// @notice Tokens burned by slashes so far (sent to BURN_ADDRESS).
     uint256 public burned;
 
@@ -179,6 +195,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     mapping(bytes32 codeHash => VerifierShape) public verifierShapes;
     mapping(bytes32 auditKey => Audit) private _audits;
     mapping(uint256 experimentId => mapping(uint256 round => SeedInfo)) private _seeds;
+    mapping(uint256 experimentId => mapping(uint256 round => mapping(uint256 stage => StageRound))) private _groups;
 
     /// @param token_ The ERC-20 of stakes and rewards.
     /// @param minStake_ Collateral locked per contribution (> 0).
@@ -211,6 +228,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         reporterBps = reporterBps_;
         auditBond = auditBond_;
         batchFee = batchFee_;
+        certifier = new SwarmCertifier();
         for (uint256 i = 0; i < shapes.length; ++i) {
             VerifierShape memory v = shapes[i];
             if (v.codeHash == bytes32(0) || v.chunk == 0 || v.depth == 0 || v.depth > 24 || v.proofSeconds == 0) {
@@ -291,6 +309,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             numStages: uint16(p.stageParams.length),
             auditsPerPeer: p.auditsPerPeer,
             minNormLog2: p.minNormLog2,
+            requireCertificate: p.requireCertificate,
             funder: msg.sender,
             auditWindow: p.auditWindow,
             pendingRounds: 0,
@@ -361,6 +380,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         _verify(verifier, normBound, proof, msg.sender, round, stage, chunk, root, normSq);
 
         _writeRecord(rec, round, root, normSq);
+        if (_experiments[experimentId].requireCertificate) _groups[experimentId][round][stage].contributors += 1;
         Round storage r = _rounds[experimentId][round];
         r.accumulator = keccak256(abi.encode(r.accumulator, msg.sender, stage, root));
         if (r.contributions == 0) _experiments[experimentId].pendingRounds += 1;
@@ -430,6 +450,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         Round storage r = _rounds[experimentId][round];
         if (r.finalized) revert AlreadyFinalized(round);
         r.finalized = true;
+        r.certRequired = e.requireCertificate;
         if (r.contributions > 0) e.pendingRounds -= 1;
         uint256 valid = r.contributions - r.unanswered;
         uint256 share;
@@ -467,6 +488,39 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         }
         stakes[msg.sender].locked -= uint96(minStake * rounds_.length);
         if (total > 0) token.safeTransfer(msg.sender, total);
+    }
+
+    /// @notice Mark which records of a (round, stage) its group certified (requireCertificate experiments). Only
+    /// the certifier calls it, after checking that more than 2/3 of `contributors` signed (SwarmCertifier.certify);
+    /// here: `contributors` must be as many as the records of (round, stage) and each recorded (the certifier
+    /// checked they strictly increase, so they are exactly those records); once per (round, stage), once its
+    /// submission window is over (the records are final then). A record claimed before it was certified got 0.
+    /// @param experimentId The experiment.
+    /// @param round The round.
+    /// @param stage The stage.
+    /// @param contributors The (round, stage)'s recorded peers, increasing.
+    /// @param included Bitmap over `contributors` of those whose verified parts were averaged.
+    function markCertified(
+        uint256 experimentId,
+        uint256 round,
+        uint256 stage,
+        address[] calldata contributors,
+        uint256 included
+    ) external {
+        if (msg.sender != address(certifier)) revert BadSigner(msg.sender);
+        ExperimentData storage e = _experiment(experimentId);
+        uint256 opensAt = _submissionEnd(e, round);
+        if (block.timestamp < opensAt) revert NotInCertifyWindow(opensAt);
+        StageRound storage g = _groups[experimentId][round][stage];
+        uint256 n = contributors.length;
+        if (g.certified) revert AlreadyCertified(round, stage);
+        if (n != g.contributors) revert NotTheContributors(n, g.contributors);
+        g.certified = true;
+        for (uint256 i = 0; i < n; ++i) {
+            Record storage rec = _existingRecord(experimentId, round, stage, contributors[i]);
+            if (included >> i & 1 == 1) rec.certified = true;
+        }
+        emit Certified(experimentId, round, stage, n, included);
     }
 
     // ---------------------------------------------------------------------------------------------- audits
@@ -649,7 +703,8 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             normBound: e.normBound,
             numRounds: e.numRounds,
             minNormLog2: e.minNormLog2,
-            pendingRounds: e.pendingRounds
+            pendingRounds: e.pendingRounds,
+            requireCertificate: e.requireCertificate
         });
     }
 
@@ -732,6 +787,10 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (slashed) revert PeerSlashed(round, stage, msg.sender);
         if (unanswered != 0) revert UnansweredAudit(round, stage, msg.sender);
         rec.claimed = true;
+        if (r.certRequired && !rec.certified) {
+            _experiments[experimentId].pool += uint128(amount); // not certified: its share goes back to the pool
+            amount = 0;
+        }
         emit Claimed(experimentId, round, stage, msg.sender, amount);
     }
 
@@ -788,6 +847,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         ctx.normBound = e.normBound;
         ctx.numStages = e.numStages;
         ctx.minNormSq = uint256(1) << e.minNormLog2;
+        ctx.cert = e.requireCertificate;
         if (ctx.verifier == address(0)) revert UnknownExperiment(experimentId);
         uint256 numRounds = e.numRounds;
         if (round >= numRounds) revert RoundOutOfRange(round, numRounds);
@@ -820,6 +880,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             _verify(ctx.verifier, ctx.normBound, x.proof, peer, ctx.round, stage, chunk, x.root, x.normSq);
         }
         _writeRecord(rec, ctx.round, x.root, x.normSq);
+        if (ctx.cert) _groups[ctx.experimentId][ctx.round][stage].contributors += 1;
         ctx.accumulator = keccak256(abi.encode(ctx.accumulator, peer, stage, x.root));
         ctx.included += 1;
         if (peer != msg.sender) ctx.others += 1;
@@ -919,7 +980,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (p.auditWindow - p.auditWindow / 2 < INCLUSION_MARGIN + p.auditsPerPeer * proofSeconds) {
             revert InvalidExperiment("auditWindow too short");
         }
-        if (p.numRounds == 0) revert InvalidExperiment("numRounds");
+        if (p.numRounds == 0 || p.numRounds > 1 << 40) revert InvalidExperiment("numRounds");
         if (uint256(p.submitWindow) + p.auditWindow > (RECORD_RING - CLAIM_ROUNDS) * p.roundDuration) {
             revert InvalidExperiment("windows longer than RECORD_RING - CLAIM_ROUNDS rounds");
         }

@@ -79,6 +79,8 @@ class ChainClient:
         self._reader = RpcReader(self.w3, decoder)
         self.escrow: Contract | None = None
         self.token: Contract | None = None
+        self._certifier: Contract | None = None
+        self._certifier_of: str | None = None
         if escrow is not None:
             self.attach(escrow)
 
@@ -358,13 +360,39 @@ class ChainClient:
         return self.transact("claimMany", experiment, list(rounds), list(stages))
 
     def round_state(self, experiment: int, round: int) -> RoundState:
-        acc, n, unanswered, finalized, share = self.read("getRound", experiment, round)
+        acc, n, unanswered, finalized, share, cert_required = self.read("getRound", experiment, round)
         return RoundState(accumulator=bytes(acc), contributions=n, unanswered=unanswered, finalized=finalized,
-                          share=share)
+                          share=share, cert_required=cert_required)
 
     def record(self, experiment: int, round: int, stage: int, peer: str) -> RecordState:
         fields = self.read("getRecord", experiment, round, stage, Web3.to_checksum_address(peer))
         return RecordState(**dict(zip(RecordState.model_fields, fields, strict=True)))
+
+    # ------------------------------------------------------------------------------------- certificates
+
+    def certifier(self) -> Contract:
+        """The escrow's SwarmCertifier (created with it): checks certificates' signatures."""
+        if self._certifier is None or self._certifier_of != self.escrow_address:
+            self._certifier = self.contract("SwarmCertifier", self.read("certifier"))
+            self._certifier_of = self.escrow_address
+        return self._certifier
+
+    def certify(
+        self, experiment: int, round: int, stage: int, contributors: Sequence[str], included: int,
+        signatures: Sequence[bytes],
+    ) -> TxReceipt:  # fmt: skip
+        """Send a (round, stage) certificate: `contributors` in increasing address order, `included` a bitmap over
+        them, `signatures` 65-byte (r, s, v) signatures of certificate_digest in increasing signer order."""
+        sigs = [(sig[64], sig[:32], sig[32:64]) for sig in signatures]
+        return self.transact("certify", experiment, round, stage,
+                             [Web3.to_checksum_address(c) for c in contributors], included, sigs,
+                             contract=self.certifier())  # fmt: skip
+
+    def stage_contributors(self, experiment: int, round: int, stage: int, from_block: int = 0) -> list[str]:
+        """The peers recorded for (round, stage), from the Contributed events (checksummed, increasing)."""
+        events = self.events("Contributed", from_block, where={"experimentId": experiment, "round": round})
+        return sorted({Web3.to_checksum_address(e["peer"]) for e in events if e["stage"] == stage},
+                      key=lambda a: int(a, 16))
 
     # ------------------------------------------------------------------------------------------- audits
 

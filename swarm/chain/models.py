@@ -25,12 +25,14 @@ class ExperimentSpec(BaseModel):
     norm_bound: int = Field(ge=0, lt=1 << 128)
     min_norm_log2: int = Field(default=0, ge=0, lt=128)  # normSq >= 2**min_norm_log2: a zero update is refused
     stage_params: list[int] = Field(min_length=1, max_length=(1 << 16) - 1)
+    # pay only records their (round, stage) group certified as averaged (SwarmCertifier.certify)
+    require_certificate: bool = False
 
     def abi_tuple(self) -> tuple:
         return (
             self.verifier, self.start, self.round_duration, self.submit_window, self.audit_window,
             self.audits_per_peer, self.num_rounds, self.chunk_size, self.reward_per_round, self.norm_bound,
-            self.min_norm_log2, list(self.stage_params),
+            self.min_norm_log2, list(self.stage_params), self.require_certificate,
         )  # fmt: skip
 
 
@@ -66,6 +68,7 @@ class ExperimentState(BaseModel):
     num_rounds: int
     min_norm_log2: int
     pending_rounds: int
+    require_certificate: bool = False  # only certified records are paid
 
     def round_at(self, timestamp: int) -> int:
         """round(t) = (t - start) // round_duration (docs/protocol.md); 0 before the start."""
@@ -84,6 +87,7 @@ class RoundState(BaseModel):
     unanswered: int  # records with an open, unanswered audit: they get no share
     finalized: bool
     share: int
+    cert_required: bool = False  # fixed at finalize: a claim of an uncertified record pays 0 (share back to pool)
 
 
 class RecordState(BaseModel):
@@ -96,6 +100,7 @@ class RecordState(BaseModel):
     slashed: bool
     audits_opened: int
     audits_answered: int
+    certified: bool = False  # its (round, stage) group certified its parts as averaged
 
     @property
     def exists(self) -> bool:

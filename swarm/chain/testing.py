@@ -92,7 +92,7 @@ class EscrowWorld:
         self, *, stage_params: Sequence[int] = (5_000, 3_000), chunk_size: int = STANDIN_CHUNK, audits: int = 2,
         num_rounds: int = 10, reward_per_round: int = 1_000, norm_bound: int = 10**6, pool: int = 0,
         start: int | None = None, verifier: str | None = None, min_norm_log2: int = 0,
-        client: ChainClient | None = None, timing: Timing | None = None,
+        client: ChainClient | None = None, timing: Timing | None = None, require_certificate: bool = False,
     ) -> int:  # fmt: skip
         """Create (as `client`, default the funder) and fund an experiment; returns its id."""
         t = timing or self.timing
@@ -101,6 +101,7 @@ class EscrowWorld:
             round_duration=t.round_duration, submit_window=t.submit_window, audit_window=t.audit_window,
             audits_per_peer=audits, num_rounds=num_rounds, chunk_size=chunk_size, reward_per_round=reward_per_round,
             norm_bound=norm_bound, min_norm_log2=min_norm_log2, stage_params=list(stage_params),
+            require_certificate=require_certificate,
         )  # fmt: skip
         creator = client or self.funder
         exp = creator.create_experiment(spec)

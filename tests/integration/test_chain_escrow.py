@@ -10,7 +10,8 @@ from swarm.chain.testing import EscrowWorld
 pytestmark = pytest.mark.integration
 
 
-FIELDS = ["verifier", "start", "round", "submit", "audit", "k", "rounds", "chunk", "reward", "bound", "minlog", "stages"]
+FIELDS = ["verifier", "start", "round", "submit", "audit", "k", "rounds", "chunk", "reward", "bound", "minlog", "stages",
+          "cert"]
 
 
 def _with(params: tuple, change: dict) -> tuple:
@@ -170,7 +171,7 @@ def test_staking_and_unbonding_rules(world: EscrowWorld) -> None:
 def test_experiment_parameters_are_checked(world: EscrowWorld) -> None:
     # stand-in shape pinned by the world: CHUNK 1000, DEPTH 8, 1 s per proof; floors: submit >= 10 + 1 and
     # audit - audit // 2 >= 10 + k * 1
-    good = (world.verifier, 0, 10, 11, 22, 1, 1, 1_000, 0, 10, 0, [1])
+    good = (world.verifier, 0, 10, 11, 22, 1, 1, 1_000, 0, 10, 0, [1], False)
     world.funder.transact("createExperiment", good)  # every window exactly at its floor
     world.funder.transact("createExperiment", _with(good, {"audit": 26, "k": 3, "stages": [256_000]}))
     cases = [
@@ -185,6 +186,7 @@ def test_experiment_parameters_are_checked(world: EscrowWorld) -> None:
         ("auditWindow too short", {"audit": 20}),  # 10 s left to answer after the last opening, 11 needed
         ("auditWindow too short", {"audit": 24, "k": 3}),  # 12 s left, 13 needed
         ("minNormLog2", {"minlog": 4}),  # 2**4 > normBound 10
+        ("numRounds", {"rounds": 2**40 + 1}),  # a record keeps its round in 40 bits
     ]
     for field, change in cases:
         with pytest.raises(RevertError, match=rf"InvalidExperiment\(field={field}"):
