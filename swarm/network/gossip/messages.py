@@ -14,6 +14,7 @@ class MessageKind(str, Enum):
     CONTRIBUTION = "contribution"  # a Contribution record (commitment + on-chain proof)
     AUDIT_PROOF = "audit_proof"  # a Contribution for an audited chunk
     EVIDENCE = "evidence"  # a verified round's accusation (swarm.rounds.parts.Accusation), produced since issue 7
+    CERTIFICATE = "certificate"  # a contributor's signature of its group's certificate (swarm/settlement/certificate.py)
 
 
 class GossipMessage(BaseModel):
@@ -49,6 +50,11 @@ class GossipMessage(BaseModel):
         """A verified round's accusation (swarm.rounds.parts.Accusation: the accused's signed part that fails its
         signed root), which anyone holding the accused's commit record can check."""
         return cls(kind=MessageKind.EVIDENCE, experiment=experiment, round=round, stage=stage, body=accusation)
+
+    @classmethod
+    def for_certificate(cls, experiment: str, round: int, stage: int, signature: bytes) -> GossipMessage:
+        """A contributor's signature of its (round, stage) group's certificate (CertificateSignature bytes)."""
+        return cls(kind=MessageKind.CERTIFICATE, experiment=experiment, round=round, stage=stage, body=signature)
 
     def contribution(self) -> Contribution:
         return Contribution.from_msgpack(self.body)

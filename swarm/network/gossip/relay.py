@@ -129,6 +129,14 @@ class GossipRelay(StartStop):
         fut = self._loop.submit(self._sidecar.publish(msg))
         fut.add_done_callback(lambda f: f.exception() and logger.info("gossip publish failed: %s", f.exception()))
 
+    def publish_certificate(self, body: bytes, round: int, stage: int) -> None:
+        """Tell the swarm our signature of a (round, stage) certificate (swarm/settlement/certificate.py)."""
+        if self._sidecar is None or self._loop is None:
+            return
+        msg = GossipMessage.for_certificate(self.experiment, round, stage, body)
+        fut = self._loop.submit(self._sidecar.publish(msg))
+        fut.add_done_callback(lambda f: f.exception() and logger.info("gossip publish failed: %s", f.exception()))
+
     def _refresh_forever(self) -> None:
         while not self._stop.wait(0 if not self._dialed else REFRESH_S):
             try:
