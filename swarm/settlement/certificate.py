@@ -74,6 +74,21 @@ def included_bitmap(contributors: Sequence[str], onchain_roots: dict[str, int], 
     return bits
 
 
+def averaged_roots(report: Any) -> dict[str, int]:
+    """wallet -> root of each peer whose checked parts the report's verified round averaged (`result.included`),
+    from the commit records the averager holds for that round (VerifiedAverager keeps the last two rounds); {} for
+    a round that was not verified or whose state is gone."""
+    result = report.result
+    if not getattr(result, "verified", False):
+        return {}
+    st = getattr(report.averager, "_rounds", {}).get(report.round)
+    if st is None:
+        logger.warning("round %d: the averager no longer holds its records; nothing to certify", report.round)
+        return {}
+    included = set(result.included)
+    return {rec.wallet: rec.root for p, rec in dict(st.records).items() if p in included and rec.wallet}
+
+
 @dataclass(frozen=True)
 class CertificateSignature:
     """One contributor's signature of a (round, stage)'s certificate, as it travels on gossip (msgpack)."""
@@ -155,6 +170,15 @@ class Certifier:
     def on_report(self, round: int, stage: int, averaged: dict[str, int]) -> None:
         """The verified round's outcome: wallet -> root of each peer whose checked parts were averaged."""
         self._averaged[(round, stage)] = {Web3.to_checksum_address(w): int(r) for w, r in averaged.items()}
+
+    def on_round(self, report: Any) -> None:
+        """The round hook's report (swarm.apps.stage_peer.RoundReport): what its verified round averaged."""
+        self.on_report(report.round, report.stage, averaged_roots(report))
+
+    def on_gossip_message(self, msg: Any) -> None:
+        """A GossipRelay listener: takes the CERTIFICATE messages (others are not ours)."""
+        if getattr(msg.kind, "value", msg.kind) == "certificate":
+            self.on_gossip(msg.body)
 
     def on_gossip(self, body: bytes) -> None:
         try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from hexbytes import HexBytes
 from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
 
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS txs (
     kind TEXT, target TEXT,                        -- e.g. contribute [[round, stage]]
     state TEXT NOT NULL,                           -- signed (not seen mined) | mined (not final yet)
     block INTEGER, block_hash TEXT, status INTEGER, resent INTEGER NOT NULL DEFAULT 0, signed_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (          -- swarm/settlement/certificate.py: our message, signatures heard
+    round INTEGER NOT NULL, stage INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (round, stage));
 """
 
 
@@ -210,6 +214,17 @@ class Journal:
 
     def set_cursor(self, block: int, parent_hash: str | None) -> None:
         self._write("INSERT OR REPLACE INTO meta VALUES ('cursor', ?)", (json.dumps([block, parent_hash]),))
+
+    # ------------------------------------------------------------------------------------- certificates
+
+    def put_certificate(self, round: int, stage: int, data: dict) -> None:
+        """Keep a (round, stage) certificate's state (msgpack of `data`: contributors, included, signatures, done)."""
+        self._write("INSERT OR REPLACE INTO certificates VALUES (?, ?, ?)",
+                    (round, stage, msgpack.packb(data, use_bin_type=True)))  # fmt: skip
+
+    def certificates(self) -> dict[tuple[int, int], dict]:
+        rows = self._read("SELECT round, stage, body FROM certificates")
+        return {(r, s): msgpack.unpackb(body, raw=False) for r, s, body in rows}
 
     # ------------------------------------------------------------------------------------------ rounds
 

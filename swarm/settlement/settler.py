@@ -193,6 +193,8 @@ class RoundSettler(StartStop):
         self._start_block = 0
         self._doing = threading.local()  # what the transaction being signed in this thread is for
         self._retry_report: Any = None  # a report whose round could not be opened (RPC down): tried next pass
+        # requireCertificate experiments: signs and sends its groups' certificates on this thread (certificate.py)
+        self.certifier: Any = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -225,6 +227,8 @@ class RoundSettler(StartStop):
 
     def __call__(self, report: Any) -> None:
         """The round hook: hand the round over and return at once (StagePeer calls this in its main loop)."""
+        if self.certifier is not None:
+            self.certifier.on_round(report)
         self._reports.put(report)
 
     # ------------------------------------------------------------------------------------------ the journal
@@ -390,6 +394,8 @@ class RoundSettler(StartStop):
             self._guarded(self._read_audits, round=-1, stage=-1)
             for key, o in list(self.rounds.items()):
                 self._guarded(self._answer, o, now, round=key[0], stage=key[1])
+        if self.certifier is not None:
+            self._guarded(self.certifier.step, now, self._state, round=-1, stage=-1)
         self._guarded(self._settle_all, self._now(), round=-1, stage=-1)
 
     def _guarded(self, fn: Callable[..., None], *args: Any, round: int, stage: int) -> None:
