@@ -38,7 +38,7 @@ def test_the_file_is_private_and_holds_no_key(tmp_path) -> None:
     files = [f for f in files if f.suffix == ".sqlite"]
     assert stat.S_IMODE((tmp_path / "data" / "settlement").stat().st_mode) == 0o700
     names = {r[0] for r in sqlite3.connect(files[0]).execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert names == {"meta", "rounds", "audits", "txs"}  # signed bytes only: nothing a key could be read from
+    assert names == {"meta", "rounds", "audits", "txs", "certificates"}  # signed bytes only: nothing a key could be read from
 
 
 def test_a_journal_of_another_peer_or_a_second_process_is_refused(tmp_path) -> None:
