@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,43 +41,87 @@ RESULTS = Path(__file__).with_name("results")
 
 
 def baseline(workload, n_stages: int, batch_size: int, steps: int, warmup: int, *, keep: bool = True):
+    """(report, CPU seconds per micro-batch) of one process training the same stages with the same loop."""
     stages = LocalStages(workload, n_stages, lr=LR, keep_activations=keep, loss_at_last_stage=keep)
     batches = workload.batches(batch_size, seed=0)
     run_training(stages, workload, batches, steps=warmup)
-    return run_training(stages, workload, batches, steps=steps)
+    cpu = time.process_time()
+    report = run_training(stages, workload, batches, steps=steps)
+    return report, (time.process_time() - cpu) / max(len(report.steps), 1)
 
 
-def swarm_runs(workload_name, options, n_stages, batch_size, steps, warmup, variants) -> tuple[dict, list]:
-    """{(codec, keep, fused, in flight): (report, router stats)} for each variant, all against one local swarm."""
+def cpu_by_role() -> dict[int, tuple[str, float]]:
+    """{pid: (role, user+system CPU seconds)} of this process (the trainer) and every process under it: stage
+    peers (`stage N`), p2pd daemons, and the DHT processes hivemind runs beside each peer and the trainer."""
+    me = psutil.Process()
+    out = {}
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
+        if p.pid == me.pid:
+            role = "trainer"
+        elif "p2pd" in p.name() or any("p2pd" in c for c in cmd[:1]):
+            role = "p2pd"
+        elif any(c.endswith("stage_peer_loop.py") for c in cmd):
+            role = f"stage {cmd[cmd.index('--stage') + 1]}" if "--stage" in cmd else "stage ?"
+        else:
+            role = "DHT"
+        out[p.pid] = (role, t.user + t.system)
+    return out
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds by role between two `cpu_by_role` snapshots (processes present in both)."""
+    roles: dict[str, float] = {}
+    for pid, (role, t) in after.items():
+        if pid in before:
+            roles[role] = roles.get(role, 0.0) + t - before[pid][1]
+    return roles
+
+
+def swarm_runs(workload_name, options, n_stages, batch_size, steps, warmup, variants, reference=None):
+    """({(codec, keep, fused, in flight): (report, router stats, CPU s by role, reference)}, peer stats) for each
+    variant, all against one local swarm. `reference()` (the one-process baseline) runs before the first variant
+    and after each one, while the swarm idles: each variant is compared with the mean of the two around it."""
     workload = get_workload(workload_name, **options)
     results = {}
     with local_swarm(workload_name, n_stages, lr=LR, options=options) as swarm:
         dht = create_dht(swarm.initial_peers)
         try:
+            ref = reference() if reference else None
             for codec, keep, fused, c in variants:
                 with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
                              concurrency=c, codec=codec, keep_activations=keep,
                              loss_at_last_stage=fused) as trainer:  # fmt: skip
                     trainer.run(warmup)
                     trainer.router.stats.clear()
+                    cpu = cpu_by_role()
                     report = trainer.run(steps)
-                    results[(codec, keep, fused, c)] = (report, dict(trainer.router.stats))
+                    cpu = cpu_delta(cpu, cpu_by_role())
+                nxt = reference() if reference else None
+                results[(codec, keep, fused, c)] = (report, dict(trainer.router.stats), cpu, (ref, nxt))
+                ref = nxt
         finally:
             dht.shutdown()
     return results, swarm.stats
 
 
 def breakdown(report, stats, n_stages: int) -> dict:
-    """Per micro-batch, in ms: wall time, and summed over its calls: compute, queue, codecs, transport; per stage
-    the idle share (1 - compute time / wall time)."""
+    """Per micro-batch, in s: wall time, and summed over its calls: compute (wall and CPU), queue, codecs,
+    transport; per stage the idle share (1 - compute time / wall time)."""
     steps = max(len(report.steps), 1)
     wall = report.seconds / steps
     total = {k: sum(getattr(s, k) for s in stats.values()) / steps for k in
-             ("seconds", "compute", "queue", "peer_codec", "local_codec", "transport")}  # fmt: skip
+             ("seconds", "compute", "compute_cpu", "queue", "peer_codec", "local_codec", "transport")}  # fmt: skip
     busy = {s: sum(v.compute for (st, _), v in stats.items() if st == s) / report.seconds for s in range(n_stages)}
+    cpu = {s: sum(v.compute_cpu for (st, _), v in stats.items() if st == s) / steps for s in range(n_stages)}
     sent = sum(s.bytes_sent + s.bytes_received for s in stats.values()) / steps
     comm = (total["transport"] + total["peer_codec"] + total["local_codec"]) / max(total["seconds"], 1e-9)
-    return {"wall": wall, **total, "idle": {s: 1 - b for s, b in busy.items()}, "bytes": sent, "comm_share": comm}
+    return {"wall": wall, **total, "idle": {s: 1 - b for s, b in busy.items()}, "stage_cpu": cpu, "bytes": sent,
+            "comm_share": comm}  # fmt: skip
 
 
 def label(key) -> str:
@@ -85,12 +130,42 @@ def label(key) -> str:
 
 
 def print_breakdown(name: str, b: dict) -> None:
-    ms = {k: 1e3 * b[k] for k in ("wall", "seconds", "compute", "queue", "peer_codec", "local_codec", "transport")}
+    ms = {k: 1e3 * b[k] for k in ("wall", "seconds", "compute", "compute_cpu", "queue", "peer_codec", "local_codec",
+                                  "transport")}  # fmt: skip
     idle = ", ".join(f"stage {s} {100 * v:.0f}%" for s, v in b["idle"].items())
     print(f"  {name}: {ms['wall']:.1f} ms/micro-batch wall; its calls sum to {ms['seconds']:.1f} ms = compute "
-          f"{ms['compute']:.1f} + queue {ms['queue']:.1f} + codecs {ms['peer_codec']:.1f} (peer) "
-          f"+ transport {ms['transport']:.1f} (p2pd, loopback, framing); trainer codecs {ms['local_codec']:.1f} ms; "
-          f"{b['bytes'] / 2**10:.0f} KiB/micro-batch; idle: {idle}; communication share {100 * b['comm_share']:.0f}%")  # fmt: skip
+          f"{ms['compute']:.1f} (of which CPU {ms['compute_cpu']:.1f}, the rest waiting for a core) + queue "
+          f"{ms['queue']:.1f} + codecs {ms['peer_codec']:.1f} (peer) + transport {ms['transport']:.1f} (p2pd, "
+          f"loopback, framing); trainer codecs {ms['local_codec']:.1f} ms; {b['bytes'] / 2**10:.0f} KiB/micro-batch; "
+          f"idle: {idle}; communication share {100 * b['comm_share']:.0f}%")  # fmt: skip
+
+
+def cpu_table(runs: dict, n_stages: int, one_cpu: float) -> list[tuple]:
+    """CPU ms per micro-batch by process for each variant, against one process's; returns (key, total, bound)."""
+    stages = [f"stage {s}" for s in range(n_stages)]
+    print(f"CPU per micro-batch by process, ms (stage N: its compute thread + the rest of its process; one process "
+          f"with 1 thread needs {1e3 * one_cpu:.1f}):")  # fmt: skip
+    print(f"{'variant':>38} " + " ".join(f"{s:>15}" for s in stages) + f" {'p2pd':>6} {'DHT':>5} {'trainer':>7} "
+          f"{'total':>6} {'x one':>5} {'cores busy':>10} {'bound':>5}")  # fmt: skip
+    rows = []
+    for key, (report, stats, cpu, _) in runs.items():
+        steps = max(len(report.steps), 1)
+        b = breakdown(report, stats, n_stages)
+        per = {role: 1e3 * t / steps for role, t in cpu.items()}
+        total = sum(per.values())
+        cells = " ".join(f"{1e3 * b['stage_cpu'][s]:>6.1f} + {per.get(f'stage {s}', 0) - 1e3 * b['stage_cpu'][s]:>6.1f}"
+                         for s in range(n_stages))  # fmt: skip
+        # packed on 2 cores without bubbles, a micro-batch needs max(total / cores, busiest stage process) of wall
+        cores = os.cpu_count() or 1
+        need = max(total / cores, *(per.get(s, 0.0) for s in stages))
+        bound = 1e3 * one_cpu / max(need, 1e-9)
+        rows.append((key, total, bound))
+        print(f"{' '.join(label(key).split()):>38} {cells} {per.get('p2pd', 0):>6.1f} {per.get('DHT', 0):>5.1f} "
+              f"{per.get('trainer', 0):>7.1f} {total:>6.1f} {total / (1e3 * one_cpu):>5.2f} "
+              f"{total / (1e3 * b['wall']):>10.2f} {bound:>5.2f}")  # fmt: skip
+    print("  (x one: the swarm's CPU over one process's; cores busy: CPU / wall time; bound: the ratio to one 1-thread "
+          "process if that CPU were packed on the cores with no bubbles and no other load)")
+    return rows
 
 
 def codec_table(width: int, batch_size: int, block: int) -> None:
@@ -158,31 +233,45 @@ def main() -> None:
         codec_table(options["n_embd"], args.batch_size, options["block_size"])
     summary = []
     for n_stages in stage_counts:
-        variants = [OLD, ("none", True, True, 4), ("int8", True, False, 4)] + [("int8", True, True, c) for c in in_flight]
-        before = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
-        runs, peer_stats = swarm_runs(args.workload, options, n_stages, args.batch_size, steps, warmup, variants)
-        after = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
-        recompute = baseline(workload, n_stages, args.batch_size, steps, warmup, keep=False).samples_per_second
+        variants = [OLD, ("none", True, True, 4)] + ([] if quick else [("int8", True, False, 4)])
+        variants += [("int8", True, True, c) for c in in_flight]
+
+        def reference(n=n_stages):
+            return baseline(workload, n, args.batch_size, steps, warmup)
+
+        runs, peer_stats = swarm_runs(args.workload, options, n_stages, args.batch_size, steps, warmup, variants,
+                                      reference)  # fmt: skip
+        refs = [r for _, _, _, pair in runs.values() for r in pair]
+        one_sps = [r.samples_per_second for r, _ in refs]
+        one = sum(one_sps) / len(one_sps)
+        one_cpu = sum(c for _, c in refs) / len(refs)
+        recompute = baseline(workload, n_stages, args.batch_size, steps, warmup, keep=False)[0].samples_per_second
         torch.set_num_threads(all_threads)
-        wide = baseline(workload, n_stages, args.batch_size, steps, warmup).samples_per_second
+        wide = baseline(workload, n_stages, args.batch_size, steps, warmup)[0].samples_per_second
         torch.set_num_threads(1)
-        one = (before + after) / 2
-        print(f"\nS={n_stages}: one process, 1 thread: {one:.1f} samples/s ({before:.1f} before, {after:.1f} after the "
-              f"swarm); {all_threads} threads: {wide:.1f}/s; 1 thread, recomputing backward and loss at the trainer: "
-              f"{recompute:.1f}/s")  # fmt: skip
-        print(f"{'codec':>6} {'backward':>8} {'loss at':>10} {'in flight':>9} {'samples/s':>10} {'/1 thread':>9} "
-              f"{'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
-        for key, (report, stats) in runs.items():
+        print(f"\nS={n_stages} (load {os.getloadavg()[0]:.1f}): one process, 1 thread: {one:.1f} samples/s (mean of "
+              f"{len(one_sps)} runs between the swarm's, {min(one_sps):.1f}-{max(one_sps):.1f}); {all_threads} threads: "
+              f"{wide:.1f}/s; 1 thread, recomputing backward and loss at the trainer: {recompute:.1f}/s")  # fmt: skip
+        print(f"{'codec':>6} {'backward':>8} {'loss at':>10} {'in flight':>9} {'samples/s':>10} {'one proc':>8} "
+              f"{'/1 thread':>9} {'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
+        ratios = {}
+        for key, (report, stats, _, (r0, r1)) in runs.items():
             b = breakdown(report, stats, n_stages)
-            sps = report.samples_per_second
-            print(f"{label(key)} {sps:>10.1f} {sps / one:>9.2f} {sps / wide:>10.2f} {b['bytes'] / 2**10:>7.0f}")
+            sps, around = report.samples_per_second, (r0[0].samples_per_second + r1[0].samples_per_second) / 2
+            ratios[key] = sps / around
+            print(f"{label(key)} {sps:>10.1f} {around:>8.1f} {sps / around:>9.2f} {sps / wide:>10.2f} "
+                  f"{b['bytes'] / 2**10:>7.0f}")  # fmt: skip
+        print("  (one proc: the 1-thread process measured just before and after that variant, mean; /1 thread against it)")
         print("per micro-batch:")
         for key in [OLD, ("none", True, True, 4), ("int8", True, True, max(in_flight))]:
-            print_breakdown(" ".join(label(key).split()), breakdown(*runs[key], n_stages))
-        best = max(runs, key=lambda k: runs[k][0].samples_per_second)
+            print_breakdown(" ".join(label(key).split()), breakdown(*runs[key][:2], n_stages))
+        bounds = cpu_table(runs, n_stages, one_cpu)
+        best = max(runs, key=lambda k: ratios[k])
         sps = runs[best][0].samples_per_second
-        summary.append(f"S={n_stages}: {sps:.0f} samples/s = {sps / one:.2f}x one 1-thread process, "
-                       f"{sps / wide:.2f}x one {all_threads}-thread process ({best[0]}, {best[3]} in flight)")  # fmt: skip
+        bound = next(b for k, _, b in bounds if k == best)
+        summary.append(f"S={n_stages}: {sps:.0f} samples/s = {ratios[best]:.2f}x one 1-thread process (CPU bound "
+                       f"{bound:.2f}x), {sps / wide:.2f}x one {all_threads}-thread process ({best[0]}, {best[3]} in "
+                       f"flight, load {os.getloadavg()[0]:.1f})")  # fmt: skip
         for s in sorted(peer_stats, key=lambda s: s["stage"]):
             print(f"  stage {s['stage']} peer: peak RSS {s['peak_rss_mb']:.0f} MB (python {s['peak_self_rss_mb']:.0f} MB "
                   f"+ DHT + p2pd), {s['steps']} steps")  # fmt: skip
@@ -199,23 +288,37 @@ def main() -> None:
 def square_cube(batch_size: int, widths: list[int], steps: int, warmup: int) -> str:
     """S=2 tinylm at several widths (same depth): swarm/one-process ratio and communication share."""
     print(f"\nsquare-cube: tinylm, 4 layers, S=2, int8, kept, loss at the last stage, 4 in flight; widths {widths}")
-    print(f"{'width':>6} {'one proc/s':>10} {'swarm/s':>8} {'ratio':>6} {'compute ms':>10} {'comm ms':>8} {'comm share':>10}")
+    print(f"{'width':>6} {'one proc/s':>10} {'swarm/s':>8} {'ratio':>6} {'compute ms':>10} {'comm ms':>8} "
+          f"{'comm share':>10} {'KiB/mb':>7} {'CPU not computing':>17} {'CPU bound':>9}")  # fmt: skip
     rows = []
     for width in widths:
         options = {"n_layer": 4, "n_embd": width, "block_size": 64}
         workload = get_workload("tinylm", **options)
         n = max(6, steps * 128 // width)
-        one = baseline(workload, 2, batch_size, n, warmup).samples_per_second
-        runs, _ = swarm_runs("tinylm", options, 2, batch_size, n, warmup, [("int8", True, True, 4)])
-        report, stats = runs[("int8", True, True, 4)]
+        key = ("int8", True, True, 4)
+        runs, _ = swarm_runs("tinylm", options, 2, batch_size, n, warmup, [key],
+                             lambda w=workload, n=n: baseline(w, 2, batch_size, n, warmup))  # fmt: skip
+        report, stats, cpu, (r0, r1) = runs[key]
+        one = (r0[0].samples_per_second + r1[0].samples_per_second) / 2
+        one_cpu = (r0[1] + r1[1]) / 2
         b = breakdown(report, stats, 2)
         comm_ms = 1e3 * (b["transport"] + b["peer_codec"] + b["local_codec"])
         ratio = report.samples_per_second / one
-        rows.append((width, ratio, b["comm_share"]))
-        print(f"{width:>6} {one:>10.1f} {report.samples_per_second:>8.1f} {ratio:>6.2f} {1e3 * b['compute']:>10.1f} "
-              f"{comm_ms:>8.1f} {100 * b['comm_share']:>9.0f}%")  # fmt: skip
+        steps_done = max(len(report.steps), 1)
+        total_cpu = sum(cpu.values()) / steps_done
+        other = 1 - sum(b["stage_cpu"].values()) / max(total_cpu, 1e-9)  # CPU spent outside the stages' compute
+        need = max(total_cpu / (os.cpu_count() or 1), *(cpu.get(f"stage {s}", 0.0) / steps_done for s in range(2)))
+        bound = one_cpu / max(need, 1e-9)
+        rows.append((width, ratio, b["comm_share"], other, bound))
+        print(f"{width:>6} {one:>10.1f} {report.samples_per_second:>8.1f} {ratio:>6.2f} {1e3 * b['compute_cpu']:>10.1f} "
+              f"{comm_ms:>8.1f} {100 * b['comm_share']:>9.0f}% {b['bytes'] / 2**10:>7.0f} {100 * other:>16.0f}% "
+              f"{bound:>9.2f}")  # fmt: skip
+    print("  (compute: CPU ms of the stages' compute per micro-batch; comm: transport + codecs, ms per micro-batch;"
+          " comm share: of the calls' round-trip time; CPU not computing: share of all processes' CPU that is not a"
+          " stage's forward/backward (p2pd, DHT, trainer, serving); CPU bound: the ratio if that CPU were packed on"
+          " the cores)")
     plot_square_cube(rows)
-    return "square-cube " + ", ".join(f"{w}: {r:.2f}x ({100 * c:.0f}% comm)" for w, r, c in rows)
+    return "square-cube " + ", ".join(f"{w}: {r:.2f}x ({100 * c:.0f}% comm)" for w, r, c, _, _ in rows)
 
 
 def plot_square_cube(rows) -> None:
@@ -231,6 +334,8 @@ def plot_square_cube(rows) -> None:
     w = [r[0] for r in rows]
     ax.plot(w, [r[1] for r in rows], "o-", label="swarm / one process (samples/s)")
     ax.plot(w, [r[2] for r in rows], "s--", label="communication share of call time")
+    ax.plot(w, [r[3] for r in rows], "^:", label="share of CPU not computing")
+    ax.plot(w, [r[4] for r in rows], "x-.", label="ratio bound from CPU use")
     ax.set_xscale("log", base=2)
     ax.set_xticks(w, [str(x) for x in w])
     ax.set_xlabel("tinylm width (n_embd), 4 layers, S=2")
@@ -244,7 +349,7 @@ def loss_effect(batch_size: int, steps: int) -> str:
     """Training loss of the swarm (fp32, int8) against one process over the same samples, 2 in flight."""
     options = {"n_layer": 2, "n_embd": 64, "block_size": 32}
     workload = get_workload("tinylm", **options)
-    base = baseline(workload, 2, batch_size, steps, 0)
+    base, _ = baseline(workload, 2, batch_size, steps, 0)
     runs = {}
     for codec in ("none", "int8"):
         r, _ = swarm_runs("tinylm", options, 2, batch_size, steps, 0, [(codec, True, True, 2)])

@@ -71,7 +71,8 @@ class CallStats:
     calls: int = 0
     seconds: float = 0.0  # from sending the request to having the response (trainer side)
     queue: float = 0.0  # waiting for the peer's compute thread
-    compute: float = 0.0  # the peer's forward/backward
+    compute: float = 0.0  # the peer's forward/backward (wall time)
+    compute_cpu: float = 0.0  # CPU time of that compute (less than `compute` when the peer waited for a core)
     peer_codec: float = 0.0  # the peer decoding the request and encoding the response
     local_codec: float = 0.0  # this trainer encoding the request and decoding the response
     bytes_sent: int = 0
@@ -331,6 +332,7 @@ class StageRouter(StartStop):
             st.seconds += seconds
             st.queue += float(meta.get("queue_s", 0.0))
             st.compute += float(meta.get("compute_s", 0.0))
+            st.compute_cpu += float(meta.get("cpu_s", meta.get("compute_s", 0.0)))
             st.peer_codec += float(meta.get("codec_s", 0.0))
             st.local_codec += decoding
             st.bytes_sent += request.ByteSize()

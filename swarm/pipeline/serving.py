@@ -201,7 +201,7 @@ class StageServer(StartStop):
                 return self._status(Status.REJECTED, str(exc))
             submitted = time.perf_counter()
             try:
-                outputs, started, ended = await asyncio.get_running_loop().run_in_executor(
+                outputs, started, ended, cpu = await asyncio.get_running_loop().run_in_executor(
                     self._compute, self._compute_for, stage, *call
                 )
             except OverMemoryCap as exc:  # another peer of the stage may have the memory: the router tries it
@@ -228,6 +228,7 @@ class StageServer(StartStop):
             timing = {
                 "queue_s": started - submitted,
                 "compute_s": ended - started,
+                "cpu_s": cpu,  # CPU time of the compute thread: compute_s minus this = waiting for a core
                 "codec_s": (submitted - arrived) + (time.perf_counter() - ended),  # decode + encode
             }
             response.metadata = wire.msgpack.packb({"status": str(Status.OK), **timing})
@@ -263,15 +264,16 @@ class StageServer(StartStop):
 
     def _compute_for(
         self, stage: int, fn, args: list, kwargs: dict
-    ) -> tuple[list[torch.Tensor], float, float]:
-        """(outputs, start, end) of the compute on this thread (times from `time.perf_counter`)."""
-        started = time.perf_counter()
+    ) -> tuple[list[torch.Tensor], float, float, float]:
+        """(outputs, start, end, CPU seconds) of the compute on this thread (times from `time.perf_counter`; the
+        CPU time from `time.thread_time`, so a stage that waited for a core shows compute above its CPU time)."""
+        started, cpu_started = time.perf_counter(), time.thread_time()
         with self.params_lock:
             if self.stage != stage:
                 raise _StageSwitched
             out = fn(*args, **kwargs)
         outputs = list(out) if isinstance(out, tuple) else [out]  # forward_loss answers (loss, grad)
-        return [t for t in outputs if t is not None], started, time.perf_counter()
+        return [t for t in outputs if t is not None], started, time.perf_counter(), time.thread_time() - cpu_started
 
     def _status(self, status: Status, detail: str) -> runtime_pb2.ExpertResponse:
         self.errors += 1
