@@ -5,7 +5,9 @@ checked by zk/batch_verifier.py's verifyBatch) in the same run, claimMany amorti
 of one round in ETH and USD at a stated L2 gas price and ETH price. Baselines: a bare verifyTx transaction of
 the same proof on each verifier.
 Also what a free rider earns per round next to an honest peer: with the escrow before issue 13 (its artifact
-read from git, commit 97e46d6) and with today's, in the same run.
+read from git, commit 97e46d6) and with today's, in the same run; and what a group certificate costs
+(SwarmCertifier.certify, requireCertificate experiments) per peer-round at N = 3, 8, 32 contributors per (round,
+stage), all signing or just over 2/3, next to the batch's own gas with and without the group's counter.
 
     python experiments/bench_chain.py [--quick] [--gas-price-gwei 0.01] [--eth-usd 3000] [--l1-base-fee-gwei 10]
         [--l1-fee-scalar 2000] [--breakdown]
@@ -15,6 +17,7 @@ read from git, commit 97e46d6) and with today's, in the same run.
 names no experiment, anvil's accounts are fixed), so a rerun proves nothing; a first --quick run makes 46 proofs
 (~12 s).
 --breakdown: where a steady contribute's and a claim's gas goes, by opcode class (anvil --steps-tracing).
+--certificate-only: only the certificate figures (N = 3, 8, 32; ~1 minute with the proof cache).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from swarm.chain.client import batch_words
 from swarm.chain.paths import CONTRACTS_DIR, PROJECT_ROOT
 from swarm.chain.standin import STANDIN_VERIFIER, prove_standin
 from swarm.chain.testing import EscrowWorld, Timing
+from swarm.rounds.parts import sign_digest
+from swarm.settlement.certificate import certificate_hash, sort_addresses
 
 TARGET_PER_PEER_ROUND = 100_000  # issue 9 (it was 300,000 before batching)
 FAST_STANDIN_VERIFIER = "FastStandInChunkVerifier"  # zk/fast_verifier.py's verifier of the stand-in's key
@@ -149,6 +154,66 @@ def claim_many(world: EscrowWorld, rounds: int, verifier: str, proofs: list[Cont
     for r in range(rounds):
         world.funder.finalize(exp, r)
     return peer.claim_many(exp, list(range(rounds)), [0] * rounds)["gasUsed"]
+
+
+CERT_SIZES = (3, 8, 32)
+
+
+def certificate(world: EscrowWorld, n: int, proofs: list[Contribution], verifier: str) -> dict[str, float]:
+    """One round of n contributors of one stage, contributed in one contributeBatch, in an experiment without and
+    one with requireCertificate (the batch's extra gas is the group's counter); then one certify marking all n
+    records, signed by all n and (from a snapshot) by the fewest that pass (floor(2n/3) + 1)."""
+    out: dict[str, float] = {"n": n}
+    peers = world.peers[:n]
+    for cert in (False, True):
+        exp = world.create_experiment(stage_params=(100_000,), pool=10**9, reward_per_round=10**6, verifier=verifier,
+                                      num_rounds=2, require_certificate=cert)  # fmt: skip
+        for p in peers:
+            p.allow_batches(exp)
+        result = world.funder.contribute_batch([c.model_copy(update={"experiment": exp}) for c in proofs[:n]],
+                                               precheck=False)  # fmt: skip
+        assert len(result.included) == n, result
+        out["batch_cert" if cert else "batch"] = result.receipt["gasUsed"]
+    contributors = sort_addresses(p.address for p in peers)
+    included = (1 << n) - 1
+    world.goto(exp, 0, "audit")
+    h = certificate_hash(world.funder.chain_id(), world.escrow, exp, 0, 0, contributors, included)
+    sigs = {p.address: sign_digest(p.wallet.account, h) for p in peers}
+    snapshot = world.chain.rpc("evm_snapshot", [])
+    fewest = sort_addresses(contributors[: 2 * n // 3 + 1])
+    out["certify_min"] = world.funder.certify(exp, 0, 0, contributors, included, [sigs[a] for a in fewest])["gasUsed"]
+    out["signers_min"] = len(fewest)
+    world.revert_to(snapshot)
+    out["certify_all"] = world.funder.certify(exp, 0, 0, contributors, included,
+                                              [sigs[a] for a in contributors])["gasUsed"]  # fmt: skip
+    assert all(world.funder.record(exp, 0, 0, a).certified for a in contributors)
+    return out
+
+
+def print_certificates(rows: list[dict]) -> str:
+    print("group certificate (requireCertificate; one certify per (round, stage), all N records included):")
+    for r in rows:
+        n = r["n"]
+        print(f"  N={n:>3}: certify {r['certify_all']:>9,.0f} gas with N signatures = {r['certify_all'] / n:>7,.0f} "
+              f"per peer-round; {r['certify_min']:>9,.0f} with {r['signers_min']} = {r['certify_min'] / n:>7,.0f}; "
+              f"the batch's counter {(r['batch_cert'] - r['batch']) / n:>+5,.0f} per peer-round")  # fmt: skip
+    return ", ".join(f"N={r['n']} {(r['certify_all'] + r['batch_cert'] - r['batch']) / r['n']:,.0f}" for r in rows)
+
+
+def certificates_only(quick: bool) -> None:
+    t0 = time.monotonic()
+    with DevChain(accounts=max(CERT_SIZES) + 1, balance_eth=1_000) as chain:
+        world = EscrowWorld(chain, peer_tokens=10**12, timing=Timing(round_duration=3_600, submit_window=600,
+                                                                     audit_window=600, slash_grace=600))  # fmt: skip
+        for p in world.peers:
+            p.stake(100 * 2 * len(CERT_SIZES))
+        cache = ProofCache()
+        proofs = cache.prove([statement(p.address, 0, 7_000 + i) for i, p in enumerate(world.peers)])
+        verifier = world.verifiers[BATCH_STANDIN_VERIFIER]
+        rows = [certificate(world, n, proofs, verifier) for n in CERT_SIZES]
+    summary = print_certificates(rows)
+    print(f"chain: certificate gas per peer-round (certify with N signatures + the batch's counter) {summary}; "
+          f"{time.monotonic() - t0:.0f} s")
 
 
 FREE_RIDER_CASES = [("zero update", 0, 0), ("normSq 1, no floor", 1, 0), ("normSq 1, floor 2**10", 1, 10)]
@@ -284,8 +349,12 @@ def main() -> None:
     parser.add_argument("--l1-base-fee-gwei", type=float, default=10.0, help="L1 base fee (for the L1 data fee)")
     parser.add_argument("--l1-fee-scalar", type=int, default=2_000, help="the L2's Ecotone baseFeeScalar")
     parser.add_argument("--breakdown", action="store_true", help="also trace where contribute/claim gas goes")
+    parser.add_argument("--certificate-only", action="store_true", help="only the group certificate's figures")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.certificate_only:
+        certificates_only(args.quick)
+        return
     if args.breakdown:
         breakdown()
     sizes = (1, 10) if args.quick else (1, 10, 100)
@@ -308,7 +377,7 @@ def main() -> None:
         deploy = {name: receipt["gasUsed"] for name, (_, receipt) in deployed.items()}
         deploy["SwarmEscrow"] = f.deploy("SwarmEscrow", world.token, 100, 10_000, 600, 2_000, 10, 0, [])[1]["gasUsed"]
         for p in world.peers:
-            p.stake(100 * (max(claim_rounds) + 2 + len(sizes)))  # collateral: minStake per contribution in flight
+            p.stake(100 * (max(claim_rounds) + 2 + len(sizes) + 2 * len(CERT_SIZES)))  # collateral: minStake per contribution in flight
         cache = ProofCache()
         addresses = [p.address for p in world.peers]
         proofs = [statement(a, 0, 7_000 + i) for i, a in enumerate(addresses)]
@@ -336,6 +405,8 @@ def main() -> None:
         }
         many = {r: claim_many(world, r, deployed[FAST_STANDIN_VERIFIER][0], claims) for r in claim_rounds}
         riders = free_rider(world, cache)
+        cert_sizes = [n for n in CERT_SIZES if n <= max(sizes)] if args.quick else list(CERT_SIZES)
+        certs = [certificate(world, n, proofs, deployed[BATCH_STANDIN_VERIFIER][0]) for n in cert_sizes]
     print(f"stand-in proofs: {cache.made + cache.reused} asked, {cache.made} proven now in {t_prove:.1f} s (zokrates-js, "
           f"{PROOFS_PER_PROCESS} per process), the rest from {cache.path.relative_to(PROJECT_ROOT)}")  # fmt: skip
     print("deploy gas: " + ", ".join(f"{k} {v:,}" for k, v in deploy.items()))
@@ -372,6 +443,7 @@ def main() -> None:
           "rider in: 250):")
     for label, paid in riders.items():
         print(f"  {label:<38} {paid:>6,}")
+    cert_summary = print_certificates(certs)
     zk = rows["zokrates"][-1]
     flat = fast["finalize"] / rows["fast"][0]["finalize"]
     n = fast["n"]
@@ -401,7 +473,7 @@ def main() -> None:
         f" (ZoKrates' verifier {zk['per_peer_round']:,.0f}); verifyBatch n={max(sizes)} "
         f"{verify_batch[max(sizes)] / max(sizes):,.0f} gas/proof vs verifyTx {baseline['fast']:,}; finalize "
         f"N={n}/N=1 {flat:.2f}x; free rider (zero update) {riders['zero update, escrow before issue 13']} -> "
-        f"{riders['zero update']} per round; {time.monotonic() - t0:.0f} s"
+        f"{riders['zero update']} per round; certificate per peer-round {cert_summary}; {time.monotonic() - t0:.0f} s"
     )
 
 
