@@ -210,6 +210,11 @@ class RoundSettler(StartStop):
         self._thread.start()
         return self
 
+    @property
+    def start_block(self) -> int:
+        """The block this settler reads the experiment's events from (set by start)."""
+        return self._start_block
+
     def shutdown(self) -> None:
         """Stop the prover first (a proof in flight fails at once), then the thread."""
         self._stop.set()

@@ -83,6 +83,12 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
     settler = cleanup.enter_context(settler)
     if relay is not None:  # the round's contributions heard on gossip: batched by whoever's duty it is
         relay.listeners.append(settler.on_gossip)
+    if relay is not None and client.experiment(record.chain_experiment_id).require_certificate:  # pays certified
+        from swarm.settlement.certificate import Certifier  # records only: we sign our groups' certificates
+
+        settler.certifier = Certifier(client, record.chain_experiment_id, publish=relay.publish_certificate,
+                                      journal=settler.journal, from_block=settler.start_block)  # fmt: skip
+        relay.listeners.append(settler.certifier.on_gossip_message)
     # every paid peer also watches the experiment's audits (its own client: its transactions never wait on the
     # settler's; nonces are shared through the wallet's lock)
     watcher = cleanup.enter_context(Watcher(settler.journal_also(client.with_wallet(wallet)), record.chain_experiment_id,
