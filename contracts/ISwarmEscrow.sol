@@ -152,6 +152,8 @@ interface ISwarmEscrow {
     error SeedAlreadyFixed(uint256 round);
     error EmptyBatch();
     error RecordSlotBusy(uint256 openRound);
+    /// @notice slashMismatch is called by another than the escrow's fraudChecker.
+    error NotFraudChecker();
     error NotInCertifyWindow(uint256 opensAt);
     error AlreadyCertified(uint256 round, uint256 stage);
     error NotTheContributors(uint256 listed, uint256 recorded);

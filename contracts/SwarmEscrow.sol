@@ -8,6 +8,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {IBatchChunkVerifier} from "./IBatchChunkVerifier.sol";
 import {IChunkVerifier} from "./IChunkVerifier.sol";
 import {ISwarmEscrow} from "./ISwarmEscrow.sol";
+import {PartFraudChecker} from "./fraud/PartFraudChecker.sol";
 import {SwarmCertifier} from "./SwarmCertifier.sol";
 
 /// @title SwarmEscrow
@@ -178,6 +179,9 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
     uint128 public immutable batchFee;
     /// @notice Checks certificates' signatures and marks them here (markCertified); created with the escrow.
     SwarmCertifier public immutable certifier;
+    /// @notice The contract that checks a wallet-signed part of a verified round against the signer's contributed
+    /// root with Poseidon, and calls slashMismatch when it does not match (made by the constructor).
+    address public immutable fraudChecker;
     /// @notice Tokens burned by slashes so far (sent to BURN_ADDRESS).
     uint256 public burned;
 
@@ -228,6 +232,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         reporterBps = reporterBps_;
         auditBond = auditBond_;
         batchFee = batchFee_;
+        fraudChecker = address(new PartFraudChecker());
         certifier = new SwarmCertifier();
         for (uint256 i = 0; i < shapes.length; ++i) {
             VerifierShape memory v = shapes[i];
@@ -619,6 +624,7 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
             if (block.timestamp >= closesAt) revert NotInAuditWindow(block.timestamp, 0, closesAt);
         }
         Record storage rec = _existingRecord(experimentId, round, stage, msg.sender);
+        if (rec.slashed) revert AlreadySlashed(round, stage, msg.sender);
         if (j >= AUDIT_SLOTS) revert AuditIndexOutOfRange(j, AUDIT_SLOTS);
         uint16 bit = uint16(1 << j);
         if (rec.auditsOpened & bit == 0) revert AuditNotOpen(j);
@@ -654,18 +660,38 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         if (rec.auditsOpened & bit == 0) revert AuditNotOpen(j);
         if (rec.auditsAnswered & bit != 0) revert AuditAlreadyAnswered(j);
 
-        rec.slashed = true;
-        uint16 unanswered = rec.auditsOpened & ~rec.auditsAnswered;
-        StakeInfo storage s = stakes[peer];
-        s.active -= uint96(minStake);
-        s.locked -= uint96(minStake);
-        uint256 reward = (uint256(minStake) * reporterBps) / BPS;
-        burned += minStake - reward;
-        address opener = _audits[_auditKey(experimentId, round, stage, peer, j)].opener;
-        emit Slashed(experimentId, round, stage, peer, minStake, opener, reward);
-        _returnBonds(experimentId, round, stage, peer, unanswered);
-        if (reward > 0) token.safeTransfer(opener, reward);
-        token.safeTransfer(BURN_ADDRESS, minStake - reward);
+        _takeCollateral(experimentId, round, stage, peer, j, address(0));
+    }
+
+    /// @notice Slash `peer`'s contribution at once: called only by `fraudChecker`, after it checked a part of the
+    /// round's verified all-reduce whose leaves and path `peer`'s wallet signed for this escrow, experiment, round
+    /// and stage, and found that they do not hash to (root, normSq) (PartFraudChecker.slashMismatch, which anyone
+    /// calls with the signed part). `reporter` (its caller) gets reporterBps, the rest is burned, open audits'
+    /// bonds go back. One slash per record; not after the record is claimed.
+    /// @param experimentId The experiment.
+    /// @param round The round.
+    /// @param stage The stage.
+    /// @param peer The peer whose wallet signed the part.
+    /// @param root The root the peer contributed.
+    /// @param normSq The squared norm the peer contributed.
+    /// @param reporter Who sent the evidence.
+    function slashMismatch(
+        uint256 experimentId,
+        uint256 round,
+        uint256 stage,
+        address peer,
+        uint256 root,
+        uint256 normSq,
+        address reporter
+    ) external nonReentrant {
+        if (msg.sender != fraudChecker) revert NotFraudChecker();
+        Record storage rec = _existingRecord(experimentId, round, stage, peer);
+        if (rec.slashed || rec.claimed) revert AlreadySlashed(round, stage, peer);
+        if (rec.commitment != _commitment(root, normSq)) revert InvalidProof();
+        Round storage r = _rounds[experimentId][round];
+        // not finalized: the record leaves the round's valid ones (counted once: it has no open audit left then)
+        if (!r.finalized && rec.auditsOpened & ~rec.auditsAnswered == 0) r.unanswered += 1;
+        _takeCollateral(experimentId, round, stage, peer, AUDIT_SLOTS, reporter);
     }
 
     // ----------------------------------------------------------------------------------------------- views
@@ -794,11 +820,32 @@ contract SwarmEscrow is ISwarmEscrow, ReentrancyGuardTransient {
         emit Claimed(experimentId, round, stage, msg.sender, amount);
     }
 
+    /// @dev Takes the record's collateral: reporterBps to the reporter (audit j's opener; j = AUDIT_SLOTS:
+    /// `reporter`), the rest burned; open audits' bonds go back.
+    function _takeCollateral(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j, address reporter)
+        internal
+    {
+        if (j < AUDIT_SLOTS) reporter = _audits[_auditKey(experimentId, round, stage, peer, j)].opener;
+        Record storage rec = _records[experimentId][round % RECORD_RING][stage][peer];
+        rec.slashed = true;
+        uint16 unanswered = rec.auditsOpened & ~rec.auditsAnswered;
+        StakeInfo storage s = stakes[peer];
+        s.active -= uint96(minStake);
+        s.locked -= uint96(minStake);
+        uint256 reward = (uint256(minStake) * reporterBps) / BPS;
+        burned += minStake - reward;
+        emit Slashed(experimentId, round, stage, peer, minStake, reporter, reward);
+        _returnBonds(experimentId, round, stage, peer, unanswered);
+        if (reward > 0) token.safeTransfer(reporter, reward);
+        token.safeTransfer(BURN_ADDRESS, minStake - reward);
+    }
+
     /// @dev Marks audit `j` open, counts the record as unanswered in its round, keeps the opener, takes the bond.
     function _openAudit(uint256 experimentId, uint256 round, uint256 stage, address peer, uint256 j, uint256 chunk)
         internal
     {
         Record storage rec = _existingRecord(experimentId, round, stage, peer);
+        if (rec.slashed) revert AlreadySlashed(round, stage, peer);
         uint16 bit = uint16(1 << j);
         if (rec.auditsOpened & bit != 0) revert AuditAlreadyOpen(j);
         if (rec.auditsOpened & ~rec.auditsAnswered == 0) _rounds[experimentId][round].unanswered += 1;

@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {IPartFraudChecker} from "./IPartFraudChecker.sol";
+import {IMismatchSlasher, IPartFraudChecker} from "./IPartFraudChecker.sol";
 import {Poseidon} from "./Poseidon.sol";
 
 /// @title PartFraudChecker
 /// @notice Recomputes, with Poseidon on chain, the Merkle-sum root of a signed part (its chunks' leaves and the
 /// path of their subtree, zk/commit.py) and says whether it differs from the root its signer contributed. No ZK:
 /// the wallet's signature makes the part the signer's own statement, and the hash makes it checkable. The escrow
-/// deploys one in its constructor and asks it from `slashMismatch`; the signed digest names the caller (the
-/// escrow) and the chain, so evidence made for one escrow or chain is worthless at another.
+/// deploys one in its constructor (the heavy code stays out of the escrow's 24 KB); anyone calls `slashMismatch`
+/// here with a signed part, and a mismatch makes the escrow slash the signer at once, the caller paid. The signed
+/// digest names this chain and the escrow, so evidence made for another escrow or chain is worthless here.
 contract PartFraudChecker is IPartFraudChecker {
     /// @notice The BN254 scalar field (hashes are below it).
     uint256 public constant FIELD = 21888242871839275222246405745257275088548364400416034343698204186575808495617;
@@ -18,6 +19,26 @@ contract PartFraudChecker is IPartFraudChecker {
     /// @notice Domain tag of the signed digest.
     bytes32 public constant PART_TAG = keccak256("swarm.part-evidence.v1");
     uint256 private constant MAX_PATH = 32;
+    /// @notice The escrow that deployed this checker: the only one it slashes for, and the one signatures name.
+    address public immutable escrow;
+
+    constructor() {
+        escrow = msg.sender;
+    }
+
+    /// @inheritdoc IPartFraudChecker
+    function slashMismatch(
+        uint256 experimentId,
+        uint256 round,
+        uint256 stage,
+        address peer,
+        uint256 root,
+        uint256 normSq,
+        PartEvidence calldata ev
+    ) external {
+        if (!mismatch(experimentId, round, stage, peer, root, normSq, ev)) revert NoMismatch();
+        IMismatchSlasher(escrow).slashMismatch(experimentId, round, stage, peer, root, normSq, msg.sender);
+    }
 
     /// @inheritdoc IPartFraudChecker
     function mismatch(
@@ -28,8 +49,8 @@ contract PartFraudChecker is IPartFraudChecker {
         uint256 root,
         uint256 normSq,
         PartEvidence calldata ev
-    ) external view returns (bool) {
-        address signer = signerOf(msg.sender, experimentId, round, stage, ev);
+    ) public view returns (bool) {
+        address signer = signerOf(escrow, experimentId, round, stage, ev);
         if (signer != peer || signer == address(0)) revert WrongSigner(signer, peer);
         (uint256 r, uint256 n, bool wellFormed) = partRoot(ev.firstChunk, ev.leaves, ev.path);
         return !wellFormed || r != root || n != normSq;

@@ -14,7 +14,11 @@ every round of its experiment it:
 - when a contribution's duty time comes and a valid proof of one of its k audited chunks was never heard, opens
   that sampled audit (`openAudit`, with the escrow's bond), unless an audit of that contribution is already open;
 - after the audit window, slashes each unanswered audit (the ones it opened at once, the others' later, as a
-  backup): the opener gets the reporter's share of the collateral and its bond back, whoever sends it.
+  backup): the opener gets the reporter's share of the collateral and its bond back, whoever sends it;
+- for each accusation its peer made in a verified round whose signed part is on-chain evidence (the accused's
+  wallet signed leaves and a path that do not hash to the root it contributed: `parts.part_evidence`), sends
+  `slashMismatch` with that part once the accused's contribution is on-chain: the collateral is taken at once and
+  the reporter's share paid to us. No bond: a false accusation only reverts (its gas estimate fails first).
 
 Duty order, so that not every peer opens the same audit: the watchers of a round are its contributors (and this
 peer); for the contribution of peer p, watcher w ranks by keccak256(seed, p, w), seed being the round's
@@ -42,6 +46,7 @@ from typing import Any, Self
 
 from eth_abi import encode
 from eth_utils import keccak
+from web3 import Web3
 from web3.logs import DISCARD
 
 from protocol.contribution import Contribution
@@ -49,7 +54,7 @@ from protocol.sampling import challenged_chunks
 from runtime.loops import StartStop
 from swarm.chain.client import LOG_RANGE, ChainClient
 from swarm.chain.errors import ChainError, RevertError
-from swarm.rounds.parts import CommitRecord, PartError
+from swarm.rounds.parts import CommitRecord, Part, PartError, part_evidence
 from swarm.settlement.settler import SettlementEvent, enqueue, gossiped_records
 
 logger = logging.getLogger(__name__)
@@ -96,6 +101,10 @@ class Evidence:
     reason: str
     wallet: str | None = None  # the accused's address, once its contribution is read
     done: bool = False
+    proof: tuple | None = None  # PartEvidence for slashMismatch: the part's wallet-signed leaves lie
+    norm_sq: int = 0
+    signer: str = ""  # the wallet that signed the proof (the record's)
+    seen_at: float = 0.0  # when we first read the accused's contribution
 
 
 @dataclass
@@ -146,6 +155,9 @@ class Watcher(StartStop):
         self.reporter_share = int(client.read("minStake")) * int(client.read("reporterBps")) // 10_000
         self._verifier = client.contract("IChunkVerifier", self.state.verifier)
         self._num_chunks: dict[int, int] = {}
+        self._domain_key: tuple[int, str, int] | None = None
+        self._fraud_checker: Any = None
+        self.mismatch_slashes: list[tuple[int, int, str]] = []  # (round, stage, peer) slashed from our evidence
         self._cursor = from_block  # None: look back over the rounds that can still be slashed (start())
         self.started_at = 0  # chain time at start(): sampled audits only of rounds whose proofs we could hear
         self._gossip: queue.Queue[Any] = queue.Queue(maxsize=GOSSIP_QUEUE)
@@ -298,28 +310,56 @@ class Watcher(StartStop):
             except queue.Empty:
                 return
             try:
-                root = CommitRecord.from_wire(acc.record).root
+                record = CommitRecord.from_wire(acc.record)
             except (PartError, AttributeError) as exc:
                 logger.info("watcher: an accusation without a readable record: %s", exc)
                 continue
-            self._round(acc.round).evidence.append(Evidence(accused=acc.accused, stage=acc.stage, chunk=acc.chunk,
-                                                            root=root, reason=acc.reason))  # fmt: skip
+            ev = Evidence(accused=acc.accused, stage=acc.stage, chunk=acc.chunk, root=record.root, reason=acc.reason,
+                          norm_sq=record.norm_sq, signer=record.wallet.lower())  # fmt: skip
+            d = record.domain
+            if d is not None and (d.chain_id, d.escrow.lower(), d.experiment_id) == self._domain():
+                try:
+                    part = Part.from_bytes(acc.part)
+                except PartError:
+                    part = None
+                ev.proof = part_evidence(record, part, len(part.leaves)) if part is not None else None
+            self._round(acc.round).evidence.append(ev)
 
-    def _evidence(self, w: WatchedRound) -> None:
-        """Tie each of our accusations to the accused's on-chain contribution (the same root) and, with
-        `targeted`, open a targeted audit of exactly the chunk it names, with our bond."""
+    def _checker(self) -> Any:
+        """The escrow's PartFraudChecker (slashMismatch is sent there: it checks the part, the escrow slashes)."""
+        if self._fraud_checker is None:
+            self._fraud_checker = self.client.contract("PartFraudChecker", self.client.read("fraudChecker"))
+        return self._fraud_checker
+
+    def _domain(self) -> tuple[int, str, int]:
+        """(chain id, escrow, experiment) that a part's wallet signature must name to be evidence here."""
+        if self._domain_key is None:
+            assert self.client.escrow is not None
+            self._domain_key = (self.client.chain_id(), self.client.escrow.address.lower(), self.experiment_id)
+        return self._domain_key
+
+    def _evidence(self, w: WatchedRound, now: int, closes: int) -> None:
+        """Tie each of our accusations to the accused's on-chain contribution (the same root); slash it from a
+        signed part that lies (`slashMismatch`), or, with `targeted` (unsound, off), open a targeted audit of the
+        chunk it names."""
         for ev in w.evidence:
             if ev.done:
                 continue
             if ev.wallet is None:
                 found = [peer for (stage, peer), (root, _) in w.records.items() if stage == ev.stage and root == ev.root]
+                if ev.signer and ev.signer in found:
+                    found = [ev.signer]
                 if not found:
-                    continue  # not contributed (yet): nothing to audit, it will not be paid either
-                ev.wallet = found[0]
+                    continue  # not contributed (yet): nothing to slash, it will not be paid either
+                ev.wallet, ev.seen_at = found[0], now
                 self.on_event(SettlementEvent(kind="evidence", round=w.round, stage=ev.stage, detail={
-                    "peer": ev.wallet, "peer_id": ev.accused, "chunk": ev.chunk, "reason": ev.reason}))  # fmt: skip
+                    "peer": ev.wallet, "peer_id": ev.accused, "chunk": ev.chunk, "reason": ev.reason,
+                    "on_chain": ev.proof is not None and ev.wallet == ev.signer}))  # fmt: skip
+            if ev.proof is not None and ev.wallet == ev.signer:
+                self._slash_mismatch(w, ev, now)
+                continue
             ev.done = True
-            if not self.targeted or ev.wallet == self.me or (ev.stage, ev.wallet) in w.slashed:
+            if not self.targeted or now >= closes - 1 or ev.wallet == self.me or (ev.stage, ev.wallet) in w.slashed:
                 continue
             if ev.chunk >= self._chunks_of(ev.stage):
                 logger.warning("watcher: round %d: accusation names chunk %d, stage %d has %d on-chain", w.round,
@@ -340,6 +380,51 @@ class Watcher(StartStop):
                         ev.wallet, ev.chunk, ev.reason)
             self.on_event(SettlementEvent(kind="audit_opened", round=w.round, stage=ev.stage, detail={
                 "peer": ev.wallet, "j": j, "chunk": ev.chunk, "targeted": True}))  # fmt: skip
+
+    def mismatch_time(self, w: WatchedRound, ev: Evidence) -> float:
+        """When we send slashMismatch for `ev` if nobody has: ARM_STEP_S per rank (keccak256 of the record and
+        the watcher, among the round's contributors) after we first read the accused's contribution."""
+        key = encode(["uint256", "uint256", "uint256", "address"], [self.experiment_id, w.round, ev.stage, ev.wallet])
+        rank = duty_rank(key, self.me, self._watchers(w) - {ev.wallet or ""})
+        return ev.seen_at + rank * ARM_STEP_S
+
+    def _slash_mismatch(self, w: WatchedRound, ev: Evidence, now: int) -> None:
+        assert ev.wallet is not None and ev.proof is not None
+        if ev.wallet == self.me or (ev.stage, ev.wallet) in w.slashed:
+            ev.done = True
+            return
+        if now < self.mismatch_time(w, ev):
+            return
+        record = self.client.record(self.experiment_id, w.round, ev.stage, ev.wallet)
+        if record.slashed or record.claimed:
+            ev.done = True
+            w.slashed.add((ev.stage, ev.wallet))
+            return
+        try:
+            receipt = self.client.transact("slashMismatch", self.experiment_id, w.round, ev.stage,
+                                           Web3.to_checksum_address(ev.wallet), ev.root, ev.norm_sq, ev.proof,
+                                           contract=self._checker())  # fmt: skip
+        except RevertError as exc:
+            if exc.error_name is RACED_IN_BLOCK:
+                return  # looked at again next pass
+            ev.done = True
+            if exc.error_name in RACE_LOST | {"AlreadyClaimed"}:
+                w.slashed.add((ev.stage, ev.wallet))
+            logger.info("watcher: round %d: no slashMismatch of %s: %s", w.round, ev.wallet, exc)
+            return
+        ev.done = True
+        w.slashed.add((ev.stage, ev.wallet))
+        assert self.client.escrow is not None
+        (event,) = self.client.escrow.events.Slashed().process_receipt(receipt, errors=DISCARD)
+        reward = int(event["args"]["reporterReward"])
+        self.earned += reward
+        self.slashes.append((w.round, ev.stage, ev.wallet))
+        self.mismatch_slashes.append((w.round, ev.stage, ev.wallet))
+        logger.info("watcher: round %d: slashed %s (stage %d) from its signed part (%s): %d gas, paid %d", w.round,
+                    ev.wallet, ev.stage, ev.reason, receipt["gasUsed"], reward)
+        self.on_event(SettlementEvent(kind="slashed", round=w.round, stage=ev.stage, detail={
+            "peer": ev.wallet, "j": -1, "amount": str(int(event["args"]["amount"])), "reporter": self.me,
+            "reward": str(reward), "mine": True, "gas": receipt["gasUsed"], "evidence": ev.reason}))  # fmt: skip
 
     def _check_pending(self, w: WatchedRound) -> None:
         """Check the round's gossiped audit proofs whose record and audited chunks are known now."""
@@ -390,8 +475,8 @@ class Watcher(StartStop):
             return
         if now >= ends:
             self._slash(w, now, ends)
-        if w.evidence and now < closes - 1:
-            self._evidence(w)
+        if w.evidence:
+            self._evidence(w, now, closes)
         if not others or now < opens or now >= closes:
             return
         if w.seed is None and not self._seed(w, now, opens, closes):
