@@ -168,10 +168,19 @@ def cpu_table(runs: dict, n_stages: int, one_cpu: float) -> list[tuple]:
     return rows
 
 
+def _int8_fp16_scales(t: torch.Tensor):
+    """The int8 codec as it was before bfloat16 scales (float16 scales), for the table."""
+    blocks = t.float().reshape(-1, wire.INT8_BLOCK)
+    scale = (blocks.abs().amax(1, keepdim=True).clamp_min(1e-30) / 127.0).half()
+    return torch.round(blocks / scale.float()).clamp(-127, 127).to(torch.int8), scale, t.shape
+
+
 def codec_table(width: int, batch_size: int, block: int) -> None:
-    """Bytes, time and error of each way of sending one activation tensor (1 torch thread)."""
+    """Bytes, time and error of each way of sending one activation tensor (1 torch thread); the error also on
+    gradient-sized values (the same tensor x 1e-5: what crosses backward between stages)."""
     x = torch.randn(batch_size, block, width, generator=torch.Generator().manual_seed(0))
-    rows = [("none", lambda t: wire.encode(t), wire.decode), ("int8 (ours)", lambda t: wire.encode(t, "int8"), wire.decode)]
+    rows = [("none", lambda t: wire.encode(t), wire.decode), ("int8 (ours)", lambda t: wire.encode(t, "int8"), wire.decode),
+            ("int8, float16 scales", _int8_fp16_scales, lambda m: (m[0].float() * m[1].float()).reshape(m[2]))]  # fmt: skip
     from hivemind.compression import deserialize_torch_tensor, serialize_torch_tensor
     from hivemind.proto import runtime_pb2
 
@@ -195,13 +204,20 @@ def codec_table(width: int, batch_size: int, block: int) -> None:
             for _ in range(10):
                 y = dec(m)
             t2 = time.perf_counter()
+            g = 1e-5 * x
+            grad_err = float((dec(enc(g)) - g).norm() / g.norm())
         except Exception as exc:  # noqa: BLE001 - report and go on
             print(f"  {name:20} failed: {exc!r}"[:160])
             continue
-        size = m.ByteSize() if hasattr(m, "ByteSize") else m[0].numel() + 4 * m[1].absmax.numel()
+        if hasattr(m, "ByteSize"):
+            size = m.ByteSize()
+        elif name.startswith("bnb"):
+            size = m[0].numel() + 4 * m[1].absmax.numel()
+        else:
+            size = m[0].numel() + 2 * m[1].numel()
         err = float((y - x).norm() / x.norm())
         print(f"  {name:20} {size / 2**10:7.0f} KiB ({x.numel() * 4 / size:4.1f}x smaller) encode {1e3 * (t1 - t0) / 10:5.2f} ms "
-              f"decode {1e3 * (t2 - t1) / 10:5.2f} ms  relative error {err:.1e}")  # fmt: skip
+              f"decode {1e3 * (t2 - t1) / 10:5.2f} ms  relative error {err:.1e}, on gradient-sized values {grad_err:.1e}")  # fmt: skip
 
 
 def main() -> None:
@@ -222,7 +238,7 @@ def main() -> None:
     stage_counts = args.stages if args.stages is not None else ([2] if quick else [2, 3])
     widths = args.widths if args.widths is not None else ([] if quick else [128, 256, 512])
     loss_steps = args.loss_steps if args.loss_steps is not None else (0 if quick else 300)
-    steps, warmup = (20, 3) if quick else (60, 5)
+    steps, warmup = (16, 3) if quick else (60, 5)
     in_flight = [4] if quick else [1, 2, 4]
     options = {"n_layer": 4, "n_embd": 128, "block_size": 64} if args.workload == "tinylm" else {}
     workload = get_workload(args.workload, **options)
@@ -233,7 +249,7 @@ def main() -> None:
         codec_table(options["n_embd"], args.batch_size, options["block_size"])
     summary = []
     for n_stages in stage_counts:
-        variants = [OLD, ("none", True, True, 4)] + ([] if quick else [("int8", True, False, 4)])
+        variants = [OLD, ("none", True, True, 4), ("int8", False, True, 4)] + ([] if quick else [("int8", True, False, 4)])
         variants += [("int8", True, True, c) for c in in_flight]
 
         def reference(n=n_stages):
@@ -245,13 +261,14 @@ def main() -> None:
         one_sps = [r.samples_per_second for r, _ in refs]
         one = sum(one_sps) / len(one_sps)
         one_cpu = sum(c for _, c in refs) / len(refs)
-        recompute = baseline(workload, n_stages, args.batch_size, steps, warmup, keep=False)[0].samples_per_second
+        recompute = None if quick else baseline(workload, n_stages, args.batch_size, steps, warmup, keep=False)[0]
         torch.set_num_threads(all_threads)
         wide = baseline(workload, n_stages, args.batch_size, steps, warmup)[0].samples_per_second
         torch.set_num_threads(1)
         print(f"\nS={n_stages} (load {os.getloadavg()[0]:.1f}): one process, 1 thread: {one:.1f} samples/s (mean of "
               f"{len(one_sps)} runs between the swarm's, {min(one_sps):.1f}-{max(one_sps):.1f}); {all_threads} threads: "
-              f"{wide:.1f}/s; 1 thread, recomputing backward and loss at the trainer: {recompute:.1f}/s")  # fmt: skip
+              f"{wide:.1f}/s" + ("" if recompute is None else f"; 1 thread, recomputing backward and loss at the "
+                                  f"trainer: {recompute.samples_per_second:.1f}/s"))  # fmt: skip
         print(f"{'codec':>6} {'backward':>8} {'loss at':>10} {'in flight':>9} {'samples/s':>10} {'one proc':>8} "
               f"{'/1 thread':>9} {'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
         ratios = {}
@@ -263,7 +280,7 @@ def main() -> None:
                   f"{b['bytes'] / 2**10:>7.0f}")  # fmt: skip
         print("  (one proc: the 1-thread process measured just before and after that variant, mean; /1 thread against it)")
         print("per micro-batch:")
-        for key in [OLD, ("none", True, True, 4), ("int8", True, True, max(in_flight))]:
+        for key in [OLD, ("none", True, True, 4), ("int8", False, True, 4), ("int8", True, True, max(in_flight))]:
             print_breakdown(" ".join(label(key).split()), breakdown(*runs[key][:2], n_stages))
         bounds = cpu_table(runs, n_stages, one_cpu)
         best = max(runs, key=lambda k: ratios[k])
