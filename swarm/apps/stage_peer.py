@@ -107,6 +107,7 @@ class StagePeer:
         self.events, self.wallet = events, wallet
         self.round_hooks: list[RoundHook] = list(hooks or [])
         self.evidence_sinks: list[Callable[[Any], None]] = []  # get each accusation this peer makes (gossip, chain)
+        self.part_signer: Any = None  # a paid peer's WalletSigner: its wallet signs its parts' leaves (evidence)
         self.clock = RoundClock(experiment.start_time, experiment.round_duration)
         self.stage: int = -1
         self.server: StageServer | None = None
@@ -207,7 +208,7 @@ class StagePeer:
         return VerifiedAverager(
             self.dht, self.name, stage, module, clock=self.clock, lock=lock, aggregation=c.aggregation,
             outer=c.outer_optimizer, norm_bound=c.norm_bound, attack=c.attack if c.byzantine else None,
-            on_accusation=self.on_accusation,
+            on_accusation=self.on_accusation, wallet=self.part_signer,
         )  # fmt: skip
 
     def _one_round(self, stop: threading.Event, deadline: float | None) -> None:

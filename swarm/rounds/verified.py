@@ -48,8 +48,10 @@ from swarm.rounds.parts import (
     Part,
     PartError,
     PartLayout,
+    WalletSigner,
     accusation_holds,
     check_part,
+    data_leaves,
     make_parts,
     new_round_key,
     part_signed_by,
@@ -134,6 +136,7 @@ class VerifiedAverager:
         timing: RoundTiming | None = None,
         attack: Attack | None = None,
         on_accusation: Callable[[Accusation], None] | None = None,
+        wallet: WalletSigner | None = None,
         start: bool = True,
     ) -> None:
         if attack is not None and attack not in ATTACKS:
@@ -147,6 +150,7 @@ class VerifiedAverager:
         self.norm_factor = norm_factor
         self.timing = timing or RoundTiming.for_duration(clock.round_duration)
         self.on_accusation = on_accusation or (lambda acc: None)
+        self.wallet = wallet  # a paid peer's: signs its parts' leaves, so a lie in them can be slashed on-chain
         if not list(module.parameters()):
             raise AveragingError(f"stage {stage}'s module has no parameters to average")
         with self.lock, torch.no_grad():
@@ -364,12 +368,21 @@ class VerifiedAverager:
         record = CommitRecord(
             peer_id=self.peer_id, round=r, stage=self.stage, root=commitment.root, norm_sq=commitment.norm_sq,
             numel=q.numel, num_chunks=commitment.num_chunks, part_key=public, anchor_round=self.anchor_round,
-            anchor_digest=state_digest(self.anchor, self.anchor_round, self.outer),
+            anchor_digest=state_digest(self.anchor, self.anchor_round, self.outer), **self._domain(),
         )  # fmt: skip
-        parts = make_parts(commitment, self.peer_id, r, self.stage, key, self.part_chunks)
+        parts = make_parts(commitment, self.peer_id, r, self.stage, key, self.part_chunks, self.wallet)
         if self.attack in ("poison", "random"):
-            parts = [corrupt_part(p, key, self.attack) for p in parts]
+            layout = PartLayout(self.params, q.numel, self.part_chunks)
+            parts = [corrupt_part(p, key, self.attack, self.wallet, layout) for p in parts]
         return commitment, parts, record
+
+    def _domain(self) -> dict:
+        """The record's evidence fields: the wallet that signs our parts' leaves and where that counts."""
+        if self.wallet is None:
+            return {}
+        d = self.wallet.domain
+        return {"wallet": self.wallet.address, "chain_id": d.chain_id, "escrow": d.escrow,
+                "chain_experiment": d.experiment_id}
 
     def _admit(self, r: int, records: dict[str, CommitRecord]) -> tuple[list[str], dict[str, str], tuple]:
         """The peers whose records can enter this round (sorted), those refused at once and why, the anchor used."""
@@ -686,15 +699,24 @@ def attacked_update(delta: torch.Tensor, attack: Attack | None, norm_factor: flo
     return delta
 
 
-def corrupt_part(part: Part, key, attack: Attack | None) -> Part:
-    """The part a cheater sends instead of the committed one ("poison": scales x1000; "random": random codes)."""
+def corrupt_part(part: Part, key, attack: Attack | None, wallet: WalletSigner | None = None,
+                 layout: PartLayout | None = None) -> Part:
+    """The part a cheater sends instead of the committed one ("poison": scales x1000; "random": random codes).
+    A paid cheater's wallet signs the leaves of the data it sends (with the committed path): that signed part is
+    the on-chain evidence that gets it slashed (SwarmEscrow.slashMismatch)."""
     if attack == "poison":  # the same codes, scales x1000: a x1000 update under an honest root
         scales = np.frombuffer(part.scales, dtype="<u4").astype(np.uint64) * 1000
-        return part.model_copy(update={"scales": np.minimum(scales, 2**32 - 1).astype("<u4").tobytes()}).signed(key)
-    if attack == "random":
+        part = part.model_copy(update={"scales": np.minimum(scales, 2**32 - 1).astype("<u4").tobytes()})
+    elif attack == "random":
         noise = np.random.default_rng(part.index).integers(-127, 128, size=len(part.values)).astype(np.int8)
-        return part.model_copy(update={"values": noise.tobytes()}).signed(key)
-    return part
+        part = part.model_copy(update={"values": noise.tobytes()})
+    else:
+        return part
+    if wallet is not None and layout is not None:
+        values = np.frombuffer(part.values, dtype=np.int8)
+        scales = np.frombuffer(part.scales, dtype="<u4").astype(np.int64).tolist()
+        part = part.wallet_signed(wallet, data_leaves(values, scales, layout, part.index), layout.part_chunks)
+    return part.signed(key)
 
 
 def _sleep_until(t: float, stop: threading.Event) -> None:

@@ -14,10 +14,14 @@ import pytest
 import torch
 from hivemind.utils import get_dht_time
 
+from swarm.chain.client import ChainClient
+from swarm.chain.testing import EscrowWorld
 from swarm.network.dht import create_dht, local_dhts, visible_multiaddrs
 from swarm.rounds.clock import RoundClock
 from swarm.rounds.outer import exact_mean
+from swarm.rounds.parts import EvidenceDomain, WalletSigner
 from swarm.rounds.verified import RoundTiming, VerifiedAverager
+from swarm.settlement.watcher import Watcher
 from zk.circuit import SMALL_PARAMS
 from zk.quantize import quantize_update
 
@@ -101,13 +105,15 @@ def test_an_honest_group_of_three_ends_with_bit_identical_anchors_equal_to_the_c
     assert float((avs[0].anchor - honest_float_mean).abs().max()) < 1e-3  # only int8 rounding away from it
 
 
-def run_group(experiment, attacks, rounds, **kwargs):
+def run_group(experiment, attacks, rounds, wallets=None, **kwargs):
     """3 peers from one anchor, each round a different local change; returns (averagers, results per round,
-    anchor before each round, accusations published per peer)."""
+    anchor before each round, accusations published per peer). `wallets`: each peer's WalletSigner (paid)."""
     modules = [make_module(0) for _ in attacks]
     published: list[list] = [[] for _ in attacks]
     with local_dhts(len(attacks)) as dhts:
         avs = averagers(dhts, experiment, modules, clock_ending_now(0), attacks=attacks, **kwargs)
+        for a, wallet in zip(avs, wallets or []):
+            a.wallet = wallet
         for a, sink in zip(avs, published):
             a.on_accusation = sink.append
         try:
@@ -125,9 +131,18 @@ def run_group(experiment, attacks, rounds, **kwargs):
 
 
 @pytest.mark.parametrize("attack", ["poison", "random", "norm", "stale"])
-def test_a_cheater_is_dropped_by_every_honest_peer_in_the_same_round(experiment, attack):
+def test_a_cheater_is_dropped_by_every_honest_peer_in_the_same_round(experiment, attack, chain):
+    """With "random" the peers are paid (a real anvil and escrow): their wallets sign their parts' leaves, and
+    the cheater, dropped in the round, is also slashed on-chain from the signed part an honest peer caught."""
     rounds = [0, 1] if attack == "stale" else [0]  # a replay needs an earlier round to replay
-    avs, history, published = run_group(experiment, [attack, None, None], rounds)
+    paid = attack == "random"
+    world = EscrowWorld(chain) if paid else None  # `chain`: the module's anvil, started before the leak check
+    kwargs = {}
+    if paid:
+        x = world.create_experiment(audits=1, pool=5_000, norm_bound=2**120)
+        domain = EvidenceDomain(chain_id=world.funder.chain_id(), escrow=world.escrow, experiment_id=x)
+        kwargs["wallets"] = [WalletSigner(p.wallet.account, domain) for p in world.peers[:3]]
+    avs, history, published = run_group(experiment, [attack, None, None], rounds, **kwargs)
     cheater, honest = avs[0], avs[1:]
     before, results = history[-1]
     for a, res in zip(honest, results[1:]):
@@ -144,6 +159,31 @@ def test_a_cheater_is_dropped_by_every_honest_peer_in_the_same_round(experiment,
             assert sink[0].round == r and sink[0].reason
     else:  # refused from its commitment alone: no data needed, no accusation
         assert published == [[], [], []]
+    if paid:
+        slashed_from_evidence(world, x, avs, published)
+
+
+def slashed_from_evidence(world, x, avs, published) -> None:
+    """Every peer contributes its round-0 commitment; an honest peer's watcher, handed its accusation, sends the
+    cheater's signed part to slashMismatch: the cheater loses its collateral, the honest peers nothing."""
+    peers = world.peers[:3]
+    for p in peers:
+        p.stake(300)
+    proven = world.prove([world.contribution(p, x, 0, 0, a.last_commitment.root, a.last_commitment.norm_sq)
+                          for p, a in zip(peers, avs)], x)  # fmt: skip
+    for p, c in zip(peers, proven):
+        p.contribute(c)
+    w = Watcher(ChainClient(world.chain.rpc_url, peers[1].wallet, escrow=world.escrow), x, from_block=0)
+    for acc in published[1]:
+        w.on_accusation(acc)
+    deadline = time.monotonic() + 60
+    while not w.mismatch_slashes and time.monotonic() < deadline:
+        w.step()
+        time.sleep(0.5)
+    assert w.mismatch_slashes == [(0, 0, peers[0].address.lower())]
+    min_stake = world.funder.read("minStake")
+    assert [p.stake_of().active for p in peers] == [300 - min_stake, 300, 300]
+    assert [p.record(x, 0, 0, p.address).slashed for p in peers] == [True, False, False]
 
 
 def test_a_bounded_adversary_passes_the_checks_and_centered_clip_limits_its_pull(experiment):

@@ -31,6 +31,8 @@ def run_stage(config: PeerConfig, dht, record, workload, events: EventWriter, st
             config = config.model_copy(update={"byzantine": False})
         peer = StagePeer(config, dht, record, workload, events, wallet=address, hooks=hooks)
         peer.evidence_sinks += evidence
+        if settler is not None:  # our wallet signs our parts' leaves: a lie in them is slashable (slashMismatch)
+            peer.part_signer = part_signer(settler.client, wallet, record.chain_experiment_id)
         peer.run(stop, deadline)
     events.emit(Left(reason="stopped" if stop.is_set() else "duration"))
 
@@ -95,9 +97,17 @@ def paid_stack(config: PeerConfig, record, wallet, events: EventWriter, dht, cle
                                             on_event=on_event))  # its transactions in the settler's journal too
     if relay is not None:
         relay.listeners.append(watcher.on_gossip)
-    if evidence is not None:  # our accusations: tied to the accused's contribution (targeted audits: off, see docs)
+    if evidence is not None:  # our accusations: a signed part that lies is sent to slashMismatch (docs/protocol.md)
         evidence.append(watcher.on_accusation)
     return settler
+
+
+def part_signer(client, wallet, experiment_id: int):
+    """The WalletSigner of a paid peer's parts: its wallet (in memory only), this chain, escrow and experiment."""
+    from swarm.rounds.parts import EvidenceDomain, WalletSigner
+
+    domain = EvidenceDomain(chain_id=client.chain_id(), escrow=client.escrow.address, experiment_id=experiment_id)
+    return WalletSigner(wallet.account, domain)
 
 
 def silent(config: PeerConfig) -> bool:
