@@ -57,6 +57,8 @@ class DemoConfig(BaseModel):
     num_rounds: int = 1000
     norm_bound: int = 1 << 100
     min_norm_log2: int = 0  # normSq >= 1: an all-zero update is refused
+    # pay only records their (round, stage) group certified as averaged (SwarmCertifier; docs/protocol.md)
+    require_certificate: bool = True
     audit_bond: int = 1 * TOKEN
     reward_per_round: int = 10 * TOKEN
     pool: int = 10_000 * TOKEN
@@ -241,6 +243,7 @@ def deploy_demo(chain: ChainTarget, config: DemoConfig | None = None, *, stakers
         audit_window=cfg.audit_window, audits_per_peer=cfg.audits_per_peer, num_rounds=cfg.num_rounds,
         chunk_size=cfg.chunk_size, reward_per_round=cfg.reward_per_round, norm_bound=cfg.norm_bound,
         min_norm_log2=cfg.min_norm_log2, stage_params=list(cfg.stage_params),
+        require_certificate=cfg.require_certificate,
     )  # fmt: skip
     experiment_id = funder.create_experiment(spec)
     funder.transact("mint", funder.address, cfg.pool, contract=funder.token)

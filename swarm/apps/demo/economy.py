@@ -72,7 +72,8 @@ class DemoEconomy:
     def __init__(self, run_dir: Path, *, workload: str, n_stages: int, stage_peers: int, round_duration: int,
                  submit_window: int = SUBMIT_WINDOW_S, prover_backend: str = "groth16py", audits_per_peer: int = 2,
                  audit_window: int | None = None, proof_seconds: int | None = None,
-                 deployment: Path | None = None, funder_key_file: Path | None = None) -> None:  # fmt: skip
+                 deployment: Path | None = None, funder_key_file: Path | None = None,
+                 require_certificate: bool = True) -> None:  # fmt: skip
         self.run_dir, self.stage_peers, self.prover_backend = run_dir, stage_peers, prover_backend
         # --deployment: the escrow stack of `python -m swarm.chain deploy` on its chain, the researcher's key from
         # `funder_key_file` (else SWARM_WALLET_KEY), new stage peer wallets funded by it; no embedded anvil
@@ -81,7 +82,7 @@ class DemoEconomy:
         self.config = DemoConfig(
             stage_params=stage_sizes(workload, n_stages), round_duration=round_duration, submit_window=submit_window,
             audit_window=audit_window or min_audit_window(audits_per_peer, proof_seconds or REAL_PROOF_SECONDS),
-            audits_per_peer=audits_per_peer, proof_seconds=proof_seconds,
+            audits_per_peer=audits_per_peer, proof_seconds=proof_seconds, require_certificate=require_certificate,
         )  # fmt: skip
         self._stack = ExitStack()
         self.chain: DevChain | RemoteChain | None = None
@@ -190,7 +191,70 @@ class DemoEconomy:
             f"pool left {pool / TOKEN:.2f} SWT (escrow {dep.escrow}, verifier {dep.verifier_name})"),
             gas_report(client, dep.experiment_id, self.first_block).line(),  # what batching saves, per peer-round
             watchers, *[self._slash_line(client, e) for e in slashed],
+            self._earned_line(contributed, claimed, events("Certified")),
+            *self._certified_line(contributed, events("Certified")),
         ]
+
+    def _certified_line(self, contributed: list[dict], certified: list[dict]) -> list[str]:
+        """Per peer: its contributions that a group certificate marked as averaged, of those whose (round, stage)
+        got a certificate (requireCertificate experiments)."""
+        if not self.config.require_certificate:
+            return []
+        groups: dict[tuple[int, int], list[str]] = {}
+        for e in contributed:
+            groups.setdefault((e["round"], e["stage"]), []).append(e["peer"])
+        marked: dict[str, list[int]] = {}
+        for e in certified:
+            members = sorted(groups.get((e["round"], e["stage"]), []), key=lambda a: int(a, 16))
+            for i, peer in enumerate(members):
+                marked.setdefault(peer, [0, 0])[0] += e["included"] >> i & 1
+                marked[peer][1] += 1
+        return ["certified contributions (averaged / in certified groups): " + ", ".join(
+            f"{self.name_of(p)} {a}/{n}" for p, (a, n) in sorted(marked.items()))]
+
+    def _earned_line(self, contributed: list[dict], claimed: list[dict], certified: list[dict]) -> str:
+        """Per peer: contributions recorded, claimed, and tokens per claimed contribution (a requireCertificate
+        experiment pays 0 for an uncertified one); and how many (round, stage) certificates reached the chain."""
+        made: dict[str, int] = {}
+        for e in contributed:
+            made[e["peer"]] = made.get(e["peer"], 0) + 1
+        got: dict[str, list[int]] = {}
+        for e in claimed:
+            got.setdefault(e["peer"], []).append(e["amount"])
+        mode = (f"{len(certified)} group certificates" if self.config.require_certificate else
+                "no certificates required")  # fmt: skip
+        return f"earned ({mode}): " + ", ".join(
+            f"{self.name_of(p)} {sum(got.get(p, [])) / TOKEN:.2f} SWT for {len(got.get(p, []))} claimed of {n} "
+            f"contributed ({sum(got[p]) / len(got[p]) / TOKEN if got.get(p) else 0:.2f} per claimed round)"
+            for p, n in sorted(made.items(), key=lambda x: self.name_of(x[0])))
+
+    def _certified_line(self, contributed: list[dict], certified: list[dict]) -> list[str]:
+        """Per peer: its contributions that a group certificate marked as averaged, of those whose (round, stage)
+        got a certificate (requireCertificate experiments)."""
+        if not self.config.require_certificate:
+            return []
+        groups: dict[tuple[int, int], list[str]] = {}
+        for e in contributed:
+            groups.setdefault((e["round"], e["stage"]), []).append(e["peer"])
+        marked: dict[str, list[int]] = {}
+        for e in certified:
+            members = sorted(groups.get((e["round"], e["stage"]), []), key=lambda a: int(a, 16))
+            for i, peer in enumerate(members):
+                marked.setdefault(peer, [0, 0])[0] += e["included"] >> i & 1
+                marked[peer][1] += 1
+        return ["certified contributions (averaged / in certified groups): " + ", ".join(
+            f"{self.name_of(p)} {a}/{n}" for p, (a, n) in sorted(marked.items()))]
+
+    def _earned_line(self, claimed: list[dict], certified: list[dict]) -> str:
+        """Tokens each peer claimed per contribution claimed (a requireCertificate experiment pays 0 for an
+        uncertified one), and how many (round, stage) certificates reached the chain."""
+        by: dict[str, list[int]] = {}
+        for e in claimed:
+            by.setdefault(e["peer"], []).append(e["amount"])
+        mode = (f"{len(certified)} group certificates" if self.config.require_certificate else
+                "no certificates required")  # fmt: skip
+        return f"earned per claimed round ({mode}): " + ", ".join(
+            f"{self.name_of(p)} {sum(a) / len(a) / TOKEN:.2f} SWT x {len(a)}" for p, a in sorted(by.items()))
 
     def _slash_line(self, client, e: dict) -> str:
         """One slash as the chain shows it: who, which round, the stake just before and after, the reporter."""

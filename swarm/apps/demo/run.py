@@ -56,6 +56,7 @@ class DemoConfig(BaseModel):
     prover_backend: Literal["groth16py", "zokrates"] = "groth16py"  # native arkworks; zokrates: WASM fallback
     deployment: Path | None = None  # `python -m swarm.chain deploy`'s file: its chain and escrow, no embedded anvil
     funder_key_file: Path | None = None  # with `deployment`: the researcher's key (default: SWARM_WALLET_KEY)
+    certificate: bool = True  # the experiment pays only records their group certified (docs/protocol.md)
 
 
 class DemoSwarm:
@@ -192,7 +193,7 @@ def run_demo(config: DemoConfig, console: Console) -> int:
                     run_dir, workload=config.workload, n_stages=config.n_stages, stage_peers=config.stage_peers,
                     round_duration=max(1, round(config.round_duration)), submit_window=config.submit_window,
                     prover_backend=config.prover_backend, deployment=config.deployment,
-                    funder_key_file=config.funder_key_file,
+                    funder_key_file=config.funder_key_file, require_certificate=config.certificate,
                 ))  # fmt: skip
         return _run_swarm(config, console, run_dir, economy, started)
 
@@ -301,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "gas money to one new wallet per stage peer")
     p.add_argument("--funder-key-file", type=Path, metavar="FILE", help="with --deployment: the researcher's key "
                    "file (0600)")
+    p.add_argument("--no-certificate", dest="certificate", action="store_false",
+                   help="pay every proven contribution, not only those the stage's group certified as averaged "
+                   "(what a free rider earns without certificates)")
     p.add_argument("--round-hooks", nargs="+", default=[], metavar="MODULE:FUNC",
                    help="passed to every stage peer: called after each averaging round")  # fmt: skip
     return p
