@@ -228,34 +228,6 @@ class DemoEconomy:
             f"contributed ({sum(got[p]) / len(got[p]) / TOKEN if got.get(p) else 0:.2f} per claimed round)"
             for p, n in sorted(made.items(), key=lambda x: self.name_of(x[0])))
 
-    def _certified_line(self, contributed: list[dict], certified: list[dict]) -> list[str]:
-        """Per peer: its contributions that a group certificate marked as averaged, of those whose (round, stage)
-        got a certificate (requireCertificate experiments)."""
-        if not self.config.require_certificate:
-            return []
-        groups: dict[tuple[int, int], list[str]] = {}
-        for e in contributed:
-            groups.setdefault((e["round"], e["stage"]), []).append(e["peer"])
-        marked: dict[str, list[int]] = {}
-        for e in certified:
-            members = sorted(groups.get((e["round"], e["stage"]), []), key=lambda a: int(a, 16))
-            for i, peer in enumerate(members):
-                marked.setdefault(peer, [0, 0])[0] += e["included"] >> i & 1
-                marked[peer][1] += 1
-        return ["certified contributions (averaged / in certified groups): " + ", ".join(
-            f"{self.name_of(p)} {a}/{n}" for p, (a, n) in sorted(marked.items()))]
-
-    def _earned_line(self, claimed: list[dict], certified: list[dict]) -> str:
-        """Tokens each peer claimed per contribution claimed (a requireCertificate experiment pays 0 for an
-        uncertified one), and how many (round, stage) certificates reached the chain."""
-        by: dict[str, list[int]] = {}
-        for e in claimed:
-            by.setdefault(e["peer"], []).append(e["amount"])
-        mode = (f"{len(certified)} group certificates" if self.config.require_certificate else
-                "no certificates required")  # fmt: skip
-        return f"earned per claimed round ({mode}): " + ", ".join(
-            f"{self.name_of(p)} {sum(a) / len(a) / TOKEN:.2f} SWT x {len(a)}" for p, a in sorted(by.items()))
-
     def _slash_line(self, client, e: dict) -> str:
         """One slash as the chain shows it: who, which round, the stake just before and after, the reporter."""
         peer = client.w3.to_checksum_address(e["peer"])
