@@ -3,10 +3,13 @@
 Both sides run the same training loop (`swarm.pipeline.trainer.run_training`) over the same stage modules; the baseline
 calls them in-process, the swarm over hivemind P2P. In one run it measures:
 - codecs for activations/gradients: bytes, encode/decode time, error (what `wire.py`'s "int8" was chosen by);
-- one process with 1 torch thread (before and after the swarm, mean) and with all cores;
+- one process with 1 torch thread (just before and after each swarm variant, so each ratio is against the machine
+  as it was then) and with all cores (a fresh process with OpenMP's passive wait policy);
 - the swarm (one process per stage peer, 1 torch thread each) with and without int8 activations, with and without
   kept activations (stateless backward = the stage input sent again and a second forward), several micro-batches
-  in flight; bytes per micro-batch; a per-micro-batch time breakdown (compute, queue, codecs, transport, idle);
+  in flight; bytes per micro-batch; a per-micro-batch time breakdown (compute wall and CPU time, queue, codecs,
+  transport, idle); the CPU every process used per micro-batch (stages, p2pd, DHT processes, trainer) and the
+  ratio to one process that this CPU would allow if packed on the machine's cores (the "CPU bound");
 - with `--widths`: the square-cube law, the swarm/one-process ratio and the communication share at several widths;
 - with `--loss-steps`: the training loss of the swarm with and without int8 against one process, same samples.
 `--quick` runs in under a minute. Also prints each peer's peak RSS (process + DHT + p2pd).
@@ -15,9 +18,11 @@ calls them in-process, the swarm over hivemind P2P. In one run it measures:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +53,24 @@ def baseline(workload, n_stages: int, batch_size: int, steps: int, warmup: int, 
     cpu = time.process_time()
     report = run_training(stages, workload, batches, steps=steps)
     return report, (time.process_time() - cpu) / max(len(report.steps), 1)
+
+
+def one_process_all_cores(options: dict, workload_name: str, n_stages: int, batch_size: int, steps: int,
+                          warmup: int, threads: int) -> float:
+    """Samples/s of one process with `threads` torch threads, in a fresh process: OpenMP reads its settings once,
+    and with its default (spinning) wait policy 2 threads on a shared 2-core machine collapse (10-30 samples/s
+    against ~100 for 1 thread), so it runs with OMP_WAIT_POLICY=PASSIVE, what a shared machine should use."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    argv = [sys.executable, __file__, "--one-process", json.dumps([workload_name, options, n_stages, batch_size, steps,
+                                                                   warmup])]  # fmt: skip
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _one_process_main(spec: str) -> None:
+    name, options, n_stages, batch_size, steps, warmup = json.loads(spec)
+    report, _ = baseline(get_workload(name, **options), n_stages, batch_size, steps, warmup)
+    print(report.samples_per_second)
 
 
 def cpu_by_role() -> dict[int, tuple[str, float]]:
@@ -229,8 +252,11 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="*", default=None,
                         help="tinylm widths for the square-cube table (default 128 256 512; quick: none)")  # fmt: skip
     parser.add_argument("--loss-steps", type=int, default=None, help="loss comparison length (quick: 0, off)")
+    parser.add_argument("--one-process", default=None, help=argparse.SUPPRESS)  # internal: one_process_all_cores
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.one_process:
+        return _one_process_main(args.one_process)
     all_threads = torch.get_num_threads()
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the stage peers: one core each
     torch.set_num_threads(1)
@@ -262,12 +288,10 @@ def main() -> None:
         one = sum(one_sps) / len(one_sps)
         one_cpu = sum(c for _, c in refs) / len(refs)
         recompute = None if quick else baseline(workload, n_stages, args.batch_size, steps, warmup, keep=False)[0]
-        torch.set_num_threads(all_threads)
-        wide = baseline(workload, n_stages, args.batch_size, steps, warmup)[0].samples_per_second
-        torch.set_num_threads(1)
+        wide = one_process_all_cores(options, args.workload, n_stages, args.batch_size, steps, warmup, all_threads)
         print(f"\nS={n_stages} (load {os.getloadavg()[0]:.1f}): one process, 1 thread: {one:.1f} samples/s (mean of "
-              f"{len(one_sps)} runs between the swarm's, {min(one_sps):.1f}-{max(one_sps):.1f}); {all_threads} threads: "
-              f"{wide:.1f}/s" + ("" if recompute is None else f"; 1 thread, recomputing backward and loss at the "
+              f"{len(one_sps)} runs between the swarm's, {min(one_sps):.1f}-{max(one_sps):.1f}); {all_threads} threads "
+              f"(OpenMP passive wait): {wide:.1f}/s" + ("" if recompute is None else f"; 1 thread, recomputing backward and loss at the "
                                   f"trainer: {recompute.samples_per_second:.1f}/s"))  # fmt: skip
         print(f"{'codec':>6} {'backward':>8} {'loss at':>10} {'in flight':>9} {'samples/s':>10} {'one proc':>8} "
               f"{'/1 thread':>9} {'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
@@ -283,12 +307,12 @@ def main() -> None:
         for key in [OLD, ("none", True, True, 4), ("int8", False, True, 4), ("int8", True, True, max(in_flight))]:
             print_breakdown(" ".join(label(key).split()), breakdown(*runs[key][:2], n_stages))
         bounds = cpu_table(runs, n_stages, one_cpu)
-        best = max(runs, key=lambda k: ratios[k])
-        sps = runs[best][0].samples_per_second
-        bound = next(b for k, _, b in bounds if k == best)
-        summary.append(f"S={n_stages}: {sps:.0f} samples/s = {ratios[best]:.2f}x one 1-thread process (CPU bound "
-                       f"{bound:.2f}x), {sps / wide:.2f}x one {all_threads}-thread process ({best[0]}, {best[3]} in "
-                       f"flight, load {os.getloadavg()[0]:.1f})")  # fmt: skip
+        default = ("int8", True, True, max(in_flight))  # what a trainer does unless told otherwise
+        sps = runs[default][0].samples_per_second
+        bound = next(b for k, _, b in bounds if k == default)
+        summary.append(f"S={n_stages}: {sps:.0f} samples/s = {ratios[default]:.2f}x one 1-thread process (CPU bound "
+                       f"{bound:.2f}x), {sps / wide:.2f}x one {all_threads}-thread process (int8, kept, loss at the "
+                       f"last stage, {default[3]} in flight; load {os.getloadavg()[0]:.1f})")  # fmt: skip
         for s in sorted(peer_stats, key=lambda s: s["stage"]):
             print(f"  stage {s['stage']} peer: peak RSS {s['peak_rss_mb']:.0f} MB (python {s['peak_self_rss_mb']:.0f} MB "
                   f"+ DHT + p2pd), {s['steps']} steps")  # fmt: skip
