@@ -152,15 +152,27 @@ def label(key) -> str:
     return f"{codec:>6} {'kept' if keep else 'resend':>8} {'last stage' if fused else 'trainer':>10} {c:>9}"
 
 
-def print_breakdown(name: str, b: dict) -> None:
-    ms = {k: 1e3 * b[k] for k in ("wall", "seconds", "compute", "compute_cpu", "queue", "peer_codec", "local_codec",
-                                  "transport")}  # fmt: skip
-    idle = ", ".join(f"stage {s} {100 * v:.0f}%" for s, v in b["idle"].items())
-    print(f"  {name}: {ms['wall']:.1f} ms/micro-batch wall; its calls sum to {ms['seconds']:.1f} ms = compute "
-          f"{ms['compute']:.1f} (of which CPU {ms['compute_cpu']:.1f}, the rest waiting for a core) + queue "
-          f"{ms['queue']:.1f} + codecs {ms['peer_codec']:.1f} (peer) + transport {ms['transport']:.1f} (p2pd, "
-          f"loopback, framing); trainer codecs {ms['local_codec']:.1f} ms; {b['bytes'] / 2**10:.0f} KiB/micro-batch; "
-          f"idle: {idle}; communication share {100 * b['comm_share']:.0f}%")  # fmt: skip
+def print_breakdown(runs: dict, keys: list, n_stages: int) -> None:
+    """The per-micro-batch time breakdown of `keys`, one row each (ms per micro-batch; calls summed)."""
+    stages = " ".join(f"{f'cpu s{s}':>6}" for s in range(n_stages))
+    idles = " ".join(f"{f'idle s{s}':>7}" for s in range(n_stages))
+    print(f"per micro-batch, ms (its calls summed): {'variant':>30} {'wall':>6} {'calls':>6} {stages} {'no core':>7} "
+          f"{'queue':>6} {'codecs':>6} {'transport':>9} {'trainer':>7} {idles} {'comm':>5} {'KiB':>5}")  # fmt: skip
+    for key in keys:
+        b = breakdown(*runs[key][:2], n_stages)
+        ms = {k: 1e3 * b[k] for k in ("wall", "seconds", "compute", "compute_cpu", "queue", "peer_codec",
+                                      "local_codec", "transport")}  # fmt: skip
+        cpu = " ".join(f"{1e3 * b['stage_cpu'][s]:>6.1f}" for s in range(n_stages))
+        idle = " ".join(f"{100 * b['idle'][s]:>6.0f}%" for s in range(n_stages))
+        print(f"{'':>40}{' '.join(label(key).split()):>30} {ms['wall']:>6.1f} {ms['seconds']:>6.1f} {cpu} "
+              f"{ms['compute'] - ms['compute_cpu']:>7.1f} {ms['queue']:>6.1f} {ms['peer_codec']:>6.1f} "
+              f"{ms['transport']:>9.1f} {ms['local_codec']:>7.1f} {idle} {100 * b['comm_share']:>4.0f}% "
+              f"{b['bytes'] / 2**10:>5.0f}")  # fmt: skip
+    print("  (wall: wall time per micro-batch; calls: the round trips of its calls summed (several micro-batches are in "
+          "flight, so they overlap); cpu sN: stage N's compute, CPU time; no core: compute wall time minus its CPU time "
+          "(the stage waited for a core); queue: waiting for the stage's compute thread; codecs: the peers' decoding and "
+          "encoding; transport: the rest of the round trip (p2pd, loopback, framing); trainer: the trainer's codecs; "
+          "idle sN: share of the wall time stage N did not compute (bubbles); comm: (transport + codecs) / calls)")
 
 
 def cpu_table(runs: dict, n_stages: int, one_cpu: float) -> list[tuple]:
@@ -303,9 +315,7 @@ def main() -> None:
             print(f"{label(key)} {sps:>10.1f} {around:>8.1f} {sps / around:>9.2f} {sps / wide:>10.2f} "
                   f"{b['bytes'] / 2**10:>7.0f}")  # fmt: skip
         print("  (one proc: the 1-thread process measured just before and after that variant, mean; /1 thread against it)")
-        print("per micro-batch:")
-        for key in [OLD, ("none", True, True, 4), ("int8", False, True, 4), ("int8", True, True, max(in_flight))]:
-            print_breakdown(" ".join(label(key).split()), breakdown(*runs[key][:2], n_stages))
+        print_breakdown(runs, list(runs), n_stages)
         bounds = cpu_table(runs, n_stages, one_cpu)
         default = ("int8", True, True, max(in_flight))  # what a trainer does unless told otherwise
         sps = runs[default][0].samples_per_second
