@@ -66,7 +66,7 @@ class PeerConfig(BaseSettings):
     norm_bound: float | None = Field(None, gt=0, description="stage: drop an update whose L2 norm is above this "
                                      "(always: above 10x the group's median norm)")
     byzantine: bool = Field(False, description="stage, tests and experiments only: cheat every round as --attack says")
-    attack: Literal["poison", "scale", "random", "stale", "norm", "silent"] = Field(
+    attack: Literal["poison", "scale", "random", "stale", "norm", "silent", "withhold"] = Field(
         "poison", description="with --byzantine: poison (commit the honest update, send its scales x1000), random "
         "(send random codes), norm (commit and send an update far above the norm bound), stale (replay the previous "
         "round's commitment and data), scale (commit and send -9x the honest update: passes every check; only "

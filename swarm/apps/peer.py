@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("aggregation", choices=["mean", "centered_clip"])
     opt("norm_bound", type=float, metavar="L2")
     opt("byzantine", action="store_true")
-    opt("attack", choices=["poison", "scale", "random", "stale", "norm", "silent"])
+    opt("attack", choices=["poison", "scale", "random", "stale", "norm", "silent", "withhold"])
     opt("device", metavar="DEVICE")
     opt("optimizer", choices=["adam", "adam8bit", "sgd"])
     opt("memory_limit", type=float, metavar="GIB")

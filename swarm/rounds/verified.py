@@ -62,8 +62,8 @@ from zk.quantize import QuantizedUpdate, quantize_update
 
 logger = logging.getLogger(__name__)
 
-Attack = Literal["poison", "scale", "random", "stale", "norm"]
-ATTACKS: tuple[str, ...] = ("poison", "scale", "random", "stale", "norm")
+Attack = Literal["poison", "scale", "random", "stale", "norm", "withhold"]
+ATTACKS: tuple[str, ...] = ("poison", "scale", "random", "stale", "norm", "withhold")
 CALL_TIMEOUT = 5.0
 RETRY_PAUSE = 0.2
 STATE_PIECE = 2 << 20  # bytes of state per download message (p2pd's unary limit is 4 MiB)
@@ -568,8 +568,9 @@ class VerifiedAverager:
                 return self._reply({"error": "unknown round"})
             if get_dht_time() < st.deadline:
                 return self._reply({"error": "before the commit deadline"})
-            if owner == self.peer_id:
-                part = st.parts[index] if isinstance(index, int) and 0 <= index < len(st.parts) else None
+            if owner == self.peer_id:  # "withhold" (a free rider): commits and proves, never sends its parts
+                ok = isinstance(index, int) and 0 <= index < len(st.parts) and self.attack != "withhold"
+                part = st.parts[index] if ok else None
             else:
                 part = st.held.get((owner, index)) if isinstance(owner, str) and isinstance(index, int) else None
         if part is None:

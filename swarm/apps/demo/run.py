@@ -51,7 +51,7 @@ class DemoConfig(BaseModel):
     round_hooks: list[str] = []
     chain: bool = True  # embedded anvil + escrow: stage peers prove every round and are paid
     byzantine: int = Field(0, ge=0)  # the last N stage peers cheat every round (swarm-peer --byzantine)
-    attack: Literal["poison", "scale", "random", "stale", "norm", "silent"] = "poison"
+    attack: Literal["poison", "scale", "random", "stale", "norm", "silent", "withhold"] = "poison"
     submit_window: int = Field(SUBMIT_WINDOW_S, ge=1)  # seconds after a round for its proofs to reach the chain
     prover_backend: Literal["groth16py", "zokrates"] = "groth16py"  # native arkworks; zokrates: WASM fallback
     deployment: Path | None = None  # `python -m swarm.chain deploy`'s file: its chain and escrow, no embedded anvil
@@ -286,10 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--byzantine", type=int, default=0, metavar="N",
                    help="the last N stage peers cheat every round, as --attack says; the others check, drop them "
                    "and say so (N <= stage peers - stages, so every stage keeps an honest peer)")
-    p.add_argument("--attack", choices=["poison", "scale", "random", "stale", "norm", "silent"], default=d.attack,
+    p.add_argument("--attack", choices=["poison", "scale", "random", "stale", "norm", "silent", "withhold"],
+                   default=d.attack,
                    help="with --byzantine: poison (send scales x1000 under an honest root), random (random codes), "
                    "norm (far above the norm bound), stale (replay the last round), scale (-9x the update: passes "
-                   "the checks), silent (never prove nor answer audits: the other peers' watchers get it slashed) "
+                   "the checks), silent (never prove nor answer audits: the other peers' watchers get it slashed), withhold "
+                   "(a free rider: commits and proves its update but never sends its parts) "
                    "(default: %(default)s)")
     p.add_argument("--prover-backend", choices=["groth16py", "zokrates"], default=d.prover_backend,
                    help="the stage peers' Groth16 prover (default: %(default)s, native; zokrates: WASM, ~4x slower)")
