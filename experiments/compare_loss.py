@@ -30,7 +30,7 @@ TOLERANCE = 0.05
 
 def run_swarm(
     workload_name, options, *, n_stages, peers_per_stage, concurrency, round_duration, matchmaking_time, steps,
-    batch_size, lr, seed,
+    batch_size, lr, seed, codec="int8",
 ) -> tuple[TrainReport, list[dict]]:
     workload = get_workload(workload_name, **options)
     with local_swarm(workload_name, n_stages, peers_per_stage=peers_per_stage, lr=lr, seed=seed,
@@ -39,7 +39,7 @@ def run_swarm(
         dht = create_dht(swarm.initial_peers)
         try:
             with Trainer(dht, swarm.experiment, workload, n_stages=n_stages, batch_size=batch_size,
-                         seed=seed, concurrency=concurrency) as trainer:  # fmt: skip
+                         seed=seed, concurrency=concurrency, codec=codec) as trainer:  # fmt: skip
                 report = trainer.run(steps)
                 report.eval_loss = trainer.evaluate()
         finally:
@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--outer", nargs="+", choices=["sgd", "nesterov"], default=["sgd"],
                         help="with several peers per stage: the verified rounds' outer optimizer(s), one swarm each")
     parser.add_argument("--no-verify", action="store_true", help="stage peers average with hivemind's all-reduce")
+    parser.add_argument("--codecs", nargs="+", choices=["int8", "none"], default=["int8"],
+                        help="activations/gradients between stages: one swarm each (int8, the default, vs none: "
+                             "the loss effect of compressing them)")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ["OMP_NUM_THREADS"] = "1"  # 2 cores shared by peers, trainer and baseline: no oversubscription
@@ -113,15 +116,18 @@ def main() -> None:
         runs.append((wide, f"single process, batch x{p}"))
     swarms = []
     for outer in args.outer if p > 1 else ["sgd"]:
-        os.environ["SWARM_LOOP_OUTER"] = outer  # read by experiments/stage_peer_loop.py in every stage peer
-        os.environ["SWARM_LOOP_VERIFY"] = "0" if args.no_verify else "1"
-        swarm, stats = run_swarm(
-            args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency,
-            round_duration=args.round_duration if args.peers_per_stage > 1 else None,
-            matchmaking_time=args.matchmaking_time, **common,
-        )  # fmt: skip
-        label = "swarm" if p == 1 else ("swarm, hivemind all-reduce" if args.no_verify else f"swarm, outer {outer}")
-        swarms.append((swarm, stats, label))
+        for codec in args.codecs:
+            os.environ["SWARM_LOOP_OUTER"] = outer  # read by experiments/stage_peer_loop.py in every stage peer
+            os.environ["SWARM_LOOP_VERIFY"] = "0" if args.no_verify else "1"
+            swarm, stats = run_swarm(
+                args.workload, options, peers_per_stage=args.peers_per_stage, concurrency=args.concurrency,
+                round_duration=args.round_duration if args.peers_per_stage > 1 else None,
+                matchmaking_time=args.matchmaking_time, codec=codec, **common,
+            )  # fmt: skip
+            label = "swarm" if p == 1 else ("swarm, hivemind all-reduce" if args.no_verify else f"swarm, outer {outer}")
+            if len(args.codecs) > 1:
+                label += f", {'fp32' if codec == 'none' else codec}"
+            swarms.append((swarm, stats, label))
     swarm, stats, _ = swarms[0]
 
     rounds = f", rounds of {args.round_duration:g} s" if args.peers_per_stage > 1 else ""
@@ -129,15 +135,16 @@ def main() -> None:
              f"{steps} steps x {args.batch_size} samples")  # fmt: skip
     quick = "_quick" if args.quick else ""  # a quick run does not overwrite the recorded plot
     outers = "" if p == 1 else "_" + ("hivemind" if args.no_verify else "-".join(args.outer))
+    outers += "" if args.codecs == ["int8"] else "_" + "-".join(args.codecs)
     png = RESULTS / f"compare_loss_{args.workload}_{args.stages}x{p}_c{args.concurrency}{outers}{quick}.png"
     runs += [(report, label) for report, _, label in swarms]
     plot(runs, title, png)
     gap = swarm.final_loss / base.final_loss - 1
     eval_gap = swarm.eval_loss / base.eval_loss - 1
     print(title)
-    print(f"{'':24} {'first loss':>10} {'final loss':>10} {'test loss':>10} {'samples':>8} {'samples/s':>9}")
+    print(f"{'':30} {'first loss':>10} {'final loss':>10} {'test loss':>10} {'samples':>8} {'samples/s':>9}")
     for r, name in runs:
-        print(f"{name:24} {r.steps[0].loss:>10.4f} {r.final_loss:>10.4f} {r.eval_loss:>10.4f} {r.samples:>8} "
+        print(f"{name:30} {r.steps[0].loss:>10.4f} {r.final_loss:>10.4f} {r.eval_loss:>10.4f} {r.samples:>8} "
               f"{r.samples_per_second:>9.1f}")  # fmt: skip
     for _, peer_stats, label in swarms if p > 1 else []:
         for st in sorted(peer_stats, key=lambda st: st["stage"]):
@@ -146,11 +153,18 @@ def main() -> None:
                   f"{st['bytes_averaged'] / 2**20:.2f} MiB averaged")  # fmt: skip
     print(f"plot: {png.relative_to(Path.cwd()) if png.is_relative_to(Path.cwd()) else png}")
     ok = abs(gap) <= TOLERANCE and abs(eval_gap) <= TOLERANCE
+    codecs = ""
+    if len(args.codecs) > 1:  # the loss effect of compressing activations and gradients, at equal samples
+        by = {label.rsplit(", ", 1)[1]: r for r, _, label in swarms[: len(args.codecs)]}
+        if {"int8", "fp32"} <= by.keys():
+            codecs = (f"; int8 vs fp32 swarm: final {by['int8'].final_loss / by['fp32'].final_loss - 1:+.1%}, test "
+                      f"{by['int8'].eval_loss / by['fp32'].eval_loss - 1:+.1%}")  # fmt: skip
     print(f"learning: swarm final loss {swarm.final_loss:.4f} vs baseline {base.final_loss:.4f} ({gap:+.1%}), "
           f"test {swarm.eval_loss:.4f} vs {base.eval_loss:.4f} ({eval_gap:+.1%}): "
           f"{'within' if ok else 'NOT within'} {TOLERANCE:.0%}"
           + (f"; vs batch x{p}: {swarm.final_loss / runs[1][0].final_loss - 1:+.1%}" if p > 1 else "")
-          + "".join(f"; {label}: final {r.final_loss:.4f}, test {r.eval_loss:.4f}" for r, _, label in swarms[1:]))  # fmt: skip
+          + "".join(f"; {label}: final {r.final_loss:.4f}, test {r.eval_loss:.4f}" for r, _, label in swarms[1:])
+          + codecs)  # fmt: skip
 
 
 if __name__ == "__main__":
