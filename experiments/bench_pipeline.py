@@ -306,15 +306,17 @@ def main() -> None:
               f"(OpenMP passive wait): {wide:.1f}/s" + ("" if recompute is None else f"; 1 thread, recomputing backward and loss at the "
                                   f"trainer: {recompute.samples_per_second:.1f}/s"))  # fmt: skip
         print(f"{'codec':>6} {'backward':>8} {'loss at':>10} {'in flight':>9} {'samples/s':>10} {'one proc':>8} "
-              f"{'/1 thread':>9} {'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
+              f"{'/1 thread':>9} {'range':>11} {'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
         ratios = {}
         for key, (report, stats, _, (r0, r1)) in runs.items():
             b = breakdown(report, stats, n_stages)
-            sps, around = report.samples_per_second, (r0[0].samples_per_second + r1[0].samples_per_second) / 2
+            sps, pair = report.samples_per_second, (r0[0].samples_per_second, r1[0].samples_per_second)
+            around = sum(pair) / 2
             ratios[key] = sps / around
-            print(f"{label(key)} {sps:>10.1f} {around:>8.1f} {sps / around:>9.2f} {sps / wide:>10.2f} "
-                  f"{b['bytes'] / 2**10:>7.0f}")  # fmt: skip
-        print("  (one proc: the 1-thread process measured just before and after that variant, mean; /1 thread against it)")
+            print(f"{label(key)} {sps:>10.1f} {around:>8.1f} {sps / around:>9.2f} {sps / max(pair):>5.2f}-"
+                  f"{sps / min(pair):<5.2f} {sps / wide:>10.2f} {b['bytes'] / 2**10:>7.0f}")  # fmt: skip
+        print("  (one proc: the 1-thread process measured just before and after that variant, mean; /1 thread against it,"
+              " range: against the faster and the slower of the two, i.e. how much the machine's load moved meanwhile)")
         print_breakdown(runs, list(runs), n_stages)
         bounds = cpu_table(runs, n_stages, one_cpu)
         default = ("int8", True, True, max(in_flight))  # what a trainer does unless told otherwise
