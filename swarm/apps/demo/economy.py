@@ -233,7 +233,13 @@ class DemoEconomy:
         peer = client.w3.to_checksum_address(e["peer"])
         before = client.escrow.functions.stakes(peer).call(block_identifier=e["block"] - 1)[0]
         after = client.escrow.functions.stakes(peer).call(block_identifier=e["block"])[0]
+        to = client.w3.eth.get_transaction(e["tx"])["to"] or ""
+        if to.lower() == str(client.read("fraudChecker")).lower():  # slashMismatch: a fraud proof, no audit
+            how = (f"from its own signed part that does not match its root, sent by {self.name_of(e['reporter'])}'s "
+                   f"watcher, paid {e['reporterReward'] / TOKEN:.2f} SWT")
+        else:
+            how = (f"its audit was opened by {self.name_of(e['reporter'])}'s watcher, paid "
+                   f"{e['reporterReward'] / TOKEN:.2f} SWT and its bond back")
         return (f"slashed: {self.name_of(peer)} ({peer}) round {e['round']} stage {e['stage']}: stake "
-                f"{before / TOKEN:.2f} -> {after / TOKEN:.2f} SWT ({e['amount'] / TOKEN:.2f} taken); its audit was "
-                f"opened by {self.name_of(e['reporter'])}'s watcher, paid {e['reporterReward'] / TOKEN:.2f} SWT and "
-                "its bond back; the rest burned")
+                f"{before / TOKEN:.2f} -> {after / TOKEN:.2f} SWT ({e['amount'] / TOKEN:.2f} taken); {how}; "
+                "the rest burned")
