@@ -7,6 +7,9 @@ to an experiment it created itself (as its funder), audits and slashes itself th
 pool. The model gives it no path by which a slash comes back to it. The auditor also submits batches of the
 stakers' contributions (contributeBatch, checked by the batch verifier): each recorded for its peer, a batch fee
 per entry from the pool to the auditor, entries already recorded or without free collateral skipped.
+The funder's experiment requires certificates (issue 13): the auditor sends a (round, stage)'s certificate,
+signed by all its contributors, marking a random subset as averaged; a claim of an unmarked record pays 0 and
+returns its share to the pool.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from hypothesis.stateful import (
 
 from swarm.chain import DevChain, RevertError
 from swarm.chain.testing import EscrowWorld, Timing
+from swarm.rounds.parts import sign_digest
+from swarm.settlement.certificate import certificate_hash, sort_addresses
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +70,8 @@ class EscrowMachine(RuleBasedStateMachine):
         self.stakers = [*self.honest, self.attacker]
         start = w.funder.block_timestamp() + 5
         self.exps = {
-            MAIN: w.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD, start=start),
+            MAIN: w.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD, start=start,
+                                      require_certificate=True),
             OWN: w.create_experiment(num_rounds=ROUNDS, audits=1, reward_per_round=REWARD, start=start,
                                      client=self.attacker),
         }  # fmt: skip
@@ -82,6 +88,8 @@ class EscrowMachine(RuleBasedStateMachine):
         self.records: dict[tuple, dict] = {}  # (exp, peer, round, stage) -> claimed, slashed, opener
         self.finalized: dict[tuple[str, int], int] = {}  # (exp, round) -> share
         self.bonds = 0
+        self.certified: set[tuple[int, int]] = set()  # (round, stage) of MAIN with a certificate
+        self.chain_id = w.funder.chain_id()
         w.goto(self.exps[MAIN], 0, "train")
 
     def teardown(self) -> None:
@@ -144,7 +152,7 @@ class EscrowMachine(RuleBasedStateMachine):
                 p.contribute(c)
             return
         p.contribute(c)
-        self.records[key] = {"claimed": False, "slashed": False, "opener": None}
+        self.records[key] = {"claimed": False, "slashed": False, "opener": None, "certified": False}
 
     @precondition(lambda self: self.phase == "train")
     @rule(chosen=st.lists(st.tuples(st.integers(0, N_PEERS), st.integers(0, STAGES - 1)), min_size=1, max_size=4))
@@ -163,7 +171,7 @@ class EscrowMachine(RuleBasedStateMachine):
         result = self.auditor.contribute_batch(batch, precheck=False)
         assert len(result.included) == len(recorded) and len(result.skipped) == len(batch) - len(recorded)
         for key in recorded:
-            self.records[key] = {"claimed": False, "slashed": False, "opener": None}
+            self.records[key] = {"claimed": False, "slashed": False, "opener": None, "certified": False}
         fee = min(BATCH_FEE * len(recorded), self.pool[MAIN])  # to the submitter, from the pool
         assert result.fee == fee
         self.pool[MAIN] -= fee
@@ -180,6 +188,24 @@ class EscrowMachine(RuleBasedStateMachine):
             self.records[key]["opener"] = opener.address
             self._move(opener.address, BOND)
             self.bonds += BOND
+
+    @rule(data=st.data())
+    def certify(self, data: st.DataObject) -> None:
+        """All contributors of a (round, stage) of the funder's experiment sign; the auditor sends it."""
+        over = [(r, s) for (w, _, r, s) in self.records if w == MAIN and (r, s) not in self.certified
+                and (r < self.round or self.phase != "train")]  # fmt: skip
+        if not over:
+            return
+        r, stage = data.draw(st.sampled_from(sorted(set(over))))
+        members = sort_addresses(p for (w, p, rr, s) in self.records if (w, rr, s) == (MAIN, r, stage))
+        included = data.draw(st.integers(0, (1 << len(members)) - 1))
+        h = certificate_hash(self.chain_id, self.world.escrow, self.exps[MAIN], r, stage, members, included)
+        wallets = {p.address: p.wallet.account for p in self.stakers}
+        self.auditor.certify(self.exps[MAIN], r, stage, members, included,
+                             [sign_digest(wallets[a], h) for a in members])  # fmt: skip
+        self.certified.add((r, stage))
+        for i, peer in enumerate(members):
+            self.records[(MAIN, peer, r, stage)]["certified"] = bool(included >> i & 1)
 
     @precondition(lambda self: self.phase in ("train", "audit", "after") and self.round < ROUNDS)
     @rule()
@@ -231,7 +257,10 @@ class EscrowMachine(RuleBasedStateMachine):
         which, peer, r, stage = key = data.draw(st.sampled_from(keys))
         next(p for p in self.stakers if p.address == peer).claim(self.exps[which], r, stage)
         self.records[key]["claimed"] = True
-        self._move(peer, -self.finalized[(which, r)])
+        if which == MAIN and not self.records[key]["certified"]:  # not averaged: its share goes back to the pool
+            self.pool[MAIN] += self.finalized[(which, r)]
+        else:
+            self._move(peer, -self.finalized[(which, r)])
 
     @precondition(lambda self: self.phase == "over")
     @rule()
