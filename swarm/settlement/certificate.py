@@ -199,12 +199,15 @@ class Certifier:
             except queue.Empty:
                 break
             self._take(body)
-        for p in [p for p in self.pending.values() if not p.done]:
-            if now >= state.audit_end(p.round):
-                p.done = True  # too late to matter: finalize follows
-                continue
-            if p.enough() and now >= self.duty_time(p, state):
+        for key, p in list(self.pending.items()):
+            if now >= state.audit_end(p.round):  # finalize follows: nothing to do for it any more
+                del self.pending[key]
+                if self.journal is not None:
+                    self.journal.drop_certificate(*key)
+            elif not p.done and p.enough() and now >= self.duty_time(p, state):
                 self._submit(p)
+        for key in [k for k in self._early if now >= state.audit_end(k[0])]:
+            del self._early[key]
 
     def duty_time(self, p: Pending, state: Any) -> int:
         """When this peer sends `certify` for `p`: the submission end, then one INCLUSION_MARGIN per duty rank

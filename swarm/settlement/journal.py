@@ -222,6 +222,9 @@ class Journal:
         self._write("INSERT OR REPLACE INTO certificates VALUES (?, ?, ?)",
                     (round, stage, msgpack.packb(data, use_bin_type=True)))  # fmt: skip
 
+    def drop_certificate(self, round: int, stage: int) -> None:
+        self._write("DELETE FROM certificates WHERE round = ? AND stage = ?", (round, stage))
+
     def certificates(self) -> dict[tuple[int, int], dict]:
         rows = self._read("SELECT round, stage, body FROM certificates")
         return {(r, s): msgpack.unpackb(body, raw=False) for r, s, body in rows}

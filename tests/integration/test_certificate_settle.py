@@ -70,6 +70,8 @@ def test_group_certifies_once_and_a_restart_keeps_the_signatures(world: EscrowWo
     assert event["contributors"] == 4
     assert [world.funder.record(exp, 0, 0, p.address).certified for p in peers] == [True, True, True, False]
     assert Certifier(restarted.client, exp, journal=journal).pending[(0, 0)].done  # sent: not sent again
+    restarted.step(state.audit_end(0), state)
+    assert not restarted.pending and not journal.certificates()  # the round's windows are over: forgotten
     world.goto(exp, 0, "after")
     world.funder.finalize(exp, 0)
     paid = {}
