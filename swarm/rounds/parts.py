@@ -36,6 +36,7 @@ from zk.leaves import Node, leaf_nodes
 
 FIELD_BYTES = 32
 EVIDENCE_TAG = keccak(text="swarm.part-evidence.v1")  # PartFraudChecker.PART_TAG
+ADDRESS = r"^(0x[0-9a-fA-F]{40})?$"  # an EVM address, or empty
 
 
 class PartError(ValueError):
@@ -78,10 +79,10 @@ class CommitRecord(BaseModel):
     anchor_round: int = Field(ge=-1, description="the round whose averaging produced the anchor (-1: the seed)")
     anchor_digest: bytes = Field(min_length=32, max_length=32)
     # a paid peer's evidence domain: the wallet that signs its parts' leaves, for this escrow's experiment
-    wallet: str = Field(default="", max_length=42, description="0x address, or empty: an unpaid peer")
-    chain_id: int = Field(default=0, ge=0)
-    escrow: str = Field(default="", max_length=42)
-    chain_experiment: int = Field(default=0, ge=0)
+    wallet: str = Field(default="", pattern=ADDRESS, description="0x address, or empty: an unpaid peer")
+    chain_id: int = Field(default=0, ge=0, lt=1 << 256)
+    escrow: str = Field(default="", pattern=ADDRESS)
+    chain_experiment: int = Field(default=0, ge=0, lt=1 << 256)
 
     @property
     def domain(self) -> EvidenceDomain | None:
@@ -328,7 +329,10 @@ def check_part(record: CommitRecord, part: Part, params: CircuitParams, part_chu
     if record.wallet:  # a paid sender: its wallet signed the leaves, and they must be the data's
         if len(part.leaves) != part_chunks:
             return "part carries the wrong number of signed leaves"
-        signed = part.leaf_nodes()
+        try:
+            signed = part.leaf_nodes()
+        except PartError as exc:
+            return str(exc)
         digest = evidence_digest(record.domain, part.round, part.stage, part.first_chunk(part_chunks), signed, path)
         if (digest_signer(digest, part.wallet_signature) or "").lower() != record.wallet.lower():
             return "the leaves are not signed by the wallet the record names"
