@@ -112,6 +112,12 @@ class MemoryPlan:
     def fixed(self) -> int:
         return self.params + self.grads + self.optimizer + self.averaging
 
+    @property
+    def in_flight_room(self) -> int:
+        """Bytes left for the micro-batches in flight (their kept activations and parameter snapshots):
+        `StageWorker.limit_kept` bounds what a stage keeps by it."""
+        return self.budget - self.fixed
+
     def needed(self, batch_size: int) -> int:
         return self.fixed + self.in_flight * (self.snapshot + int(self.per_sample * batch_size))
 

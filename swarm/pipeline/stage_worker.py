@@ -37,7 +37,8 @@ class MissingActivations(KeyError):
 class StageWorker:
     """Holds a stage module and its optimizer; `params_lock` guards the parameters (the averager takes it too).
 
-    `forward(x, keep=key)` keeps the autograd graph of that micro-batch (at most `max_kept`, oldest dropped first),
+    `forward(x, keep=key)` keeps the autograd graph of that micro-batch (at most `max_kept`, and with `limit_kept`
+    at most what the memory plan leaves for them; the oldest dropped first),
     so `backward(None, grad, key=key)` needs neither the input again nor a second forward. The graph is built on a
     snapshot of the parameters as they were at that forward (shared by forwards between two updates), so the
     optimizer steps of other micro-batches in between do not invalidate it: the gradient is the one of the
@@ -65,7 +66,11 @@ class StageWorker:
         self.max_kept = max_kept
         self.max_batch: int | None = None  # samples per micro-batch the memory preflight allows (None: no cap)
         self.cap_reason = ""  # what set the cap, for the refusal's message
-        self._kept: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor, dict]] = OrderedDict()
+        # micro-batch -> (input, output, parameter snapshot, estimated bytes); bounded by max_kept and kept_limit
+        self._kept: OrderedDict[Hashable, tuple[torch.Tensor, torch.Tensor, dict, float]] = OrderedDict()
+        self.kept_limit: float | None = None  # bytes the kept micro-batches may take (from the memory plan)
+        self._kept_cost = (0.0, 0.0)  # (bytes per sample, bytes per micro-batch): the plan's estimate of one
+        self._kept_bytes = 0.0
         self._snapshot: tuple[tuple[int, ...], dict[str, torch.Tensor]] | None = None
         self._seconds_per_sample: float | None = None
         self._forward_seconds = 0.0
@@ -81,6 +86,26 @@ class StageWorker:
         """Micro-batches whose activations are held for their backward."""
         return len(self._kept)
 
+    @property
+    def kept_bytes(self) -> float:
+        """The estimated bytes of the kept micro-batches (0 unless `limit_kept` set a cost)."""
+        return self._kept_bytes
+
+    def limit_kept(self, *, per_sample: float, per_micro_batch: float, limit: float) -> None:
+        """Also bound the kept micro-batches by memory: each is estimated at `per_sample` bytes per sample (the
+        activations autograd saves) plus `per_micro_batch` (its parameter snapshot); the oldest are dropped while
+        the sum is above `limit` (the newest is always kept: the memory cap on micro-batches covers it). A backward
+        for a dropped one is answered "missing" and comes again with its input (the stage recomputes)."""
+        with self.params_lock:
+            self._kept_cost, self.kept_limit = (per_sample, per_micro_batch), limit
+            self._evict()
+
+    def _evict(self) -> None:
+        while len(self._kept) > self.max_kept or (
+            self.kept_limit is not None and len(self._kept) > 1 and self._kept_bytes > self.kept_limit
+        ):
+            self._kept_bytes -= self._kept.popitem(last=False)[1][3]
+
     def forward(self, x: torch.Tensor, *, keep: Hashable | None = None) -> torch.Tensor:
         """The stage's output for `x`; with `keep`, hold the graph for `backward(None, grad, key=keep)`."""
         self._check_input(x)
@@ -95,9 +120,12 @@ class StageWorker:
                 x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 output = functional_call(self.module, params, (x,))
-            self._kept[keep] = (x, output, params)
-            while len(self._kept) > self.max_kept:
-                self._kept.popitem(last=False)
+            per_sample, per_micro_batch = self._kept_cost
+            cost = per_sample * len(x) + per_micro_batch
+            old = self._kept.pop(keep, None)
+            self._kept_bytes += cost - (old[3] if old else 0.0)
+            self._kept[keep] = (x, output, params, cost)
+            self._evict()
         self._forward_seconds = time.perf_counter() - start
         return output.detach().cpu()
 
@@ -111,6 +139,8 @@ class StageWorker:
         start = time.perf_counter()
         with self.params_lock:
             kept = self._kept.pop(key, None) if key is not None else None
+            if kept is not None:
+                self._kept_bytes -= kept[3]
             if kept is None:
                 if x is None:
                     raise MissingActivations(f"no activations kept for micro-batch {key!r}: send the input")
@@ -122,7 +152,7 @@ class StageWorker:
                     output = self.module(x)
                 params = None
             else:
-                x, output, params = kept
+                x, output, params, _ = kept
             grad_output = grad_output.to(self.device)
             if output.shape != grad_output.shape or not grad_output.is_floating_point():
                 raise InvalidInput(
@@ -184,6 +214,7 @@ class StageWorker:
             self.module = module.to(self.device)
             self.optimizer = _make_optimizer(module, self.lr, type(self.optimizer).__name__.lower())
             self._kept.clear()
+            self._kept_bytes = 0.0
             self._snapshot = None
             self._seconds_per_sample = None
 
