@@ -183,6 +183,8 @@ class StagePeer:
             )
         )
         server.worker.max_batch = plan.max_batch if plan is not None and plan.max_batch < 10**6 else None
+        if plan is not None:  # what it keeps for backwards stays within the plan's room for micro-batches in flight
+            server.worker.limit_kept(per_sample=plan.per_sample, per_micro_batch=plan.snapshot, limit=plan.in_flight_room)
         server.worker.cap_reason = "" if plan is None else f" samples with {plan.budget / 2**30:.2f} GiB usable on " \
             f"{plan.device}"
         if self.server is None:

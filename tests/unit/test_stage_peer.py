@@ -54,6 +54,10 @@ class FakeServer:
         throughput = 10.0
         optimizer = None  # the round report carries it (for checkpoints)
 
+        @staticmethod
+        def limit_kept(**_) -> None:  # the memory plan's bound on kept activations
+            pass
+
     def start(self) -> None:
         self.started = True
 
