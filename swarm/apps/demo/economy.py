@@ -73,7 +73,7 @@ class DemoEconomy:
                  submit_window: int = SUBMIT_WINDOW_S, prover_backend: str = "groth16py", audits_per_peer: int = 2,
                  audit_window: int | None = None, proof_seconds: int | None = None,
                  deployment: Path | None = None, funder_key_file: Path | None = None,
-                 require_certificate: bool = True) -> None:  # fmt: skip
+                 require_certificate: bool = False) -> None:  # fmt: skip
         self.run_dir, self.stage_peers, self.prover_backend = run_dir, stage_peers, prover_backend
         # --deployment: the escrow stack of `python -m swarm.chain deploy` on its chain, the researcher's key from
         # `funder_key_file` (else SWARM_WALLET_KEY), new stage peer wallets funded by it; no embedded anvil
