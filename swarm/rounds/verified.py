@@ -465,6 +465,7 @@ class VerifiedAverager:
             if accusation_holds(acc, known, self.params, self.part_chunks):
                 dropped[acc.accused] = f"accused by {acc.accuser[-6:]}: {acc.reason}"
                 st.accusations.setdefault(acc.accused, acc)
+                self._hand_on(acc)  # our watcher can slash from it too (if its accuser cannot: crashed, unpaid)
         for p, i in sorted(missing):
             dropped.setdefault(p, f"withheld: no peer could send its part {i}")
 
@@ -524,13 +525,17 @@ class VerifiedAverager:
             st.accusations[owner] = acc
         logger.warning("stage %d round %d: peer %s sent a part that fails its commitment: %s", self.stage,
                        st.round, owner, reason)
+        self._hand_on(acc)
+        body = {"round": st.round, "accusation": acc.to_bytes()}
+        await asyncio.gather(*(self._call(p, "accuse", body) for p in candidates if p not in (self.peer_id, owner)),
+                             return_exceptions=True)
+
+    def _hand_on(self, acc: Accusation) -> None:
+        """Give an accusation that holds (ours, or another peer's we checked) to the evidence sinks."""
         try:
             self.on_accusation(acc)
         except Exception:
             logger.exception("publishing an accusation failed")
-        body = {"round": st.round, "accusation": acc.to_bytes()}
-        await asyncio.gather(*(self._call(p, "accuse", body) for p in candidates if p not in (self.peer_id, owner)),
-                             return_exceptions=True)
 
     async def _call(self, peer: str, kind: str, body: dict, timeout: float = CALL_TIMEOUT) -> dict | None:
         assert self._client is not None
