@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,7 @@ class Certifier:
         self.chain_id = client.chain_id() if chain_id is None else chain_id
         self.me = Web3.to_checksum_address(client.address)
         self._averaged: dict[tuple[int, int], dict[str, int]] = {}  # (round, stage) -> wallet -> averaged root
+        self._lock = threading.Lock()  # _averaged: written by the round hook's thread, read by step's
         self.pending: dict[tuple[int, int], Pending] = {}
         self._heard: queue.Queue = queue.Queue(CERT_QUEUE)
         self._early: dict[tuple[int, int], list[CertificateSignature]] = {}
@@ -169,7 +171,12 @@ class Certifier:
 
     def on_report(self, round: int, stage: int, averaged: dict[str, int]) -> None:
         """The verified round's outcome: wallet -> root of each peer whose checked parts were averaged."""
-        self._averaged[(round, stage)] = {Web3.to_checksum_address(w): int(r) for w, r in averaged.items()}
+        averaged = {Web3.to_checksum_address(w): int(r) for w, r in averaged.items()}
+        with self._lock:
+            self._averaged[(round, stage)] = averaged
+        if self.journal is not None:  # a restart before the submission window closes still signs this round
+            self.journal.put_certificate(round, stage, {"averaged": {w: r.to_bytes(32, "big")
+                                                                     for w, r in averaged.items()}})  # fmt: skip
 
     def on_round(self, report: Any) -> None:
         """The round hook's report (swarm.apps.stage_peer.RoundReport): what its verified round averaged."""
@@ -191,8 +198,14 @@ class Certifier:
     def step(self, now: int, state: Any) -> None:
         """One pass: sign the rounds whose submission window is over, take the gossip, send what is due.
         `state` is the experiment (ExperimentState)."""
-        for key in [k for k in self._averaged if k not in self.pending and now >= state.submission_end(k[0])]:
-            self._sign(key)
+        with self._lock:
+            due = [k for k in self._averaged if now >= state.submission_end(k[0])]
+        for key in due:
+            if key in self.pending:  # signed before a restart: the journal had both
+                with self._lock:
+                    self._averaged.pop(key, None)
+            else:
+                self._sign(key)
         while True:
             try:
                 body = self._heard.get_nowait()
@@ -218,12 +231,17 @@ class Certifier:
 
     def _sign(self, key: tuple[int, int]) -> None:
         round, stage = key
-        averaged = self._averaged.pop(key)
+        with self._lock:
+            averaged = self._averaged[key]
         events = self.client.events("Contributed", self.from_block,
                                     where={"experimentId": self.experiment, "round": round})  # fmt: skip
+        with self._lock:  # read: from here on the round is signed or not ours
+            self._averaged.pop(key, None)
         roots = {e["peer"].lower(): int(e["root"]) for e in events if e["stage"] == stage}
         contributors = tuple(sort_addresses(roots))
         if self.me not in contributors or len(contributors) > MAX_CONTRIBUTORS:
+            if self.journal is not None:
+                self.journal.drop_certificate(round, stage)
             return  # not ours to sign (we did not contribute) or more than one bitmap's worth
         included = included_bitmap(contributors, roots, averaged)
         h = certificate_hash(self.chain_id, self.client.escrow_address, self.experiment, round, stage,
@@ -290,6 +308,9 @@ class Certifier:
                 "signatures": p.signatures, "done": p.done})  # fmt: skip
 
     def _restore(self, key: tuple[int, int], data: dict) -> None:
+        if "averaged" in data:  # reported, not signed yet
+            self._averaged[key] = {w: int.from_bytes(r, "big") for w, r in data["averaged"].items()}
+            return
         contributors = tuple(data["contributors"])
         included = int.from_bytes(data["included"], "big")
         h = certificate_hash(self.chain_id, self.client.escrow_address, self.experiment, key[0], key[1],

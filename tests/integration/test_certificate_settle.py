@@ -82,3 +82,19 @@ def test_group_certifies_once_and_a_restart_keeps_the_signatures(world: EscrowWo
     assert paid == {p.address: (0 if p is rider else 900 // 4) for p in peers}
     for j in journals.values():
         j.close()
+
+
+def test_a_round_reported_before_a_restart_is_still_certified(world: EscrowWorld, tmp_path: Path) -> None:
+    exp = world.create_experiment(reward_per_round=900, pool=900, num_rounds=1, require_certificate=True)
+    peer = world.peers[0]
+    (c,) = world.prove([world.contribution(peer, exp, 0, 0, 777)], exp)
+    peer.stake(100)
+    peer.contribute(c)
+    journal = _journal(tmp_path, peer.address)
+    Certifier(peer, exp, journal=journal).on_report(0, 0, {peer.address: 777})  # then the process dies
+    restarted = Certifier(peer, exp, journal=journal)  # the journal kept what the round averaged
+    state = world.funder.experiment(exp)
+    world.goto(exp, 0, "audit")
+    restarted.step(state.submission_end(0), state)  # alone: 1 of 1 signatures, its own duty
+    assert restarted.sent == [(0, 0)] and world.funder.record(exp, 0, 0, peer.address).certified
+    journal.close()
