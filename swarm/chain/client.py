@@ -388,12 +388,6 @@ class ChainClient:
                              [Web3.to_checksum_address(c) for c in contributors], included, sigs,
                              contract=self.certifier())  # fmt: skip
 
-    def stage_contributors(self, experiment: int, round: int, stage: int, from_block: int = 0) -> list[str]:
-        """The peers recorded for (round, stage), from the Contributed events (checksummed, increasing)."""
-        events = self.events("Contributed", from_block, where={"experimentId": experiment, "round": round})
-        return sorted({Web3.to_checksum_address(e["peer"]) for e in events if e["stage"] == stage},
-                      key=lambda a: int(a, 16))
-
     # ------------------------------------------------------------------------------------------- audits
 
     def audit_chunk(self, experiment: int, round: int, stage: int, peer: str, j: int) -> int:
