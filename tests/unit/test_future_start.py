@@ -60,7 +60,8 @@ class FakeServer:
         self.stage, self.module, self.peer_id, self.requests = stage, module, ME, 0
         self.params_lock = threading.RLock()
         self._version = 0
-        self.worker = types.SimpleNamespace(module=module, optimizer=None, max_batch=None, cap_reason="")
+        self.worker = types.SimpleNamespace(module=module, optimizer=None, max_batch=None, cap_reason="",
+                                            limit_kept=lambda **_: None)  # the memory plan's bound on kept activations
 
     @property
     def params_version(self) -> int:
