@@ -36,6 +36,10 @@ case "$cmd" in
     # made once here, so the first test that needs them does not spend its time budget on a minute of set-up
     .venv/bin/python -c "from swarm.apps.demo.economy import ensure_circuit_keys as e; e('zokrates'); e('groth16py')" \
       || echo "dev.sh: could not prepare the circuit keys now; the tests that need them will make them" >&2
-    exec .venv/bin/python -m pytest -q "$@" ;;
+    # two workers (SWARM_TEST_WORKERS=0: none): the swarm and chain tests spend much of their time waiting on rounds
+    # and windows, so two at once fit CI's 2 cores; tests that share a resource run in one group (xdist_group)
+    workers="${SWARM_TEST_WORKERS:-2}"
+    if [ "$workers" = 0 ]; then exec .venv/bin/python -m pytest -q "$@"; fi
+    exec .venv/bin/python -m pytest -q -n "$workers" --dist loadgroup "$@" ;;
   *) echo "usage: ./dev.sh {demo|test|install} [args...]" >&2; exit 2 ;;
 esac

@@ -6,8 +6,11 @@ default entropy is public, so every developer gets the same keys as the committe
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -64,6 +67,26 @@ def ensure_keys(worker: ZkWorker, params: CircuitParams, root: Path = KEYS_ROOT,
     d = keys_dir(params, root, entropy, backend)
     if not force and has_keys(params, root, entropy, backend):
         return d
+    with _setup_lock(d):  # another process (a parallel test worker, a second peer) may be setting it up now
+        if not force and has_keys(params, root, entropy, backend):
+            return d
+        return _make_keys(worker, params, root, force, entropy, backend, d)
+
+
+@contextlib.contextmanager
+def _setup_lock(d: Path):
+    """An exclusive lock on making the keys of folder `d` (a file next to it), held across processes."""
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(d.parent / f".{d.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _make_keys(worker: ZkWorker, params: CircuitParams, root: Path, force: bool, entropy: str | None,
+               backend: str, d: Path) -> Path:
     if backend == GROTH16PY and entropy == DEV_ENTROPY:
         zokrates_dir = ensure_keys(worker, params, root, force=force, entropy=DEV_ENTROPY, backend=ZOKRATES)
         t0 = time.perf_counter()
@@ -125,7 +148,9 @@ def fast_setup(params: CircuitParams, root: Path = KEYS_ROOT, key_dir: Path | No
             raise ProofError(f"{d} holds no complete groth16py keys for circuit {params.circuit_id}")
         artifact = compile_fast_verifier(worker, d / "verification.key.json")
     # kept next to the keys: a peer proving with them knows its verifier's runtime code (swarm.chain.safety)
-    (d / VERIFIER_ARTIFACT).write_text(json.dumps(artifact))
+    tmp = d / f".{VERIFIER_ARTIFACT}.{os.getpid()}"  # atomic: another process may be reading it (a test worker)
+    tmp.write_text(json.dumps(artifact))
+    os.replace(tmp, d / VERIFIER_ARTIFACT)
     return d, artifact
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from netlab_fixtures import LabPeer, netlab, start_bootstrap, start_stage_peer
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+# one lab at a time across test workers: labs plug the machine into the same 10.77.0.1 gateway
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), pytest.mark.xdist_group("netlab")]
 __all__ = ["netlab"]
 
 ROUND_S = 6.0
