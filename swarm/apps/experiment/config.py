@@ -67,6 +67,8 @@ class EconomySection(_Section):
     audit_window: int | None = Field(None, ge=1, le=86_400, description="seconds after submission for audits "
                                      "(default: the deployer's; the escrow refuses one too short for k proofs)")
     num_rounds: int = Field(1000, ge=1, le=1 << 40, description="rounds the experiment pays for")
+    require_certificate: bool = Field(False, description="pay only contributions their stage's group certified as "
+                                      "averaged (docs/protocol.md, 'Certified participation'): free riders earn 0")
     verifier: Literal["auto", "FastChunkVerifier", "ChunkVerifier", "StandInChunkVerifier"] = Field(
         "auto", description="proof verifier contract to deploy (auto: the fastest one built)")
 

@@ -103,7 +103,7 @@ class Economy:
             stage_params=sizes, chunk_size=e.chunk_size, round_duration=c.experiment.round_duration,
             audits_per_peer=e.audits_per_peer, num_rounds=e.num_rounds, norm_bound=e.norm_bound,
             reward_per_round=c.reward_wei(), pool=c.pool_wei(), verifier=e.verifier, peer_tokens=1_000 * TOKEN,
-            **windows,
+            require_certificate=e.require_certificate, **windows,
         )  # fmt: skip
 
     def _embedded(self, stack: ExitStack, sizes: tuple[int, ...]) -> dict[str, Any]:
@@ -155,7 +155,7 @@ class Economy:
             verifier=e.verifier_address, start=client.block_timestamp(), round_duration=d.round_duration,
             submit_window=d.submit_window, audit_window=d.audit_window, audits_per_peer=d.audits_per_peer,
             num_rounds=d.num_rounds, chunk_size=d.chunk_size, reward_per_round=d.reward_per_round,
-            norm_bound=d.norm_bound, stage_params=list(sizes),
+            norm_bound=d.norm_bound, stage_params=list(sizes), require_certificate=d.require_certificate,
         )  # fmt: skip
         experiment_id = client.create_experiment(spec)
         client.fund(experiment_id, d.pool)
