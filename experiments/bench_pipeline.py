@@ -293,6 +293,8 @@ def main() -> None:
         def reference(n=n_stages):
             return baseline(workload, n, args.batch_size, steps, warmup)
 
+        wide_before = one_process_all_cores(options, args.workload, n_stages, args.batch_size, steps, warmup,
+                                            all_threads)  # fmt: skip
         runs, peer_stats = swarm_runs(args.workload, options, n_stages, args.batch_size, steps, warmup, variants,
                                       reference)  # fmt: skip
         refs = [r for _, _, _, pair in runs.values() for r in pair]
@@ -300,11 +302,13 @@ def main() -> None:
         one = sum(one_sps) / len(one_sps)
         one_cpu = sum(c for _, c in refs) / len(refs)
         recompute = None if quick else baseline(workload, n_stages, args.batch_size, steps, warmup, keep=False)[0]
-        wide = one_process_all_cores(options, args.workload, n_stages, args.batch_size, steps, warmup, all_threads)
+        wide_after = one_process_all_cores(options, args.workload, n_stages, args.batch_size, steps, warmup, all_threads)
+        wide = (wide_before + wide_after) / 2
         print(f"\nS={n_stages} (load {os.getloadavg()[0]:.1f}): one process, 1 thread: {one:.1f} samples/s (mean of "
               f"{len(one_sps)} runs between the swarm's, {min(one_sps):.1f}-{max(one_sps):.1f}); {all_threads} threads "
-              f"(OpenMP passive wait): {wide:.1f}/s" + ("" if recompute is None else f"; 1 thread, recomputing backward and loss at the "
-                                  f"trainer: {recompute.samples_per_second:.1f}/s"))  # fmt: skip
+              f"(OpenMP passive wait): {wide:.1f}/s ({wide_before:.1f} before the swarm, {wide_after:.1f} after)"
+              + ("" if recompute is None else f"; 1 thread, recomputing backward and loss at the trainer: "
+                                              f"{recompute.samples_per_second:.1f}/s"))  # fmt: skip
         print(f"{'codec':>6} {'backward':>8} {'loss at':>10} {'in flight':>9} {'samples/s':>10} {'one proc':>8} "
               f"{'/1 thread':>9} {'range':>11} {'/all cores':>10} {'KiB/mb':>7}")  # fmt: skip
         ratios = {}
