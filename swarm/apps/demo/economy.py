@@ -203,7 +203,7 @@ class DemoEconomy:
         groups: dict[tuple[int, int], list[str]] = {}
         for e in contributed:
             groups.setdefault((e["round"], e["stage"]), []).append(e["peer"])
-        marked: dict[str, list[int]] = {}
+        marked: dict[str, list[int]] = {e["peer"]: [0, 0] for e in contributed}  # a peer in no certified group: 0/0
         for e in certified:
             members = sorted(groups.get((e["round"], e["stage"]), []), key=lambda a: int(a, 16))
             for i, peer in enumerate(members):
