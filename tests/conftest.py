@@ -160,16 +160,6 @@ def no_busy_threads_left(request: pytest.FixtureRequest) -> Iterator[None]:
                     pytrace=False)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With two test workers (`./dev.sh test`: pytest-xdist, --dist loadgroup) a test file runs in one worker, in
-    order, unless its tests name another `xdist_group`: module-scoped fixtures (an escrow world whose tests run in
-    turn, a ceremony's transcript under zk/keys/) are made once, and never by two workers at the same time."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
-
 _exit_status = 0
 
 

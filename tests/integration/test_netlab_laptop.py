@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from netlab_fixtures import LabPeer, netlab, start_bootstrap, start_stage_peer
 
-# one lab at a time across test workers: labs plug the machine into the same 10.77.0.1 gateway
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600), pytest.mark.xdist_group("netlab")]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 __all__ = ["netlab"]
 
 ROUND_S = 6.0

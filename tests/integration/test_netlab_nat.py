@@ -24,8 +24,7 @@ from netlab_fixtures import (
     unavailable_reason,
 )
 
-# one lab at a time across test workers: labs plug the machine into the same 10.77.0.1 gateway
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300), pytest.mark.xdist_group("netlab")]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 __all__ = ["netlab"]  # the fixture, imported so that pytest finds it
 
 
