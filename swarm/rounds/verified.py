@@ -182,6 +182,13 @@ class VerifiedAverager:
     def peer_id(self) -> str:
         return self.dht.peer_id.to_base58()
 
+    def records_of(self, round: int) -> dict[str, CommitRecord] | None:
+        """The commit records this peer read for `round` (peer id -> record), or None once the round is gone (the
+        averager keeps the last two rounds)."""
+        with self._guard:
+            st = self._rounds.get(round)
+            return None if st is None else dict(st.records)
+
     def start(self) -> None:
         if self._client is not None:
             return

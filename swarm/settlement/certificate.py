@@ -82,12 +82,12 @@ def averaged_roots(report: Any) -> dict[str, int]:
     result = report.result
     if not getattr(result, "verified", False):
         return {}
-    st = getattr(report.averager, "_rounds", {}).get(report.round)
-    if st is None:
+    records = report.averager.records_of(report.round)
+    if records is None:
         logger.warning("round %d: the averager no longer holds its records; nothing to certify", report.round)
         return {}
     included = set(result.included)
-    return {rec.wallet: rec.root for p, rec in dict(st.records).items() if p in included and rec.wallet}
+    return {rec.wallet: rec.root for p, rec in records.items() if p in included and rec.wallet}
 
 
 @dataclass(frozen=True)
