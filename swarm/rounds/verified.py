@@ -8,7 +8,9 @@ Round r (after its training window ends at T = round_end(r)), on DHT time:
    asks, and publishes a signed accusation for a part that fails.
 3. agree, until + agree_s: accusations are pulled from every peer and checked; parts still missing are fetched
    from any peer that verified them. Dropped by every honest peer: an accused peer, a peer whose data nobody could
-   get, a peer with another anchor, a norm above the bound, a replayed root.
+   get, a peer with another anchor, a norm above the bound, a replayed root; with `min_alignment`, then, among 3 or
+   more kept peers, an update that does not point where the others' sum points (swarm/rounds/alignment.py: a free
+   rider's random update of honest norm passes every other check).
 4. apply: the mean (exact integer sum) or CenteredClip of the kept updates, sorted by peer id, goes through the
    outer optimizer from the shared anchor: every honest peer of the group gets the same anchor, bit for bit.
 Design and trade-offs: docs/protocol.md ("Verified rounds").
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Self
 
 import hivemind
 import msgpack
@@ -39,6 +41,9 @@ from protocol.fixed_point import SCALE_FRAC_BITS
 from swarm.errors import AveragingError
 from swarm.network.dht import owner_subkey, peer_id_of_owner
 from swarm.network.p2p import P2PClient
+from swarm.rounds.alignment import misaligned
+from swarm.rounds.attacks import AVERAGING_ATTACKS as ATTACKS
+from swarm.rounds.attacks import AveragingAttack as Attack
 from swarm.rounds.averager import RoundResult
 from swarm.rounds.clock import RoundClock
 from swarm.rounds.outer import Aggregation, OuterName, OuterOptimizer, aggregate, state_digest
@@ -62,8 +67,6 @@ from zk.quantize import QuantizedUpdate, quantize_update
 
 logger = logging.getLogger(__name__)
 
-Attack = Literal["poison", "scale", "random", "stale", "norm", "withhold"]
-ATTACKS: tuple[str, ...] = ("poison", "scale", "random", "stale", "norm", "withhold")
 CALL_TIMEOUT = 5.0
 RETRY_PAUSE = 0.2
 STATE_PIECE = 2 << 20  # bytes of state per download message (p2pd's unary limit is 4 MiB)
@@ -137,10 +140,13 @@ class VerifiedAverager:
         attack: Attack | None = None,
         on_accusation: Callable[[Accusation], None] | None = None,
         wallet: WalletSigner | None = None,
+        min_alignment: float | None = None,
         start: bool = True,
     ) -> None:
         if attack is not None and attack not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}: use one of {', '.join(ATTACKS)}")
+        if min_alignment is not None and not min_alignment >= 0:
+            raise ValueError(f"min_alignment is in sigmas, >= 0 (0 or None: off), got {min_alignment!r}")
         self.dht, self.experiment, self.stage, self.module = dht, experiment, stage, module
         self.clock, self.params, self.part_chunks = clock, params, part_chunks
         self.lock = lock if lock is not None else threading.Lock()
@@ -151,6 +157,7 @@ class VerifiedAverager:
         self.timing = timing or RoundTiming.for_duration(clock.round_duration)
         self.on_accusation = on_accusation or (lambda acc: None)
         self.wallet = wallet  # a paid peer's: signs its parts' leaves, so a lie in them can be slashed on-chain
+        self.min_alignment = min_alignment  # sigmas; drop kept updates not aligned with the others' (alignment.py)
         if not list(module.parameters()):
             raise AveragingError(f"stage {stage}'s module has no parameters to average")
         with self.lock, torch.no_grad():
@@ -338,8 +345,18 @@ class VerifiedAverager:
             for p in candidates:  # nothing agreed (the peer is leaving, or the exchange hung): not applied
                 dropped.setdefault(p, "the round did not finish on this peer")
         kept = [p for p in candidates if p not in dropped]
-        check_seconds = time.monotonic() - t1
         updates = [self._update_of(st, p) for p in kept]
+        if self.min_alignment:  # the same verified updates on every honest peer: the same decision
+            unaligned, found = misaligned(kept, updates, self.min_alignment)
+            if found:
+                logger.info("stage %d round %d: alignment with the others' sum, in sigmas (cos x sqrt(d)): %s",
+                            self.stage, round, ", ".join(f"{p[-6:]} {a.sigmas:.1f}" for p, a in found.items()))
+            for p, why in unaligned.items():
+                dropped[p] = why
+                logger.warning("stage %d round %d: dropping peer %s: %s", self.stage, round, p, why)
+            updates = [u for p, u in zip(kept, updates) if p not in unaligned]
+            kept = [p for p in kept if p not in unaligned]
+        check_seconds = time.monotonic() - t1
         applied = False
         if updates:
             avg = aggregate(updates, self.aggregation)
@@ -703,8 +720,12 @@ class VerifiedAverager:
 
 
 def attacked_update(delta: torch.Tensor, attack: Attack | None, norm_factor: float | None) -> torch.Tensor:
-    """The update a cheater commits: "norm" far above any bound, "scale" against the honest direction within it."""
+    """The update a cheater commits: "norm" far above any bound, "scale" against the honest direction within it,
+    "noise" a fresh random direction with the honest update's norm (a free rider that does no useful work)."""
     factor = norm_factor or DEFAULT_NORM_FACTOR
+    if attack == "noise":
+        noise = torch.randn(delta.shape, generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big")))
+        return noise * (delta.norm() / noise.norm()) if bool(delta.any()) else delta
     if attack == "norm":
         return delta * 100.0 * factor  # caught by the norm check, from the record alone
     if attack == "scale":
