@@ -83,6 +83,11 @@ class CommitRecord(BaseModel):
     chain_id: int = Field(default=0, ge=0, lt=1 << 256)
     escrow: str = Field(default="", pattern=ADDRESS)
     chain_experiment: int = Field(default=0, ge=0, lt=1 << 256)
+    # what the peer measured in its previous round (0: none), from which the group sets the next round's phases
+    # (swarm.rounds.clock.adapt_timing)
+    last_commit_ms: int = Field(default=0, ge=0, lt=1 << 32, description="its previous round's end -> record stored")
+    last_exchange_ms: int = Field(default=0, ge=0, lt=1 << 32, description="commit deadline -> all parts held")
+    last_pulled: int = Field(default=0, ge=0, lt=1 << 16, description="other peers' updates it pulled then")
 
     @property
     def domain(self) -> EvidenceDomain | None:

@@ -45,7 +45,7 @@ from swarm.rounds.alignment import misaligned
 from swarm.rounds.attacks import AVERAGING_ATTACKS as ATTACKS
 from swarm.rounds.attacks import AveragingAttack as Attack
 from swarm.rounds.averager import RoundResult
-from swarm.rounds.clock import RoundClock
+from swarm.rounds.clock import PhaseObservation, RoundClock, RoundTiming, adapt_timing
 from swarm.rounds.outer import Aggregation, OuterName, OuterOptimizer, aggregate, state_digest
 from swarm.rounds.parts import (
     Accusation,
@@ -75,22 +75,6 @@ DEFAULT_NORM_FACTOR = 10.0  # an update whose norm is above this many times the 
 DHT_TIMEOUT = 10.0  # a DHT call that takes longer is given up (a DHT process stopped by Ctrl-C never answers)
 
 
-@dataclass(frozen=True)
-class RoundTiming:
-    """Seconds after a round's end at which its phases close (all on DHT time, the same for every peer)."""
-
-    commit_s: float
-    exchange_s: float
-    agree_s: float
-
-    @classmethod
-    def for_duration(cls, round_duration: float) -> RoundTiming:
-        """Commit in the first 35 % of the next round, exchange in the next 30 %, agree in the next 15 %.
-
-        Committing gets the largest share: it starts when the round ends, when a busy peer may be late to it."""
-        return cls(0.35 * round_duration, 0.3 * round_duration, 0.15 * round_duration)
-
-
 @dataclass
 class _Round:
     """What this peer knows about one round; the P2P handlers read it from the loop thread (under `lock`)."""
@@ -104,6 +88,8 @@ class _Round:
     held: dict[tuple[str, int], Part] = field(default_factory=dict)  # verified parts of others (we relay them)
     accusations: dict[str, Accusation] = field(default_factory=dict)  # accused -> accusation we made or checked
     incoming: list[bytes] = field(default_factory=list)  # accusations sent to us, checked in the agree phase
+    pulled: int = 0  # other peers whose parts we pull (phase timing reports it)
+    gathered_at: float | None = None  # DHT time at which we held every part we pulled
 
 
 def _flat(module: torch.nn.Module) -> torch.Tensor:
@@ -137,6 +123,8 @@ class VerifiedAverager:
         norm_bound: float | None = None,
         norm_factor: float | None = DEFAULT_NORM_FACTOR,
         timing: RoundTiming | None = None,
+        adaptive: bool | None = None,
+        timing_floor: RoundTiming | None = None,
         attack: Attack | None = None,
         on_accusation: Callable[[Accusation], None] | None = None,
         wallet: WalletSigner | None = None,
@@ -155,6 +143,13 @@ class VerifiedAverager:
         self.norm_bound_sq = None if norm_bound is None else int((norm_bound * (1 << SCALE_FRAC_BITS)) ** 2)
         self.norm_factor = norm_factor
         self.timing = timing or RoundTiming.for_duration(clock.round_duration)
+        # adaptive (default when no timing is given): each round's phases follow the previous round's reports
+        # (swarm.rounds.clock.adapt_timing), never below `timing_floor` (default: `timing`, so they only grow)
+        self.adaptive = timing is None if adaptive is None else adaptive
+        self.timing_floor = timing_floor or self.timing
+        self.last_phases: PhaseObservation | None = None
+        self._kept_records: tuple[int, list[CommitRecord]] | None = None  # the last round's agreed kept records
+        self._timing_warned: int | None = None
         self.on_accusation = on_accusation or (lambda acc: None)
         self.wallet = wallet  # a paid peer's: signs its parts' leaves, so a lie in them can be slashed on-chain
         self.min_alignment = min_alignment  # sigmas; drop kept updates not aligned with the others' (alignment.py)
@@ -296,9 +291,10 @@ class VerifiedAverager:
         started = time.monotonic()
         wire0 = tuple(self._wire)
         end = self.clock.round_end(round)
-        deadline = end + self.timing.commit_s
-        exchange_end = deadline + self.timing.exchange_s
-        agree_end = exchange_end + self.timing.agree_s
+        timing = self.round_timing(round)
+        deadline = end + timing.commit_s
+        exchange_end = deadline + timing.exchange_s
+        agree_end = exchange_end + timing.agree_s
         st = _Round(round, deadline)
         with self._guard:
             self._rounds[round] = st
@@ -324,6 +320,7 @@ class VerifiedAverager:
             logger.warning("stage %d round %d: committing took %.1f s, past the commit deadline; not contributing "
                            "(raise the round duration)", self.stage, round, commit_seconds)
             self.last_commitment = None
+        commit_need = get_dht_time() - end
         stop = stop or threading.Event()
         _sleep_until(deadline + 0.1, stop)
         records = self._read_records(round)
@@ -367,6 +364,7 @@ class VerifiedAverager:
                 del self._past_roots[p][old]
         self._announce()
         _sleep_until(agree_end, stop)
+        self._observe(st, timing, records, kept, commit_need, check_seconds, agree_end, finished=not stop.is_set())
         sent, received = self._wire[0] - wire0[0], self._wire[1] - wire0[1]
         others = [p for p in kept if p != self.peer_id]
         return RoundResult(
@@ -393,12 +391,50 @@ class VerifiedAverager:
             peer_id=self.peer_id, round=r, stage=self.stage, root=commitment.root, norm_sq=commitment.norm_sq,
             numel=q.numel, num_chunks=commitment.num_chunks, part_key=public, anchor_round=self.anchor_round,
             anchor_digest=state_digest(self.anchor, self.anchor_round, self.outer), **self._domain(),
+            **self._timing_report(),
         )  # fmt: skip
         parts = make_parts(commitment, self.peer_id, r, self.stage, key, self.part_chunks, self.wallet)
         if self.attack in ("poison", "random"):
             layout = PartLayout(self.params, q.numel, self.part_chunks)
             parts = [corrupt_part(p, key, self.attack, self.wallet, layout) for p in parts]
         return commitment, parts, record
+
+    # ------------------------------------------------------------------------------------------ phase timing
+
+    def round_timing(self, round: int) -> RoundTiming:
+        """Round `round`'s phases: the configured ones, or (adaptive) what the kept peers of round - 1 reported they
+        need (the same on every peer of the group that finished round - 1; the configured ones on any other)."""
+        kept = self._kept_records
+        if not self.adaptive or kept is None or kept[0] != round - 1:
+            return self.timing
+        adapted = adapt_timing(kept[1], fallback=self.timing, floor=self.timing_floor,
+                               round_duration=self.clock.round_duration)  # fmt: skip
+        if not adapted.fits and (self._timing_warned is None or round - self._timing_warned >= 10):
+            self._timing_warned = round
+            need = adapted.need or adapted.timing
+            logger.warning("stage %d round %d: the group needs %.1f s of averaging phases (commit %.1f, exchange "
+                           "%.1f, agree %.1f) but rounds of %.0f s allow %.1f; phases cut to fit, so peers may be "
+                           "dropped: lengthen the round duration (--round-duration) to at least %.0f s", self.stage,
+                           round, need.total, need.commit_s, need.exchange_s, need.agree_s, self.clock.round_duration,
+                           adapted.timing.total, need.total / 0.9 + 1)  # fmt: skip
+        return adapted.timing
+
+    def _timing_report(self) -> dict:
+        """The commit record's report of our last round's phases, from which the group sets the next round's."""
+        seen = self.last_phases
+        if seen is None or seen.pulled == 0:
+            return {}
+        ms = lambda s: min(max(int(s * 1000), 1), (1 << 32) - 1)  # at least 1: 0 means "no report"
+        return {"last_commit_ms": ms(seen.commit_s), "last_exchange_ms": ms(seen.exchange_s),
+                "last_pulled": min(seen.pulled, (1 << 16) - 1)}
+
+    def _observe(self, st: _Round, timing: RoundTiming, records: dict[str, CommitRecord], kept: list[str],
+                 commit_need: float, check_seconds: float, agree_end: float, finished: bool) -> None:
+        """Remember this round's phases (reported in our next record) and its agreed kept records (next timing)."""
+        exchange = st.gathered_at - st.deadline if st.gathered_at is not None else check_seconds + 0.1
+        self.last_phases = PhaseObservation(round=st.round, timing=timing, commit_s=commit_need, exchange_s=exchange,
+                                            pulled=st.pulled, late_s=max(get_dht_time() - agree_end, 0.0))
+        self._kept_records = (st.round, [records[p] for p in kept]) if finished else None
 
     def _domain(self) -> dict:
         """The record's evidence fields: the wallet that signs our parts' leaves and where that counts."""
@@ -467,7 +503,10 @@ class VerifiedAverager:
         me = self.peer_id
         missing = {(p, i) for p in candidates if p != me and p not in dropped
                    for i in range(PartLayout(self.params, st.records[p].numel, self.part_chunks).num_parts)}
+        st.pulled = len({p for p, _ in missing})
         await self._gather(st, candidates, dropped, missing, exchange_end)
+        if not missing:
+            st.gathered_at = get_dht_time()
         others = [p for p in candidates if p != me]
         pulled = await asyncio.gather(*(self._call(p, "accuse", {"round": st.round, "list": True})
                                         for p in others), return_exceptions=True)
@@ -476,6 +515,8 @@ class VerifiedAverager:
                 with self._guard:
                     st.incoming.extend(b for b in reply.get("accusations", []) if isinstance(b, bytes))
         await self._gather(st, candidates, dropped, missing, agree_end - 0.3)
+        if not missing and st.gathered_at is None:
+            st.gathered_at = get_dht_time()
         with self._guard:
             incoming, st.incoming = list(st.incoming), []
         for data in incoming:
