@@ -49,6 +49,23 @@ def train_locally(module: torch.nn.Module, seed: int) -> None:
             p.add_(0.01 * torch.randn(p.shape, generator=g))
 
 
+TEACHER = make_module(99)
+
+
+def train_usefully(module: torch.nn.Module, seed: int) -> None:
+    """Real local steps: SGD on the same regression task (fitting TEACHER) from a peer's own batches, so that
+    honest updates share a direction (the alignment rule's premise) while each peer's differs."""
+    g = torch.Generator().manual_seed(2000 + seed)
+    opt = torch.optim.SGD(module.parameters(), lr=0.05)
+    for _ in range(3):
+        x = torch.randn(32, 32, generator=g)
+        with torch.no_grad():
+            y = TEACHER(x)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(module(x), y).backward()
+        opt.step()
+
+
 def clock_ending_now(r: int) -> RoundClock:
     """A clock whose round `r` has just ended, so that step(r) starts its commit phase at once."""
     return RoundClock(get_dht_time() - (r + 1) * ROUND_S + 0.2, ROUND_S)
@@ -105,9 +122,10 @@ def test_an_honest_group_of_three_ends_with_bit_identical_anchors_equal_to_the_c
     assert float((avs[0].anchor - honest_float_mean).abs().max()) < 1e-3  # only int8 rounding away from it
 
 
-def run_group(experiment, attacks, rounds, wallets=None, **kwargs):
-    """3 peers from one anchor, each round a different local change; returns (averagers, results per round,
-    anchor before each round, accusations published per peer). `wallets`: each peer's WalletSigner (paid)."""
+def run_group(experiment, attacks, rounds, wallets=None, train=train_locally, on_round=None, **kwargs):
+    """Peers (one per attack) from one anchor, each round a different local change (`train`); returns (averagers, results per
+    round, anchor before each round, accusations published per peer). `wallets`: each peer's WalletSigner (paid);
+    `on_round(r, averagers)` is called before each round."""
     modules = [make_module(0) for _ in attacks]
     published: list[list] = [[] for _ in attacks]
     with local_dhts(len(attacks)) as dhts:
@@ -120,8 +138,10 @@ def run_group(experiment, attacks, rounds, wallets=None, **kwargs):
             history = []
             for r in rounds:
                 before = avs[-1].anchor.clone()  # the last peer is honest in every test
+                if on_round is not None:
+                    on_round(r, avs)
                 for i, m in enumerate(modules):
-                    train_locally(m, 10 * r + i)
+                    train(m, 10 * r + i)
                 results = step_all(avs, r)
                 history.append((before, results))
         finally:
@@ -184,6 +204,35 @@ def slashed_from_evidence(world, x, avs, published) -> None:
     min_stake = world.funder.read("minStake")
     assert [p.stake_of().active for p in peers] == [300 - min_stake, 300, 300]
     assert [p.record(x, 0, 0, p.address).slashed for p in peers] == [True, False, False]
+
+
+def test_a_noise_rider_is_averaged_without_the_alignment_rule_and_dropped_with_it(experiment):
+    """A free rider commits, sends and proves a random update of its honest norm ("noise"): it passes every check
+    of the data. Round 0 without the rule: averaged (so certified and paid). Rounds 1-2 with it (4 sigmas): every
+    peer, the rider included, drops it with the reason, and averages the 3 honest updates bit-identically."""
+
+    def rule(r, avs):
+        for a in avs:
+            a.min_alignment = None if r == 0 else 4.0
+
+    avs, history, published = run_group(experiment, ["noise", None, None, None], [0, 1, 2], train=train_usefully,
+                                        on_round=rule)
+    rider, honest = avs[0], avs[1:]
+    honest_ids = sorted(h.peer_id for h in honest)
+    assert published == [[], [], [], []]  # its data matches its root: nothing to accuse
+    before, results = history[0]
+    for res in results:  # without the rule: the rider's noise enters the mean
+        assert res.dropped == {} and res.included == sorted(a.peer_id for a in avs), res
+    for r, (before, results) in enumerate(history[1:], start=1):
+        for res in results:
+            assert res.included == honest_ids, (r, res)
+            assert list(res.dropped) == [rider.peer_id], (r, res)
+            assert res.dropped[rider.peer_id].startswith("update not aligned with the group's (cos "), res.dropped
+        if r == 2:
+            updates = [h.last_commitment.update for h in sorted(honest, key=lambda h: h.peer_id)]
+            assert torch.equal(honest[0].anchor, before + exact_mean(updates))  # the honest mean, exactly
+    assert all(torch.equal(a.anchor, honest[0].anchor) and a.anchor_round == 2 for a in avs)  # rider too
+    assert rider.last_commitment.norm_sq > 0
 
 
 def test_a_bounded_adversary_passes_the_checks_and_centered_clip_limits_its_pull(experiment):
