@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from swarm.errors import SwarmError
+from swarm.rounds.alignment import DEFAULT_MIN_ALIGNMENT
+from swarm.rounds.attacks import PeerAttack, attacks_help
 
 Role = Literal["bootstrap", "stage", "trainer"]
 
@@ -65,13 +67,13 @@ class PeerConfig(BaseSettings):
                                                          "or CenteredClip (BTARD), robust to a bounded minority")
     norm_bound: float | None = Field(None, gt=0, description="stage: drop an update whose L2 norm is above this "
                                      "(always: above 10x the group's median norm)")
+    min_alignment: float = Field(DEFAULT_MIN_ALIGNMENT, ge=0, le=1e6, description="stage: in a verified round of 3 "
+                                 "or more kept peers, drop an update whose cosine with the sum of the others' is below "
+                                 "this many 1/sqrt(d) (d: the stage's parameters; a random update's spread), so a "
+                                 "free rider's random update is neither averaged nor certified (paid); 0: off. Every "
+                                 "peer of a stage must use the same value (docs/protocol.md)")
     byzantine: bool = Field(False, description="stage, tests and experiments only: cheat every round as --attack says")
-    attack: Literal["poison", "scale", "random", "stale", "norm", "silent", "withhold"] = Field(
-        "poison", description="with --byzantine: poison (commit the honest update, send its scales x1000), random "
-        "(send random codes), norm (commit and send an update far above the norm bound), stale (replay the previous "
-        "round's commitment and data), scale (commit and send -9x the honest update: passes every check; only "
-        "--aggregation centered_clip limits it), silent (a paid peer that averages honestly but never proves nor "
-        "answers its audits: the watchers get it slashed)")
+    attack: PeerAttack = Field("poison", description=f"with --byzantine: {attacks_help()}")
     device: str = Field("cpu", description="stage: where the stage computes: cpu, cuda, cuda:N (the N-th GPU) or "
                         "auto (the GPU if torch sees one, else the CPU)")
     optimizer: Literal["adam", "adam8bit", "sgd"] = Field("adam", description="stage: the stage's local optimizer "

@@ -24,6 +24,7 @@ from types import FrameType
 from swarm.apps.config import ConfigError, PeerConfig, load_config
 from swarm.apps.events import EventWriter, Failed
 from swarm.errors import SwarmError
+from swarm.rounds.attacks import ATTACKS
 
 logger = logging.getLogger("swarm.peer")
 
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt("aggregation", choices=["mean", "centered_clip"])
     opt("norm_bound", type=float, metavar="L2")
     opt("byzantine", action="store_true")
-    opt("attack", choices=["poison", "scale", "random", "stale", "norm", "silent", "withhold"])
+    opt("min_alignment", type=float, metavar="SIGMAS")
+    opt("attack", choices=ATTACKS)
     opt("device", metavar="DEVICE")
     opt("optimizer", choices=["adam", "adam8bit", "sgd"])
     opt("memory_limit", type=float, metavar="GIB")

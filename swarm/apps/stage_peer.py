@@ -210,7 +210,7 @@ class StagePeer:
         return VerifiedAverager(
             self.dht, self.name, stage, module, clock=self.clock, lock=lock, aggregation=c.aggregation,
             outer=c.outer_optimizer, norm_bound=c.norm_bound, attack=c.attack if c.byzantine else None,
-            on_accusation=self.on_accusation, wallet=self.part_signer,
+            on_accusation=self.on_accusation, wallet=self.part_signer, min_alignment=c.min_alignment,
         )  # fmt: skip
 
     def _one_round(self, stop: threading.Event, deadline: float | None) -> None:

@@ -25,10 +25,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import torch
-
-from zk.quantize import QuantizedUpdate
+if TYPE_CHECKING:  # torch is imported when used: the peer's config reads DEFAULT_MIN_ALIGNMENT before loading it
+    from zk.quantize import QuantizedUpdate
 
 DEFAULT_MIN_ALIGNMENT = 4.0  # sigmas: a random update passes with probability ~3e-5 per round
 MIN_GROUP = 3
@@ -68,6 +68,8 @@ class Alignment:
 
 def gram(updates: Sequence[QuantizedUpdate]) -> list[list[int]]:
     """G[i][j] = <Δ_i, Δ_j> exactly, in units of 2**(-2 SCALE_FRAC_BITS) (codes x scales summed in integers)."""
+    import torch
+
     if not updates:
         return []
     first = updates[0]

@@ -29,4 +29,4 @@ assert set(ATTACK_HELP) == set(ATTACKS)
 
 def attacks_help() -> str:
     """One line describing every attack, for --help texts."""
-    return "; ".join(f"{name} ({text})" for name, text in ATTACK_HELP.items())
+    return "; ".join(f"{name}: {text}" for name, text in ATTACK_HELP.items())

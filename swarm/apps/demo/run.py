@@ -28,6 +28,7 @@ from swarm.apps.display import SwarmView, join_lines, render, summary_lines
 from swarm.apps.events import PeerEvent, Ready, parse_event
 from swarm.chain.deploy import Deployment
 from swarm.chain.errors import ChainError
+from swarm.rounds.attacks import ATTACKS, PeerAttack, attacks_help
 
 logger = logging.getLogger("swarm.demo")
 
@@ -51,7 +52,8 @@ class DemoConfig(BaseModel):
     round_hooks: list[str] = []
     chain: bool = True  # embedded anvil + escrow: stage peers prove every round and are paid
     byzantine: int = Field(0, ge=0)  # the last N stage peers cheat every round (swarm-peer --byzantine)
-    attack: Literal["poison", "scale", "random", "stale", "norm", "silent", "withhold"] = "poison"
+    attack: PeerAttack = "poison"
+    min_alignment: float | None = Field(None, ge=0)  # the stage peers' alignment rule in sigmas (None: their default)
     submit_window: int = Field(SUBMIT_WINDOW_S, ge=1)  # seconds after a round for its proofs to reach the chain
     prover_backend: Literal["groth16py", "zokrates"] = "groth16py"  # native arkworks; zokrates: WASM fallback
     deployment: Path | None = None  # `python -m swarm.chain deploy`'s file: its chain and escrow, no embedded anvil
@@ -148,7 +150,8 @@ class DemoSwarm:
             name = f"stage-peer-{i}"
             paid = self.economy.peer_args(i) if self.economy else []
             cheat = ["--byzantine", "--attack", c.attack] if i >= c.stage_peers - c.byzantine else []
-            self.start_peer(name, [*join, "--role", "stage", "--lr", str(c.lr), *hooks, *paid, *cheat])
+            rule = [] if c.min_alignment is None else ["--min-alignment", str(c.min_alignment)]
+            self.start_peer(name, [*join, "--role", "stage", "--lr", str(c.lr), *hooks, *paid, *cheat, *rule])
             self.wait_for(name, lambda e: isinstance(e, Ready) and e.role == "stage")
         for i in range(c.trainers):
             name = f"trainer-{i}"
@@ -286,13 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--byzantine", type=int, default=0, metavar="N",
                    help="the last N stage peers cheat every round, as --attack says; the others check, drop them "
                    "and say so (N <= stage peers - stages, so every stage keeps an honest peer)")
-    p.add_argument("--attack", choices=["poison", "scale", "random", "stale", "norm", "silent", "withhold"],
-                   default=d.attack,
-                   help="with --byzantine: poison (send scales x1000 under an honest root), random (random codes), "
-                   "norm (far above the norm bound), stale (replay the last round), scale (-9x the update: passes "
-                   "the checks), silent (never prove nor answer audits: the other peers' watchers get it slashed), withhold "
-                   "(a free rider: commits and proves its update but never sends its parts) "
-                   "(default: %(default)s)")
+    p.add_argument("--attack", choices=ATTACKS, default=d.attack,
+                   help=f"with --byzantine: {attacks_help()} (default: %(default)s)")
+    p.add_argument("--min-alignment", type=float, metavar="SIGMAS",
+                   help="the stage peers' alignment rule (swarm-peer --min-alignment; 0: off, what a noise rider "
+                   "earns without it; default: theirs)")
     p.add_argument("--prover-backend", choices=["groth16py", "zokrates"], default=d.prover_backend,
                    help="the stage peers' Groth16 prover (default: %(default)s, native; zokrates: WASM, ~4x slower)")
     p.add_argument("--submit-window", type=int, default=d.submit_window, metavar="SECONDS",
