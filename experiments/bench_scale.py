@@ -6,10 +6,17 @@ and averages a tiny module with the stage's other peers each round through the c
 rounds each peer changes its parameters (a stand-in for local steps). The averagers run in this process, one
 thread per peer, so what is measured is the protocol's cost on this machine's cores, not a cluster's.
 
-Measured per group size: how many of the announced peers a fresh lookup sees, the fraction of (peer, round) pairs
-in which the peer averaged with the full group, the group size it saw, and round time (commit -> applied).
-`--quick`: 2 and 4 peers, 2 rounds (under a minute on a quiet machine). Writes experiments/results/bench_scale.png
-(quick: bench_scale_quick.png).
+Each group size runs its rounds twice on the same swarm: first with the fixed phase table `timing_for(n)`, then
+with adaptive phases (`swarm.rounds.clock.adapt_timing`: each round's deadlines follow what the kept peers reported
+in the previous round's commit records, never below FLOOR, at most 90 % of `--round-duration`). Adaptive rounds
+start from the fixed rounds' reports, so they adapt from their first round.
+
+Measured per group size and timing: how many of the announced peers a fresh lookup sees, the fraction of (peer,
+round) pairs in which the peer averaged with the full group, the group size it saw, round time (commit -> applied),
+the phases planned, how long the exchange took to hold every part, and overruns (a peer's exchange took longer than
+its phase, or its round returned > 0.5 s after its agree deadline).
+`--quick`: 2 and 4 peers, 2 rounds of each timing (under a minute on a quiet machine). Writes
+experiments/results/bench_scale.png (quick: bench_scale_quick.png).
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from hivemind.utils import get_dht_time
 
 from swarm.network.dht import local_dhts
 from swarm.network.records import StageAnnouncement, announce_stage, fetch_stage_announcements
-from swarm.rounds.clock import RoundClock
-from swarm.rounds.verified import RoundTiming, VerifiedAverager
+from swarm.rounds.clock import RoundClock, RoundTiming
+from swarm.rounds.verified import VerifiedAverager
 from zk.circuit import SMALL_PARAMS
 
 RESULTS = Path(__file__).with_name("results")
+FLOOR = RoundTiming(commit_s=1.0, exchange_s=1.0, agree_s=0.5)  # adaptive phases are never shorter
+LATE_S = 0.5  # a round that returns this long after its agree deadline overran
 
 
 def timing_for(n: int) -> RoundTiming:
@@ -52,11 +61,43 @@ def perturb(module: torch.nn.Module, seed: int) -> None:
             p.add_(0.01 * torch.randn(p.shape, generator=g))
 
 
-def run_group(n: int, rounds: int) -> dict:
-    """`n` peers of one stage for `rounds` rounds: lookup coverage, full-group fraction, group sizes, round times."""
+def run_rounds(avs: list[VerifiedAverager], modules: list[torch.nn.Module], first: int, rounds: int,
+               round_s: float) -> list[tuple]:
+    """Rounds first .. first + rounds - 1, back to back (each starts when the previous one returned); (result,
+    phases) per peer and round."""
+    out = []
+    for r in range(first, first + rounds):
+        for i, m in enumerate(modules):
+            perturb(m, 1000 * r + i)
+        clock = RoundClock(get_dht_time() - (r + 1) * round_s + 0.2, round_s)  # round r ends now
+        for a in avs:
+            a.clock = clock
+        with ThreadPoolExecutor(len(avs)) as pool:
+            results = list(pool.map(lambda a, r=r: a.step(r), avs))
+        out.extend((res, a.last_phases) for res, a in zip(results, avs, strict=True))
+    return out
+
+
+def summarize(n: int, pairs: list[tuple]) -> dict:
+    results = [res for res, _ in pairs]
+    phases = [ph for _, ph in pairs]
+    return {
+        "full": sum(len(res.included) == n for res in results) / len(results),
+        "mean_group": statistics.mean(len(res.included) for res in results),
+        "round_s": statistics.mean(res.seconds for res in results),
+        "phases_s": statistics.mean(ph.timing.total for ph in phases),
+        "exchange_s": statistics.mean(ph.exchange_s for ph in phases),
+        "overruns": sum(ph.exchange_overran or ph.late_s > LATE_S for ph in phases) / len(phases),
+        "received_kib": statistics.mean(res.bytes_received for res in results) / 1024,
+        "last": phases[-1].timing,
+    }
+
+
+def run_group(n: int, rounds: int, round_s: float) -> dict:
+    """`n` peers of one stage, `rounds` rounds with fixed phases then `rounds` adaptive: lookup coverage, and per
+    timing the full-group fraction, group sizes, round and phase times, overruns."""
     experiment = f"scale{uuid.uuid4().hex[:8]}"
     timing = timing_for(n)
-    round_s = timing.commit_s + timing.exchange_s + timing.agree_s + 1.0
     t0 = time.monotonic()
     with local_dhts(n) as dhts:
         join_s = time.monotonic() - t0
@@ -69,34 +110,18 @@ def run_group(n: int, rounds: int) -> dict:
         lookup_s = (time.monotonic() - t1) / 2
         modules = [make_module() for _ in range(n)]
         clock = RoundClock(get_dht_time(), round_s)
-        avs = [VerifiedAverager(d, experiment, 0, m, clock=clock, params=SMALL_PARAMS, part_chunks=8, timing=timing)
-               for d, m in zip(dhts, modules, strict=True)]  # fmt: skip
-        results = []
+        avs = [VerifiedAverager(d, experiment, 0, m, clock=clock, params=SMALL_PARAMS, part_chunks=8, timing=timing,
+                                adaptive=False, timing_floor=FLOOR) for d, m in zip(dhts, modules, strict=True)]  # fmt: skip
         try:
-            for r in range(rounds):
-                for i, m in enumerate(modules):
-                    perturb(m, 1000 * r + i)
-                clock = RoundClock(get_dht_time() - (r + 1) * round_s + 0.2, round_s)  # round r ends now
-                for a in avs:
-                    a.clock = clock
-                with ThreadPoolExecutor(n) as pool:
-                    results.append(list(pool.map(lambda a, r=r: a.step(r), avs)))
+            fixed = run_rounds(avs, modules, 0, rounds, round_s)
+            for a in avs:  # from here each round's phases follow the previous round's reports
+                a.adaptive = True
+            adaptive = run_rounds(avs, modules, rounds, rounds, round_s)
         finally:
             for a in avs:
                 a.shutdown()
-    flat = [res for rnd in results for res in rnd]
-    return {
-        "n": n,
-        "seen": min(seen),
-        "join_s": join_s,
-        "lookup_s": lookup_s,
-        "full": sum(len(res.included) == n for res in flat) / len(flat),
-        "mean_group": statistics.mean(len(res.included) for res in flat),
-        "round_s": statistics.mean(res.seconds for res in flat),
-        "check_s": statistics.mean(res.check_seconds for res in flat),
-        "phases_s": timing.commit_s + timing.exchange_s + timing.agree_s,
-        "received_kib": statistics.mean(res.bytes_received for res in flat) / 1024,
-    }
+    return {"n": n, "seen": min(seen), "join_s": join_s, "lookup_s": lookup_s,
+            "fixed": summarize(n, fixed), "adaptive": summarize(n, adaptive)}
 
 
 def plot(rows: list[dict], name: str = "bench_scale.png") -> None:
@@ -110,14 +135,17 @@ def plot(rows: list[dict], name: str = "bench_scale.png") -> None:
     RESULTS.mkdir(exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ns = [r["n"] for r in rows]
-    ax.plot(ns, [r["full"] for r in rows], "o-", label="rounds with the full group")
+    for mode, style in (("fixed", "o-"), ("adaptive", "^-")):
+        ax.plot(ns, [r[mode]["full"] for r in rows], style, label=f"full-group rounds ({mode})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("peers per stage")
     ax.set_ylabel("fraction")
     ax2 = ax.twinx()
-    ax2.plot(ns, [r["round_s"] for r in rows], "s--", color="tab:red", label="round time (s)")
+    for mode, style in (("fixed", "s--"), ("adaptive", "v--")):
+        ax2.plot(ns, [r[mode]["round_s"] for r in rows], style, color="tab:red" if mode == "fixed" else "tab:purple",
+                 label=f"round time, s ({mode})")
     ax2.set_ylabel("seconds")
     fig.legend(loc="lower left")
     fig.tight_layout()
@@ -127,30 +155,39 @@ def plot(rows: list[dict], name: str = "bench_scale.png") -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2 and 4 peers, 2 rounds")
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="peers per stage (default 2 4 8 16 32)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per group size (default 4; quick: 2)")
+    parser.add_argument("--quick", action="store_true", help="2 and 4 peers, 2 rounds of each timing")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="peers per stage (default 2 4 8 16)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per size and timing (default 4; quick: 2)")
+    parser.add_argument("--round-duration", type=float, default=60.0,
+                        help="the round duration adaptive phases must fit in (90 %% of it; default 60 s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
-    sizes = args.sizes or ([2, 4] if args.quick else [2, 4, 8, 16, 32])
+    sizes = args.sizes or ([2, 4] if args.quick else [2, 4, 8, 16])
     rounds = args.rounds or (2 if args.quick else 4)
     print(f"load before: {os.getloadavg()[0]:.1f} (1-min load average), {os.cpu_count()} cores; {rounds} rounds per "
-          "size; module of 2,632 parameters; verified rounds (swarm.rounds.verified)")  # fmt: skip
-    print(f"{'peers':>5} {'seen':>5} {'join s':>7} {'lookup s':>8} {'full group':>10} {'mean group':>10} "
-          f"{'round s':>8} {'phases s':>8} {'exchange s':>10} {'KiB in':>7}")  # fmt: skip
+          f"size and timing (fixed, then adaptive); rounds of {args.round_duration:.0f} s; module of 2,632 "
+          "parameters; verified rounds (swarm.rounds.verified)")  # fmt: skip
+    print(f"{'peers':>5} {'timing':>8} {'seen':>5} {'join s':>7} {'lookup s':>8} {'full group':>10} {'mean group':>10} "
+          f"{'round s':>8} {'phases s':>8} {'exchange s':>10} {'overruns':>8} {'KiB in':>7}  last phases (c/e/a s)")  # fmt: skip
     rows = []
     for n in sizes:
-        row = run_group(n, rounds)
+        row = run_group(n, rounds, args.round_duration)
         rows.append(row)
-        print(f"{n:>5} {row['seen']:>5} {row['join_s']:>7.1f} {row['lookup_s']:>8.2f} {100 * row['full']:>9.0f}% "
-              f"{row['mean_group']:>10.1f} {row['round_s']:>8.1f} {row['phases_s']:>8.1f} {row['check_s']:>10.1f} "
-              f"{row['received_kib']:>7.0f}", flush=True)  # fmt: skip
+        for mode in ("fixed", "adaptive"):
+            m = row[mode]
+            t = m["last"]
+            print(f"{n:>5} {mode:>8} {row['seen']:>5} {row['join_s']:>7.1f} {row['lookup_s']:>8.2f} "
+                  f"{100 * m['full']:>9.0f}% {m['mean_group']:>10.1f} {m['round_s']:>8.1f} {m['phases_s']:>8.1f} "
+                  f"{m['exchange_s']:>10.1f} {100 * m['overruns']:>7.0f}% {m['received_kib']:>7.0f}  "
+                  f"{t.commit_s:.1f}/{t.exchange_s:.1f}/{t.agree_s:.1f}", flush=True)  # fmt: skip
     plot(rows, "bench_scale_quick.png" if args.quick else "bench_scale.png")  # quick: keep the full run's plot
     print(f"load after: {os.getloadavg()[0]:.1f}")
-    base = rows[0]
-    print("scale: " + "; ".join(f"{r['n']} peers: {100 * r['full']:.0f}% full-group rounds, {r['round_s']:.1f} s/round "
-                                f"({r['round_s'] / base['round_s']:.2f}x {base['n']} peers)" for r in rows))  # fmt: skip
+    print("scale (fixed -> adaptive): " + "; ".join(
+        f"{r['n']} peers: {100 * r['fixed']['full']:.0f} -> {100 * r['adaptive']['full']:.0f}% full-group rounds, "
+        f"{r['fixed']['round_s']:.1f} -> {r['adaptive']['round_s']:.1f} s/round "
+        f"({r['adaptive']['round_s'] / r['fixed']['round_s']:.2f}x), {100 * r['fixed']['overruns']:.0f} -> "
+        f"{100 * r['adaptive']['overruns']:.0f}% overruns" for r in rows))  # fmt: skip
 
 
 if __name__ == "__main__":
