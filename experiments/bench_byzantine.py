@@ -1,5 +1,5 @@
 """Loss curves of a stage group under attack: honest; 1 poisoner of 3 with checks off / on; a bounded adversary of 4
-with the plain mean / CenteredClip.
+with the plain mean / CenteredClip / the alignment rule; a noise rider of 4 with the alignment rule off / on.
 
 Each peer trains a copy of the digits model (the whole model as one stage) on its own data order for `--inner`
 local Adam steps per round, then the group runs the verified round's own functions in this process: Δ quantized and
@@ -7,7 +7,9 @@ committed (`zk.commit`), parts signed and, with checks on, checked against the s
 norm rule of `VerifiedAverager._admit`, the exact mean or CenteredClip, outer SGD from the shared anchor. The
 network exchange of the same parts is what tests/integration/test_verified_rounds.py runs through real DHTs.
 "poison" commits the honest update and sends its scales x1000; "scale" commits and sends -9x the honest update
-(within the norm bound, so no check catches it). The test loss is that of the anchor, after every round.
+(within the norm bound, so no check catches it); "noise" commits and sends a random update of its honest update's
+norm (a free rider; only the alignment rule, swarm/rounds/alignment.py at 4 sigmas, drops it). The test loss is that
+of the anchor, after every round.
 Writes experiments/results/byzantine.png and prints a table; `--quick` runs in under a minute.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from swarm.models import get_workload
+from swarm.rounds.alignment import DEFAULT_MIN_ALIGNMENT, misaligned
 from swarm.rounds.outer import OuterOptimizer, aggregate
 from swarm.rounds.parts import CommitRecord, check_part, make_parts, new_round_key
 from swarm.rounds.verified import DEFAULT_NORM_FACTOR, DEFAULT_PART_CHUNKS, attacked_update, corrupt_part
@@ -32,12 +35,16 @@ from zk.commit import commit_update
 from zk.quantize import QuantizedUpdate, quantize_update
 
 RESULTS = Path(__file__).parent / "results"
-SCENARIOS = {  # name: (attacks of the peers, checks on, aggregation)
-    "honest (3)": ([None, None, None], True, "mean"),
-    "1 poisoner of 3, checks off": (["poison", None, None], False, "mean"),
-    "1 poisoner of 3, checks on": (["poison", None, None], True, "mean"),
-    "bounded adversary of 4, mean": (["scale", None, None, None], True, "mean"),
-    "bounded adversary of 4, CenteredClip": (["scale", None, None, None], True, "centered_clip"),
+SCENARIOS = {  # name: (attacks of the peers, checks on, aggregation, alignment rule on)
+    "honest (3)": ([None, None, None], True, "mean", False),
+    "honest (3), alignment": ([None, None, None], True, "mean", True),
+    "1 poisoner of 3, checks off": (["poison", None, None], False, "mean", False),
+    "1 poisoner of 3, checks on": (["poison", None, None], True, "mean", False),
+    "bounded adversary of 4, mean": (["scale", None, None, None], True, "mean", False),
+    "bounded adversary of 4, CenteredClip": (["scale", None, None, None], True, "centered_clip", False),
+    "bounded adversary of 4, alignment": (["scale", None, None, None], True, "mean", True),
+    "noise rider of 4, alignment off": (["noise", None, None, None], True, "mean", False),
+    "noise rider of 4, alignment on": (["noise", None, None, None], True, "mean", True),
 }
 
 
@@ -59,8 +66,10 @@ def sent_update(parts, numel: int) -> QuantizedUpdate:
     return QuantizedUpdate(torch.from_numpy(values), torch.from_numpy(scales), numel, (numel,), DEFAULT_PARAMS.block)
 
 
-def one_round(deltas: list[torch.Tensor], attacks, checks: bool) -> tuple[list[QuantizedUpdate], int]:
-    """What enters the average: each peer's sent update, minus those the checks refuse; returns (kept, dropped)."""
+def one_round(deltas: list[torch.Tensor], attacks, checks: bool, alignment: bool = False
+              ) -> tuple[list[QuantizedUpdate], int]:  # fmt: skip
+    """What enters the average: each peer's sent update, minus those the checks (and, with `alignment`, the
+    alignment rule) refuse; returns (kept, dropped)."""
     kept, records, sent = [], [], []
     for i, (delta, attack) in enumerate(zip(deltas, attacks)):
         commitment = commit_update(quantize_update(attacked_update(delta, attack, DEFAULT_NORM_FACTOR)))
@@ -76,11 +85,14 @@ def one_round(deltas: list[torch.Tensor], attacks, checks: bool) -> tuple[list[Q
                 check_part(record, p, DEFAULT_PARAMS, DEFAULT_PART_CHUNKS) is not None for p in parts)):
             continue
         kept.append(sent_update(parts, record.numel))
+    if alignment:
+        dropped, _ = misaligned([str(i) for i in range(len(kept))], kept, DEFAULT_MIN_ALIGNMENT)
+        kept = [q for i, q in enumerate(kept) if str(i) not in dropped]
     return kept, len(records) - len(kept)
 
 
 def run(scenario: str, rounds: int, inner: int, lr: float, batch: int) -> tuple[list[float], int]:
-    attacks, checks, how = SCENARIOS[scenario]
+    attacks, checks, how, alignment = SCENARIOS[scenario]
     workload = get_workload("digits")
     models = [workload.build_full(seed=0) for _ in attacks]
     opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in models]
@@ -96,7 +108,7 @@ def run(scenario: str, rounds: int, inner: int, lr: float, batch: int) -> tuple[
                 workload.loss(model(x), y).backward()
                 opt.step()
             deltas.append(flat(model) - anchor)
-        kept, n_dropped = one_round(deltas, attacks, checks)
+        kept, n_dropped = one_round(deltas, attacks, checks, alignment)
         dropped += n_dropped
         anchor = outer.step(anchor, aggregate(kept, how))
         load(models[0], anchor)
@@ -110,7 +122,7 @@ def plot(curves: dict[str, list[float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 6))
     for name, losses in curves.items():
         ax.plot(range(len(losses)), [min(v, 10.0) if math.isfinite(v) else 10.0 for v in losses], label=name)
     ax.set_xlabel("round")
@@ -149,7 +161,9 @@ def main() -> None:
     print(f"summary: final test loss honest {final['honest (3)']:.3f}; poisoner with checks off "
           f"{final['1 poisoner of 3, checks off']:.3g}, on {final['1 poisoner of 3, checks on']:.3f}; bounded "
           f"adversary mean {final['bounded adversary of 4, mean']:.3f}, CenteredClip "
-          f"{final['bounded adversary of 4, CenteredClip']:.3f}")
+          f"{final['bounded adversary of 4, CenteredClip']:.3f}, alignment "
+          f"{final['bounded adversary of 4, alignment']:.3f}; noise rider alignment off "
+          f"{final['noise rider of 4, alignment off']:.3f}, on {final['noise rider of 4, alignment on']:.3f}")
 
 
 if __name__ == "__main__":

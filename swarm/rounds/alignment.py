@@ -1,69 +1,43 @@
 """Only useful work is averaged (and so certified and paid): a kept update must point where the group's others point.
 
 After a verified round's agree phase every honest peer of the group holds the same quantized update (int8 codes,
-integer per-block scales) of every kept peer. For each kept peer i, with S the sum of the kept updates and
-R_i = S - Δ_i the sum of the others, the alignment is
+integer per-block scales) of every kept peer. Two updates i, j are *aligned* when
 
-    cos_i = <Δ_i, R_i> / (|Δ_i| |R_i|).
+    cos(Δ_i, Δ_j) = <Δ_i, Δ_j> / (|Δ_i| |Δ_j|) >= k / sqrt(d)
 
-A random vector's cosine with a fixed one in d dimensions is about N(0, 1/d), so an update that is noise (of any
-norm) has cos_i within a few 1/sqrt(d) of 0, while honest updates, steps down the same loss from the same anchor,
-share a direction. A peer is *aligned* iff cos_i >= k / sqrt(d) (k in sigmas, `DEFAULT_MIN_ALIGNMENT`).
+(d: the number of parameters, k in sigmas, `DEFAULT_MIN_ALIGNMENT`): a random vector's cosine with a fixed one in d
+dimensions is about N(0, 1/d), so noise (of any norm) is aligned with nothing, while honest updates, steps down the
+same loss from the same anchor, share a direction. A peer *passes* when it is aligned with at least half of the
+other judged peers. Judged: the kept peers with a nonzero update, when there are at least `MIN_GROUP` of them (with
+two, neither can tell which one is honest). A zero update (an idle stage) moves nothing and is never dropped. If
+nobody passes, the group shows no common direction this round (updates are all noise, or no majority agrees) and
+nobody is dropped: the rule cannot tell useful from useless then, and the round still trains.
 
-Everything is computed exactly in integers (codes x scales; Python ints where int64 could overflow) and the test is
-an integer inequality, `dot >= 0 and dot^2 * d * q >= p * |Δ_i|^2 * |R_i|^2` with k^2 = p / q, so every peer
-decides bit-identically from the same updates, whatever its machine; no extra message is needed.
+Why pairwise and a majority, not each update against the sum of the others: a sum is pulled by one large update
+(an update of -9x the honest one, within the norm rule, turns every honest peer's "others' sum" against it), and
+two colluding riders that send the same random vector are each aligned with a sum that holds the other. Counted
+pair by pair, each peer has one vote whatever its norm, and riders pass only as a majority of the group (which
+can already name the group's anchor, docs/protocol.md).
 
-Not judged (always aligned): groups of fewer than `MIN_GROUP` kept peers (with two, neither can tell which one is
-honest), a zero update (an idle stage: it moves nothing) and an update whose others sum to zero.
-Design, measurements and limits: docs/protocol.md ("Paying only for useful work").
+Everything is exact integer arithmetic (codes x scales; Python ints where int64 could overflow): the test is
+`dot >= 0 and dot^2 * d * q >= p * |Δ_i|^2 * |Δ_j|^2` with k^2 = p / q, so every peer decides bit-identically from
+the same updates, whatever its machine, with no extra message. Measurements and limits: docs/protocol.md ("Paying
+only for useful work"), experiments/bench_alignment.py.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported when used: the peer's config reads DEFAULT_MIN_ALIGNMENT before loading it
     from zk.quantize import QuantizedUpdate
 
-DEFAULT_MIN_ALIGNMENT = 4.0  # sigmas: a random update passes with probability ~3e-5 per round
+DEFAULT_MIN_ALIGNMENT = 4.0  # sigmas: a random update is aligned with a given one with probability ~3e-5
 MIN_GROUP = 3
 _INT64_MAX = (1 << 63) - 1
-
-
-@dataclass(frozen=True)
-class Alignment:
-    """One kept peer's alignment with the sum of the others (exact integers, units of 2**-64 per product)."""
-
-    dot: int  # <Δ_i, R_i>
-    norm_sq: int  # |Δ_i|^2
-    rest_sq: int  # |R_i|^2
-    numel: int  # d
-
-    @property
-    def cos(self) -> float:
-        """cos_i as a float (for logs and reports; the decision uses `passes`)."""
-        if self.norm_sq == 0 or self.rest_sq == 0:
-            return 0.0
-        return self.dot / math.sqrt(self.norm_sq) / math.sqrt(self.rest_sq)
-
-    @property
-    def sigmas(self) -> float:
-        """cos_i in units of 1/sqrt(d), a random update's standard deviation."""
-        return self.cos * math.sqrt(self.numel)
-
-    def passes(self, min_sigmas: float) -> bool:
-        """cos_i >= min_sigmas / sqrt(d), decided exactly; a zero update or a zero rest always passes."""
-        if self.norm_sq == 0 or self.rest_sq == 0:
-            return True
-        k2 = Fraction(min_sigmas) ** 2  # the float's exact value: every peer has the same
-        if self.dot < 0:
-            return False
-        return self.dot * self.dot * self.numel * k2.denominator >= k2.numerator * self.norm_sq * self.rest_sq
 
 
 def gram(updates: Sequence[QuantizedUpdate]) -> list[list[int]]:
@@ -92,7 +66,7 @@ def gram(updates: Sequence[QuantizedUpdate]) -> list[list[int]]:
     for i in range(n):
         for j in range(i, n):
             bd = block_dots[:, i, j]
-            if top[i] * top[j] * int(bd.abs().sum()) <= _INT64_MAX:  # the int64 sum cannot overflow: exact
+            if top[i] * top[j] * int(bd.abs().sum()) <= _INT64_MAX:  # no int64 product or sum can overflow: exact
                 value = int((scales[i] * scales[j] * bd).sum())
             else:  # Python ints, exact at any size
                 value = sum(a * b * c for a, b, c in zip(scales[i].tolist(), scales[j].tolist(), bd.tolist()))
@@ -100,35 +74,45 @@ def gram(updates: Sequence[QuantizedUpdate]) -> list[list[int]]:
     return out
 
 
-def alignments(updates: Sequence[QuantizedUpdate]) -> list[Alignment]:
-    """Each update's alignment with the sum of the others (same order as `updates`)."""
-    g = gram(updates)
-    n = len(updates)
-    total = sum(sum(row) for row in g)  # |S|^2
-    row_sums = [sum(row) for row in g]  # <Δ_i, S>
-    out = []
-    for i in range(n):
-        dot = row_sums[i] - g[i][i]  # <Δ_i, S - Δ_i>
-        rest = total - 2 * row_sums[i] + g[i][i]  # |S - Δ_i|^2
-        out.append(Alignment(dot=dot, norm_sq=g[i][i], rest_sq=rest, numel=updates[i].numel))
-    return out
+def cosine(g: list[list[int]], i: int, j: int) -> float:
+    """cos(Δ_i, Δ_j) as a float (for logs and reports; decisions use `aligned`); 0 if either is zero."""
+    if g[i][i] == 0 or g[j][j] == 0:
+        return 0.0
+    return g[i][j] / math.sqrt(g[i][i]) / math.sqrt(g[j][j])
+
+
+def aligned(g: list[list[int]], i: int, j: int, numel: int, min_sigmas: float) -> bool:
+    """cos(Δ_i, Δ_j) >= min_sigmas / sqrt(numel), decided exactly (both updates nonzero)."""
+    k2 = Fraction(min_sigmas) ** 2  # the float's exact value: every peer has the same
+    dot = g[i][j]
+    return dot >= 0 and dot * dot * numel * k2.denominator >= k2.numerator * g[i][i] * g[j][j]
 
 
 def misaligned(peers: Sequence[str], updates: Sequence[QuantizedUpdate], min_sigmas: float | None
-               ) -> tuple[dict[str, str], dict[str, Alignment]]:  # fmt: skip
-    """(peer -> why it is dropped, peer -> its alignment) for the kept peers `peers` with their `updates`.
+               ) -> tuple[dict[str, str], dict[str, list[float]]]:  # fmt: skip
+    """(peer -> why it is dropped, peer -> its cosines x sqrt(d) with the other judged peers, in `peers` order).
 
-    Nobody is dropped when the check is off (`min_sigmas` None or 0) or fewer than MIN_GROUP peers are kept; the
-    decision is one pass over the group as it was kept (a dropped peer's update still counts in the others' R_i),
-    the same on every honest peer."""
+    Nobody is dropped when the rule is off (`min_sigmas` None or 0), fewer than MIN_GROUP nonzero updates are kept,
+    or nobody passes (see the module doc); the decision is the same on every honest peer."""
     if len(peers) != len(updates):
         raise ValueError(f"{len(peers)} peers but {len(updates)} updates")
     if not min_sigmas or len(peers) < MIN_GROUP:
         return {}, {}
-    found = dict(zip(peers, alignments(updates)))
+    g = gram(updates)
+    judged = [i for i in range(len(peers)) if g[i][i] > 0]
+    if len(judged) < MIN_GROUP:
+        return {}, {}
+    numel = updates[0].numel
+    root = math.sqrt(numel)
+    sigmas = {peers[i]: [cosine(g, i, j) * root for j in judged if j != i] for i in judged}
+    votes = {i: sum(aligned(g, i, j, numel, min_sigmas) for j in judged if j != i) for i in judged}
+    failing = [i for i in judged if 2 * votes[i] < len(judged) - 1]
+    if len(failing) == len(judged):  # no majority direction: nothing to tell a rider from
+        return {}, sigmas
     dropped = {}
-    for p, a in found.items():
-        if not a.passes(min_sigmas):
-            dropped[p] = (f"update not aligned with the group's (cos {a.cos:.4f} < {min_sigmas / math.sqrt(a.numel):.4f}"
-                          f" = {min_sigmas:g}/sqrt({a.numel}))")
-    return dropped, found
+    for i in failing:
+        cos = ", ".join(f"{cosine(g, i, j):.4f}" for j in judged if j != i)
+        dropped[peers[i]] = (f"update not aligned with the group's: cos with the others' {cos}, aligned "
+                             f"(>= {min_sigmas:g}/sqrt({numel}) = {min_sigmas / root:.4f}) with {votes[i]} of "
+                             f"{len(judged) - 1}")
+    return dropped, sigmas

@@ -9,8 +9,8 @@ Round r (after its training window ends at T = round_end(r)), on DHT time:
 3. agree, until + agree_s: accusations are pulled from every peer and checked; parts still missing are fetched
    from any peer that verified them. Dropped by every honest peer: an accused peer, a peer whose data nobody could
    get, a peer with another anchor, a norm above the bound, a replayed root; with `min_alignment`, then, among 3 or
-   more kept peers, an update that does not point where the others' sum points (swarm/rounds/alignment.py: a free
-   rider's random update of honest norm passes every other check).
+   more kept peers, an update aligned with fewer than half of the others (swarm/rounds/alignment.py: a free rider's
+   random update of honest norm passes every other check).
 4. apply: the mean (exact integer sum) or CenteredClip of the kept updates, sorted by peer id, goes through the
    outer optimizer from the shared anchor: every honest peer of the group gets the same anchor, bit for bit.
 Design and trade-offs: docs/protocol.md ("Verified rounds").
@@ -346,8 +346,8 @@ class VerifiedAverager:
         if self.min_alignment:  # the same verified updates on every honest peer: the same decision
             unaligned, found = misaligned(kept, updates, self.min_alignment)
             if found:
-                logger.info("stage %d round %d: alignment with the others' sum, in sigmas (cos x sqrt(d)): %s",
-                            self.stage, round, ", ".join(f"{p[-6:]} {a.sigmas:.1f}" for p, a in found.items()))
+                logger.info("stage %d round %d: alignment with the others, in sigmas (cos x sqrt(d)): %s", self.stage,
+                            round, "; ".join(f"{p[-6:]} {' '.join(f'{s:.1f}' for s in v)}" for p, v in found.items()))
             for p, why in unaligned.items():
                 dropped[p] = why
                 logger.warning("stage %d round %d: dropping peer %s: %s", self.stage, round, p, why)

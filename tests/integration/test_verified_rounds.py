@@ -227,7 +227,7 @@ def test_a_noise_rider_is_averaged_without_the_alignment_rule_and_dropped_with_i
         for res in results:
             assert res.included == honest_ids, (r, res)
             assert list(res.dropped) == [rider.peer_id], (r, res)
-            assert res.dropped[rider.peer_id].startswith("update not aligned with the group's (cos "), res.dropped
+            assert res.dropped[rider.peer_id].startswith("update not aligned with the group's: cos with the "), res
         if r == 2:
             updates = [h.last_commitment.update for h in sorted(honest, key=lambda h: h.peer_id)]
             assert torch.equal(honest[0].anchor, before + exact_mean(updates))  # the honest mean, exactly
