@@ -14,7 +14,7 @@ start from the fixed rounds' reports, so they adapt from their first round.
 Measured per group size and timing: how many of the announced peers a fresh lookup sees, the fraction of (peer,
 round) pairs in which the peer averaged with the full group, the group size it saw, round time (commit -> applied),
 the phases planned, how long the exchange took to hold every part, and overruns (a peer's exchange took longer than
-its phase, or its round returned > 0.5 s after its agree deadline).
+its phase, or its round returned > 0.5 s after its agree deadline; "late": the latter alone).
 `--quick`: 2 and 4 peers, 2 rounds of each timing (under a minute on a quiet machine). Writes
 experiments/results/bench_scale.png (quick: bench_scale_quick.png).
 """
@@ -88,6 +88,7 @@ def summarize(n: int, pairs: list[tuple]) -> dict:
         "phases_s": statistics.mean(ph.timing.total for ph in phases),
         "exchange_s": statistics.mean(ph.exchange_s for ph in phases),
         "overruns": sum(ph.exchange_overran or ph.late_s > LATE_S for ph in phases) / len(phases),
+        "late": sum(ph.late_s > LATE_S for ph in phases) / len(phases),
         "received_kib": statistics.mean(res.bytes_received for res in results) / 1024,
         "last": phases[-1].timing,
     }
@@ -156,20 +157,20 @@ def plot(rows: list[dict], name: str = "bench_scale.png") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 and 4 peers, 2 rounds of each timing")
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="peers per stage (default 2 4 8 16)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="peers per stage (default 2 4 8 16 32)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per size and timing (default 4; quick: 2)")
     parser.add_argument("--round-duration", type=float, default=60.0,
                         help="the round duration adaptive phases must fit in (90 %% of it; default 60 s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)
-    sizes = args.sizes or ([2, 4] if args.quick else [2, 4, 8, 16])
+    sizes = args.sizes or ([2, 4] if args.quick else [2, 4, 8, 16, 32])
     rounds = args.rounds or (2 if args.quick else 4)
     print(f"load before: {os.getloadavg()[0]:.1f} (1-min load average), {os.cpu_count()} cores; {rounds} rounds per "
           f"size and timing (fixed, then adaptive); rounds of {args.round_duration:.0f} s; module of 2,632 "
           "parameters; verified rounds (swarm.rounds.verified)")  # fmt: skip
     print(f"{'peers':>5} {'timing':>8} {'seen':>5} {'join s':>7} {'lookup s':>8} {'full group':>10} {'mean group':>10} "
-          f"{'round s':>8} {'phases s':>8} {'exchange s':>10} {'overruns':>8} {'KiB in':>7}  last phases (c/e/a s)")  # fmt: skip
+          f"{'round s':>8} {'phases s':>8} {'exchange s':>10} {'overruns':>8} {'late':>5} {'KiB in':>7}  last phases (c/e/a s)")  # fmt: skip
     rows = []
     for n in sizes:
         row = run_group(n, rounds, args.round_duration)
@@ -179,7 +180,7 @@ def main() -> None:
             t = m["last"]
             print(f"{n:>5} {mode:>8} {row['seen']:>5} {row['join_s']:>7.1f} {row['lookup_s']:>8.2f} "
                   f"{100 * m['full']:>9.0f}% {m['mean_group']:>10.1f} {m['round_s']:>8.1f} {m['phases_s']:>8.1f} "
-                  f"{m['exchange_s']:>10.1f} {100 * m['overruns']:>7.0f}% {m['received_kib']:>7.0f}  "
+                  f"{m['exchange_s']:>10.1f} {100 * m['overruns']:>7.0f}% {100 * m['late']:>4.0f}% {m['received_kib']:>7.0f}  "
                   f"{t.commit_s:.1f}/{t.exchange_s:.1f}/{t.agree_s:.1f}", flush=True)  # fmt: skip
     plot(rows, "bench_scale_quick.png" if args.quick else "bench_scale.png")  # quick: keep the full run's plot
     print(f"load after: {os.getloadavg()[0]:.1f}")
