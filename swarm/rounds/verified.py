@@ -45,7 +45,7 @@ from swarm.rounds.alignment import misaligned
 from swarm.rounds.attacks import AVERAGING_ATTACKS as ATTACKS
 from swarm.rounds.attacks import AveragingAttack as Attack
 from swarm.rounds.averager import RoundResult
-from swarm.rounds.clock import PhaseObservation, RoundClock, RoundTiming, adapt_timing
+from swarm.rounds.clock import MAX_ROUND_SHARE, PhaseObservation, RoundClock, RoundTiming, adapt_timing
 from swarm.rounds.outer import Aggregation, OuterName, OuterOptimizer, aggregate, state_digest
 from swarm.rounds.parts import (
     Accusation,
@@ -416,7 +416,7 @@ class VerifiedAverager:
                            "%.1f, agree %.1f) but rounds of %.0f s allow %.1f; phases cut to fit, so peers may be "
                            "dropped: lengthen the round duration (--round-duration) to at least %.0f s", self.stage,
                            round, need.total, need.commit_s, need.exchange_s, need.agree_s, self.clock.round_duration,
-                           adapted.timing.total, need.total / 0.9 + 1)  # fmt: skip
+                           adapted.timing.total, need.total / MAX_ROUND_SHARE + 1)  # fmt: skip
         return adapted.timing
 
     def _timing_report(self) -> dict:
