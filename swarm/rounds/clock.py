@@ -114,8 +114,8 @@ def adapt_timing(reports: Sequence[TimingReport], *, fallback: RoundTiming, floo
     Deterministic: every honest peer of the group holds the same kept records, so all get the same deadlines.
     Fewer than a majority of reports (the group's first rounds, a peer that missed the round): `fallback`.
     commit = need of the reported commit times; exchange = need of the per-update exchange times x (group - 1);
-    agree = exchange / AGREE_DIV; each at least `floor`'s. Above MAX_ROUND_SHARE of the round, all three are
-    scaled down to fit and `fits` is False (the caller warns: the round duration is too short for the group)."""
+    agree = exchange / AGREE_DIV; each at least `floor`'s. Above MAX_ROUND_SHARE of the round, what each phase
+    needs above its floor is cut by one factor to fit and `fits` is False (the caller warns: rounds are too short)."""
     if not (math.isfinite(round_duration) and round_duration > 0):
         raise ValueError(f"round_duration must be a positive number of seconds, got {round_duration!r}")
     full = [r for r in reports if r.last_commit_ms > 0 and r.last_exchange_ms > 0 and r.last_pulled > 0]
@@ -129,9 +129,11 @@ def adapt_timing(reports: Sequence[TimingReport], *, fallback: RoundTiming, floo
     cap = MAX_ROUND_SHARE * round_duration
     if need.total <= cap:
         return AdaptedTiming(need, need, True)
-    f = cap / need.total  # scaled to fit, never below the floor
-    fitted = RoundTiming(max(need.commit_s * f, floor.commit_s), max(need.exchange_s * f, floor.exchange_s),
-                         max(need.agree_s * f, floor.agree_s))  # fmt: skip
+    # what each phase needs above its floor is cut by the same factor, so the total is the cap (or the floors)
+    g = max(cap - floor.total, 0.0) / (need.total - floor.total)
+    fitted = RoundTiming(*(lo + (hi - lo) * g for lo, hi in ((floor.commit_s, need.commit_s),
+                                                             (floor.exchange_s, need.exchange_s),
+                                                             (floor.agree_s, need.agree_s))))  # fmt: skip
     return AdaptedTiming(fitted, need, False)
 
 

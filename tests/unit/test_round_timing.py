@@ -75,7 +75,10 @@ def test_a_group_that_needs_more_than_the_round_is_cut_to_fit_and_says_so():
     got = adapt(slow, round_duration=30.0)
     assert not got.fits and got.need is not None and got.need.total > MAX_ROUND_SHARE * 30.0
     assert got.timing.total == pytest.approx(MAX_ROUND_SHARE * 30.0)
-    assert got.timing.commit_s / got.timing.exchange_s == pytest.approx(got.need.commit_s / got.need.exchange_s)
+    above = [(t - lo) / (n - lo) for t, n, lo in zip((got.timing.commit_s, got.timing.exchange_s, got.timing.agree_s),
+                                                      (got.need.commit_s, got.need.exchange_s, got.need.agree_s),
+                                                      (FLOOR.commit_s, FLOOR.exchange_s, FLOOR.agree_s))]  # fmt: skip
+    assert above == pytest.approx([above[0]] * 3) and 0 < above[0] < 1  # one factor cuts what is above the floor
     with pytest.raises(ValueError, match="round_duration"):
         adapt(slow, round_duration=0.0)
 
@@ -108,3 +111,35 @@ def test_round_timing_refuses_non_positive_phases():
         RoundTiming(commit_s=1.0, exchange_s=0.0, agree_s=1.0)
     with pytest.raises(ValueError, match="commit_s"):
         RoundTiming(commit_s=float("nan"), exchange_s=1.0, agree_s=1.0)
+
+
+def _record(i: int, commit_ms: int, exchange_ms: int, pulled: int) -> CommitRecord:
+    return CommitRecord(peer_id=f"p{i}", round=4, stage=0, root=1, norm_sq=1, numel=10, num_chunks=1,
+                        part_key=bytes(32), anchor_round=3, anchor_digest=bytes(32), last_commit_ms=commit_ms,
+                        last_exchange_ms=exchange_ms, last_pulled=pulled)  # fmt: skip
+
+
+def test_an_averager_uses_the_previous_rounds_kept_records_and_warns_when_the_round_is_too_short(caplog):
+    import torch
+
+    from swarm.rounds.clock import RoundClock
+    from swarm.rounds.verified import VerifiedAverager
+
+    module = torch.nn.Linear(4, 2)
+    av = VerifiedAverager(None, "exp", 0, module, clock=RoundClock(0.0, 20.0), timing=FALLBACK, adaptive=True,
+                          timing_floor=FLOOR, start=False)  # fmt: skip
+    assert av.round_timing(5) == FALLBACK  # nothing kept yet
+    av._kept_records = (4, [_record(i, 800, 1500, 3) for i in range(4)])
+    assert av.round_timing(5) == adapt([Report(800, 1500, 3)] * 4, round_duration=20.0).timing != FALLBACK
+    assert av.round_timing(6) == FALLBACK  # it missed round 5: the configured timing
+    av._kept_records = (4, [_record(i, 3000, 60_000, 31) for i in range(32)])
+    with caplog.at_level("WARNING", logger="swarm.rounds.verified"):
+        got = av.round_timing(5)
+    assert got.total == pytest.approx(MAX_ROUND_SHARE * 20.0)
+    assert "lengthen the round duration" in caplog.text and "at least" in caplog.text
+    fixed = VerifiedAverager(None, "exp", 0, module, clock=RoundClock(0.0, 20.0), timing=FALLBACK, start=False)
+    fixed._kept_records = av._kept_records
+    assert not fixed.adaptive and fixed.round_timing(5) == FALLBACK  # an explicit timing stays fixed by default
+    default = VerifiedAverager(None, "exp", 0, module, clock=RoundClock(0.0, 20.0), start=False)
+    default._kept_records = (4, [_record(i, 100, 200, 3) for i in range(4)])
+    assert default.adaptive and default.round_timing(5) == RoundTiming.for_duration(20.0)  # floor: only grows
