@@ -108,6 +108,14 @@ def test_two_honest_peers_beat_one_rider_and_a_scaled_adversary_is_dropped_witho
     r = quantize_update(xs[3])
     dropped, _ = misaligned(["a", "b", "c", "r1", "r2"], [*honest, quantize_update(xs[2]), r, r], 4.0)
     assert set(dropped) == {"r1", "r2"} and dropped["r1"].endswith("with 1 of 4")
+    # half rounded down: of 3 honest peers and a rider, b and c are not aligned with each other (each shares a
+    # different half of a's direction), yet each is with a: 1 of 3 is enough, and the rider is still dropped
+    g = torch.Generator().manual_seed(5)
+    u, v = torch.randn(D, generator=g), torch.randn(D, generator=g)
+    a, b, c = u + v, u + 0.5 * torch.randn(D, generator=g), v + 0.5 * torch.randn(D, generator=g)
+    ups = [quantize_update(x) for x in (a, b, c, 1.5 * torch.randn(D, generator=g))]
+    assert not aligned(gram(ups), 1, 2, D, 4.0)
+    assert set(misaligned(["a", "b", "c", "r"], ups, 4.0)[0]) == {"r"}
 
 
 def test_largest_scales_do_not_overflow():
