@@ -134,7 +134,7 @@ def plot(rows: list[dict], name: str = "bench_scale.png") -> None:
     except ImportError:
         return
     RESULTS.mkdir(exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 4.5))
     ns = [r["n"] for r in rows]
     for mode, style in (("fixed", "o-"), ("adaptive", "^-")):
         ax.plot(ns, [r[mode]["full"] for r in rows], style, label=f"full-group rounds ({mode})")
@@ -142,14 +142,15 @@ def plot(rows: list[dict], name: str = "bench_scale.png") -> None:
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("peers per stage")
-    ax.set_ylabel("fraction")
+    ax.set_ylabel("fraction of rounds with the full group")
     ax2 = ax.twinx()
     for mode, style in (("fixed", "s--"), ("adaptive", "v--")):
         ax2.plot(ns, [r[mode]["round_s"] for r in rows], style, color="tab:red" if mode == "fixed" else "tab:purple",
                  label=f"round time, s ({mode})")
-    ax2.set_ylabel("seconds")
-    fig.legend(loc="lower left")
-    fig.tight_layout()
+    ax2.set_ylabel("seconds per round")
+    ax2.set_ylim(bottom=0)
+    fig.legend(loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(RESULTS / name, dpi=120)
     print(f"plot: {RESULTS / name}")
 
