@@ -9,7 +9,9 @@ mean of those kept, applied to the anchor by outer SGD. Printed: per workload, g
 cosines x sqrt(d) ("sigmas"; aligned from 4) between honest peers early (median over the first quarter of the
 rounds) and late (last quarter, when the training loss is smallest), their 1st percentile and minimum over all
 rounds, the noise peer's largest |sigmas| with anyone, and how many honest and noise checks ended in a drop.
-`--quick` runs in under a minute; the last line is a one-line summary.
+`--long`: one digits group (3 honest peers and the rider, 10 steps, 2 stages) for 300 rounds, far into
+overfitting, with the honest drops per band of training loss. `--quick` runs in under a minute; the last line is
+a one-line summary.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def stage_slices(workload, n_stages: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
+BANDS = (1.0, 0.1, 0.01, 0.001, 0.0)
+
+
 def run(name: str, honest: int, rounds: int, inner: int, n_stages: int, lr: float, batch: int, k: float) -> dict:
     """One group's training run; every stage's rule is applied on its slice of the parameters."""
     workload = get_workload(name)
@@ -56,6 +61,7 @@ def run(name: str, honest: int, rounds: int, inner: int, n_stages: int, lr: floa
     noise_gen = torch.Generator().manual_seed(7)
     honest_sig: list[list[float]] = []  # per round, every honest pair's sigmas (each stage)
     noise_sig, losses, honest_drops, noise_drops = [], [], 0, 0
+    bands: dict[float, list[int]] = {}  # lower bound of the round's training loss -> [honest checks, drops]
     peers = [f"p{i}" for i in range(honest)] + ["noise"]
     for _ in range(rounds):
         deltas, round_loss = [], []
@@ -80,6 +86,9 @@ def run(name: str, honest: int, rounds: int, inner: int, n_stages: int, lr: floa
             sig += [s for p in peers[:-1] for s in found[p][:-1]]  # honest-honest pairs (noise is last)
             noise_sig += found["noise"]
             honest_drops += sum(p in dropped for p in peers[:-1])
+            band = bands.setdefault(next(b for b in BANDS if losses[-1] >= b), [0, 0])
+            band[0] += honest
+            band[1] += sum(p in dropped for p in peers[:-1])
             noise_drops += "noise" in dropped
             kept = [u for p, u in zip(peers, updates) if p not in dropped]
             if kept:
@@ -97,7 +106,7 @@ def run(name: str, honest: int, rounds: int, inner: int, n_stages: int, lr: floa
         "loss_late": statistics.mean(losses[-q:]), "test_loss": workload.evaluate(models[0]),
         "honest_drops": honest_drops, "honest_checks": rounds * len(slices) * honest,
         "noise_drops": noise_drops, "noise_checks": rounds * len(slices),
-        "d": [sl.stop - sl.start for sl in slices],
+        "d": [sl.stop - sl.start for sl in slices], "bands": bands,
     }
 
 
@@ -108,6 +117,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sigmas", type=float, default=DEFAULT_MIN_ALIGNMENT)
+    parser.add_argument("--long", action="store_true", help="one digits group for 300 rounds, drops per loss band")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.monotonic()
@@ -117,6 +127,8 @@ def main() -> None:
     rounds = {"digits": args.rounds, "tinylm": max(8, args.rounds // 3)}
     if args.quick:
         cases, rounds = [("digits", 3, 10, 1), ("digits", 3, 1, 2)], {"digits": 20}
+    if args.long:
+        cases, rounds = [("digits", 3, 10, 2)], {"digits": 300}
     print(f"rule: drop a peer aligned (cos >= {args.sigmas:g}/sqrt(d)) with fewer than half of the others; figures "
           "are honest pairs' cos x sqrt(d) ('sigmas'); honest peers + 1 noise")
     print(f"{'workload':8} {'peers':>5} {'steps':>5} {'stages':>6} {'d':>16} {'rounds':>6} {'loss':>15} "
@@ -132,6 +144,11 @@ def main() -> None:
               f"{r['min']:7.1f} "
               f"{r['noise_max']:10.2f} {r['honest_drops']:>7}/{r['honest_checks']:<7} "
               f"{r['noise_drops']:>6}/{r['noise_checks']:<7}", flush=True)
+        if args.long:
+            for b, (checks, dropped) in sorted(r["bands"].items(), reverse=True):
+                print(f"  rounds with training loss >= {b:<6g}: {dropped} honest drops of {checks} checks "
+                      f"({100 * dropped / checks:.1f} %)")
+        print(f"  test loss of the anchor at the end: {r['test_loss']:.4f}")
     print(f"({time.monotonic() - started:.0f} s)")
     print(f"summary: honest pairs' alignment >= {worst:.1f} sigmas (rule: {args.sigmas:g}), {drops} honest drops in "
           f"all; the noise rider within {noise_worst:.2f} sigmas of 0 with everyone")
