@@ -236,10 +236,10 @@ class VerifiedAverager:
         value = {"peer_id": self.peer_id, "anchor_round": self.anchor_round}
         self._dht_call(self.dht.store, self._presence_key(), value, get_dht_time() + ttl, subkey=owner_subkey(self.dht))
 
-    def _dht_call(self, method, *args, **kwargs):
+    def _dht_call(self, method, *args, wait_s: float = DHT_TIMEOUT, **kwargs):
         """A DHT get/store with a deadline; None if it does not answer in time (e.g. the DHT is shutting down)."""
         try:
-            return method(*args, return_future=True, **kwargs).result(timeout=DHT_TIMEOUT)
+            return method(*args, return_future=True, **kwargs).result(timeout=wait_s)
         except Exception as exc:  # noqa: BLE001 - a timeout or a dead DHT: this call's answer is unknown
             logger.warning("stage %d: DHT %s failed: %r", self.stage, getattr(method, "__name__", "call"), exc)
             return None
@@ -259,8 +259,8 @@ class VerifiedAverager:
     def other_peers(self) -> int:
         return len(set(self._present_peers()) - {self.peer_id})
 
-    def _read_records(self, r: int) -> dict[str, CommitRecord]:
-        found = self._dht_call(self.dht.get, self._commit_key(r), latest=True)
+    def _read_records(self, r: int, wait_s: float = DHT_TIMEOUT) -> dict[str, CommitRecord]:
+        found = self._dht_call(self.dht.get, self._commit_key(r), latest=True, wait_s=wait_s)
         out: dict[str, CommitRecord] = {}
         if found is None or not isinstance(found.value, dict):
             return out
@@ -404,10 +404,11 @@ class VerifiedAverager:
     def round_timing(self, round: int) -> RoundTiming:
         """Round `round`'s phases: the configured ones, or (adaptive) what the kept peers of round - 1 reported they
         need (the same on every peer of the group that finished round - 1; the configured ones on any other)."""
-        kept = self._kept_records
-        if not self.adaptive or kept is None or kept[0] != round - 1:
+        if not self.adaptive:
             return self.timing
-        adapted = adapt_timing(kept[1], fallback=self.timing, floor=self.timing_floor,
+        kept = self._kept_records
+        reports = kept[1] if kept is not None and kept[0] == round - 1 else self._records_in_camp(round - 1)
+        adapted = adapt_timing(reports, fallback=self.timing, floor=self.timing_floor,
                                round_duration=self.clock.round_duration)  # fmt: skip
         if not adapted.fits and (self._timing_warned is None or round - self._timing_warned >= 10):
             self._timing_warned = round
@@ -418,6 +419,19 @@ class VerifiedAverager:
                            round, need.total, need.commit_s, need.exchange_s, need.agree_s, self.clock.round_duration,
                            adapted.timing.total, need.total / MAX_ROUND_SHARE + 1)  # fmt: skip
         return adapted.timing
+
+    def _records_in_camp(self, r: int) -> list[CommitRecord]:
+        """For a peer that did not finish round `r` (it joined, or missed it): the records of `r` still on the DHT
+        that name the anchor most of them name. Those are the group's kept records whenever no peer of the camp was
+        dropped for its data, so it usually gets the group's deadlines; if not, it differs for one round. The read
+        waits at most a quarter of the commit phase; nothing read: the configured timing."""
+        if r < 0:
+            return []
+        records = self._read_records(r, wait_s=min(DHT_TIMEOUT, self.timing.commit_s / 4))
+        camps: dict[tuple[int, bytes], list[CommitRecord]] = {}
+        for rec in records.values():
+            camps.setdefault((rec.anchor_round, rec.anchor_digest), []).append(rec)
+        return max(camps.values(), key=lambda c: (len(c), c[0].anchor_round, c[0].anchor_digest)) if camps else []
 
     def _timing_report(self) -> dict:
         """The commit record's report of our last round's phases, from which the group sets the next round's."""

@@ -113,9 +113,9 @@ def test_round_timing_refuses_non_positive_phases():
         RoundTiming(commit_s=float("nan"), exchange_s=1.0, agree_s=1.0)
 
 
-def _record(i: int, commit_ms: int, exchange_ms: int, pulled: int) -> CommitRecord:
+def _record(i: int, commit_ms: int, exchange_ms: int, pulled: int, anchor: bytes = bytes(32)) -> CommitRecord:
     return CommitRecord(peer_id=f"p{i}", round=4, stage=0, root=1, norm_sq=1, numel=10, num_chunks=1,
-                        part_key=bytes(32), anchor_round=3, anchor_digest=bytes(32), last_commit_ms=commit_ms,
+                        part_key=bytes(32), anchor_round=3, anchor_digest=anchor, last_commit_ms=commit_ms,
                         last_exchange_ms=exchange_ms, last_pulled=pulled)  # fmt: skip
 
 
@@ -128,10 +128,15 @@ def test_an_averager_uses_the_previous_rounds_kept_records_and_warns_when_the_ro
     module = torch.nn.Linear(4, 2)
     av = VerifiedAverager(None, "exp", 0, module, clock=RoundClock(0.0, 20.0), timing=FALLBACK, adaptive=True,
                           timing_floor=FLOOR, start=False)  # fmt: skip
-    assert av.round_timing(5) == FALLBACK  # nothing kept yet
+    on_dht: dict[int, dict] = {}
+    av._read_records = lambda r, wait_s: on_dht.get(r, {})  # the DHT's records of round r
+    assert av.round_timing(5) == FALLBACK  # nothing kept, nothing on the DHT
     av._kept_records = (4, [_record(i, 800, 1500, 3) for i in range(4)])
     assert av.round_timing(5) == adapt([Report(800, 1500, 3)] * 4, round_duration=20.0).timing != FALLBACK
-    assert av.round_timing(6) == FALLBACK  # it missed round 5: the configured timing
+    assert av.round_timing(6) == FALLBACK  # it missed round 5 and reads nothing of it: the configured timing
+    camp = [_record(i, 900, 2000, 3) for i in range(3)]
+    on_dht[5] = {r.peer_id: r for r in [*camp, _record(9, 50, 50, 3, anchor=b"\1" * 32)]}  # one peer elsewhere
+    assert av.round_timing(6) == adapt([Report(900, 2000, 3)] * 3, round_duration=20.0).timing  # the camp's
     av._kept_records = (4, [_record(i, 3000, 60_000, 31) for i in range(32)])
     with caplog.at_level("WARNING", logger="swarm.rounds.verified"):
         got = av.round_timing(5)
