@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # torch is imported when used: the peer's config reads DEFAUL
 
 DEFAULT_MIN_ALIGNMENT = 4.0  # sigmas: a random update is aligned with a given one with probability ~3e-5
 MIN_GROUP = 3
+CHUNK_BLOCKS = 4096  # blocks summed at a time: int32 codes of n peers x 4096 blocks (4 MiB a peer at 256 a block)
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -54,25 +55,28 @@ def gram(updates: Sequence[QuantizedUpdate]) -> list[list[int]]:
             raise ValueError(f"updates of different sizes: {q.numel} (block {q.block_size}) and {first.numel} "
                              f"(block {first.block_size})")
     n, block, blocks = len(updates), first.block_size, first.num_blocks
-    if blocks == 0:
-        return [[0] * n for _ in range(n)]
-    codes = torch.zeros(n, blocks * block, dtype=torch.int32)
-    for i, q in enumerate(updates):
-        codes[i, : q.numel] = q.values.to(torch.int32)
-    codes = codes.reshape(n, blocks, block).transpose(0, 1)  # (blocks, n, block)
-    # per block: sum of code products, |.| <= 4096 * 127^2 < 2^31 (the largest block bitsandbytes takes)
-    block_dots = torch.bmm(codes, codes.transpose(1, 2)).to(torch.int64)  # (blocks, n, n)
-    scales = torch.stack([q.scales.to(torch.int64) for q in updates])  # (n, blocks), each in [0, 2^32)
-    top = [int(s) for s in scales.max(dim=1).values]
     out = [[0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i, n):
-            bd = block_dots[:, i, j]
-            if top[i] * top[j] * int(bd.abs().sum()) <= _INT64_MAX:  # no int64 product or sum can overflow: exact
-                value = int((scales[i] * scales[j] * bd).sum())
-            else:  # Python ints, exact at any size
-                value = sum(a * b * c for a, b, c in zip(scales[i].tolist(), scales[j].tolist(), bd.tolist()))
-            out[i][j] = out[j][i] = value
+    for b0 in range(0, blocks, CHUNK_BLOCKS):  # in chunks: memory stays bounded whatever the stage's size
+        b1 = min(b0 + CHUNK_BLOCKS, blocks)
+        lo, hi = b0 * block, min(b1 * block, first.numel)
+        codes = torch.zeros(n, (b1 - b0) * block, dtype=torch.int32)
+        for i, q in enumerate(updates):
+            codes[i, : hi - lo] = q.values[lo:hi].to(torch.int32)
+        codes = codes.reshape(n, b1 - b0, block).transpose(0, 1)  # (blocks, n, block)
+        # per block: sum of code products, |.| <= 4096 * 127^2 < 2^31 (the largest block bitsandbytes takes)
+        block_dots = torch.bmm(codes, codes.transpose(1, 2)).to(torch.int64)  # (blocks, n, n)
+        scales = torch.stack([q.scales[b0:b1].to(torch.int64) for q in updates])  # (n, blocks), each < 2^32
+        top = [int(s) for s in scales.max(dim=1).values]
+        for i in range(n):
+            for j in range(i, n):
+                bd = block_dots[:, i, j]
+                if top[i] * top[j] * int(bd.abs().sum()) <= _INT64_MAX:  # no int64 product or sum overflows: exact
+                    value = int((scales[i] * scales[j] * bd).sum())
+                else:  # Python ints, exact at any size
+                    value = sum(a * b * c for a, b, c in zip(scales[i].tolist(), scales[j].tolist(), bd.tolist()))
+                out[i][j] += value
+                if j != i:
+                    out[j][i] += value
     return out
 
 

@@ -153,3 +153,12 @@ def test_the_noise_attack_has_the_honest_norm_and_fails_the_rule():
     ups = [quantize_update(v) for v in [*xs[:3], noisy]]
     dropped, _ = misaligned(["a", "b", "c", "noise"], ups, 4.0)
     assert set(dropped) == {"noise"}
+
+
+def test_chunked_sums_equal_the_whole(monkeypatch):
+    from swarm.rounds import alignment
+
+    ups = [quantize_update(v[: 5 * 256 + 17]) for v in vectors(2, 1)]  # a partial last block
+    whole = gram(ups)
+    monkeypatch.setattr(alignment, "CHUNK_BLOCKS", 2)
+    assert gram(ups) == whole
