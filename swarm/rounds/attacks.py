@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-AveragingAttack = Literal["poison", "scale", "random", "stale", "norm", "withhold", "noise"]
+AveragingAttack = Literal["poison", "scale", "random", "stale", "norm", "withhold", "noise", "split"]
 PeerAttack = Literal[AveragingAttack, "silent"]  # "silent" is the settler's: the peer averages honestly
 AVERAGING_ATTACKS: tuple[str, ...] = get_args(AveragingAttack)
 ATTACKS: tuple[str, ...] = get_args(PeerAttack)
@@ -22,6 +22,8 @@ ATTACK_HELP = {
     "withhold": "a free rider that commits and proves its update but never sends its parts (dropped, not certified)",
     "noise": "a free rider that commits, sends and proves a random update of its honest update's norm: passes "
              "every check of the data; dropped (so not certified nor paid) by the alignment rule",
+    "split": "send the committed data to every peer but one, random codes to that one, 1 s late (caught by it; every honest "
+             "peer drops it from the accusation it lists by the exchange deadline)",
     "silent": "a paid peer that averages honestly but never proves nor answers its audits (the watchers slash it)",
 }
 assert set(ATTACK_HELP) == set(ATTACKS)

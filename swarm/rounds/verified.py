@@ -72,6 +72,7 @@ RETRY_PAUSE = 0.2
 STATE_PIECE = 2 << 20  # bytes of state per download message (p2pd's unary limit is 4 MiB)
 DEFAULT_PART_CHUNKS = 64
 DEFAULT_NORM_FACTOR = 10.0  # an update whose norm is above this many times the group's median norm is dropped
+SPLIT_DELAY = 1.0  # --attack split answers its victim this late (seconds)
 DHT_TIMEOUT = 10.0  # a DHT call that takes longer is given up (a DHT process stopped by Ctrl-C never answers)
 
 
@@ -90,6 +91,9 @@ class _Round:
     incoming: list[bytes] = field(default_factory=list)  # accusations sent to us, checked in the agree phase
     pulled: int = 0  # other peers whose parts we pull (phase timing reports it)
     gathered_at: float | None = None  # DHT time at which we held every part we pulled
+    closed: bool = False  # past the exchange deadline: a part that fails now is evidence, no longer a drop
+    bad_parts: list[Part] = field(default_factory=list)  # --attack split: what the victim is sent
+    late: set[str] = field(default_factory=set)  # senders caught after the exchange deadline (evidence only)
 
 
 def _flat(module: torch.nn.Module) -> torch.Tensor:
@@ -165,6 +169,7 @@ class VerifiedAverager:
         self._state_blobs: dict[bytes, bytes] = {}  # digest -> serialized (anchor, momentum) of recent anchors
         self._past_roots: dict[str, dict[int, int]] = {}  # peer -> round -> root it committed (replay check)
         self._stale: tuple[QuantizedUpdate, Commitment] | None = None  # the "stale" attack's replayed update
+        self._split_parts: list[Part] = []  # the "split" attack's parts for its victim (this round)
         self._guard = threading.Lock()
         self._wire = [0, 0]  # bytes sent, received
         self._client: P2PClient | None = None
@@ -310,6 +315,7 @@ class VerifiedAverager:
         if get_dht_time() < deadline:
             with self._guard:
                 st.record, st.commitment, st.parts = record, commitment, parts
+                st.bad_parts = self._split_parts
             self.last_commitment = commitment
             stored = self._dht_call(self.dht.store, self._commit_key(round), record.to_wire(),
                                     end + 3 * self.clock.round_duration, subkey=owner_subkey(self.dht))
@@ -397,6 +403,10 @@ class VerifiedAverager:
         if self.attack in ("poison", "random"):
             layout = PartLayout(self.params, q.numel, self.part_chunks)
             parts = [corrupt_part(p, key, self.attack, self.wallet, layout) for p in parts]
+        self._split_parts = []
+        if self.attack == "split":  # honest parts for all but one peer, random codes for that one
+            layout = PartLayout(self.params, q.numel, self.part_chunks)
+            self._split_parts = [corrupt_part(p, key, "random", self.wallet, layout) for p in parts]
         return commitment, parts, record
 
     # ------------------------------------------------------------------------------------------ phase timing
@@ -521,6 +531,13 @@ class VerifiedAverager:
         await self._gather(st, candidates, dropped, missing, exchange_end)
         if not missing:
             st.gathered_at = get_dht_time()
+        # Every honest peer's exchange-phase accusations are made by the exchange deadline, so list them only
+        # then (plus a grace for skew and in-flight checks): a peer that held everything early and listed at
+        # once would miss an accusation of a sender that lied to another peer only, and keep what they drop.
+        # A part that fails after the deadline no longer drops its sender (not every peer could hear of it in
+        # time): it is still evidence for the chain (_hand_on).
+        await asyncio.sleep(max(0.0, exchange_end + min(1.0, 0.25 * (agree_end - exchange_end)) - get_dht_time()))
+        st.closed = True
         others = [p for p in candidates if p != me]
         pulled = await asyncio.gather(*(self._call(p, "accuse", {"round": st.round, "list": True})
                                         for p in others), return_exceptions=True)
@@ -599,6 +616,14 @@ class VerifiedAverager:
         layout = PartLayout(self.params, record.numel, self.part_chunks)
         acc = Accusation(accuser=self.peer_id, accused=owner, round=st.round, stage=self.stage,
                          chunk=layout.chunks(index).start, reason=reason, record=record.to_wire(), part=reply["part"])
+        if st.closed:  # too late to drop it on every peer: evidence only (try another source for the data)
+            if owner in st.late:
+                return
+            st.late.add(owner)
+            logger.warning("stage %d round %d: peer %s sent a part that fails its commitment after the exchange "
+                           "deadline: %s (evidence kept; not dropped this round)", self.stage, st.round, owner, reason)
+            self._hand_on(acc)
+            return
         dropped[owner] = f"caught: {reason} (part {index})"
         with self._guard:
             st.accusations[owner] = acc
@@ -655,10 +680,15 @@ class VerifiedAverager:
             if owner == self.peer_id:  # "withhold" (a free rider): commits and proves, never sends its parts
                 ok = isinstance(index, int) and 0 <= index < len(st.parts) and self.attack != "withhold"
                 part = st.parts[index] if ok else None
+                if ok and st.bad_parts and context.remote_id.to_base58() == min(p for p in st.records
+                                                                                   if p != self.peer_id):
+                    part = st.bad_parts[index]  # "split": the lowest other peer id gets data off the root
             else:
                 part = st.held.get((owner, index)) if isinstance(owner, str) and isinstance(index, int) else None
         if part is None:
             return self._reply({"error": "not held"})
+        if st.bad_parts and part is st.bad_parts[index]:
+            await asyncio.sleep(SPLIT_DELAY)  # late, so the others may hold everything before the victim objects
         return self._reply({"part": part.to_bytes()})
 
     async def _serve_accuse(self, request: runtime_pb2.ExpertRequest, context: P2PContext) -> runtime_pb2.ExpertResponse:
