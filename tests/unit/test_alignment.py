@@ -5,12 +5,14 @@ overflow at the largest scales, and the noise attack fails it."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 
 from protocol.fixed_point import QMAX, SCALE_FRAC_BITS, SCALE_MAX
-from swarm.rounds.alignment import MIN_GROUP, aligned, cosine, gram, misaligned
+from swarm.rounds.alignment import DEFAULT_MIN_ALIGNMENT, MIN_GROUP, aligned, cosine, gram, misaligned
+from swarm.rounds.attacks import ATTACKS
 from swarm.rounds.verified import attacked_update
 from zk.quantize import QuantizedUpdate, dequantize_update, quantize_update
 
@@ -162,3 +164,21 @@ def test_chunked_sums_equal_the_whole(monkeypatch):
     whole = gram(ups)
     monkeypatch.setattr(alignment, "CHUNK_BLOCKS", 2)
     assert gram(ups) == whole
+
+
+def test_the_rule_and_the_noise_attack_reach_the_peer_and_the_demo_from_their_flags(monkeypatch):
+    from swarm.apps.demo.run import DemoConfig, build_parser
+    from swarm.apps.peer import EXIT_CONFIG, main, parse_config
+
+    for key in [k for k in os.environ if k.startswith("SWARM_") and k != "SWARM_TEST_SESSION"]:
+        monkeypatch.delenv(key)
+    peer = "/ip4/127.0.0.1/tcp/4001/p2p/QmSoLnSGccFuZQJzRadHn95W2CrSFmZuTdDWP8HXaHca9z"
+    assert parse_config(["--join", "--initial-peers", peer]).min_alignment == DEFAULT_MIN_ALIGNMENT == 4.0
+    config = parse_config(["--join", "--initial-peers", peer, "--min-alignment", "0", "--byzantine", "--attack",
+                           "noise"])  # fmt: skip
+    assert (config.min_alignment, config.byzantine, config.attack) == (0.0, True, "noise")
+    assert main(["--join", "--initial-peers", peer, "--min-alignment", "-1"]) == EXIT_CONFIG
+    demo = DemoConfig(**vars(build_parser().parse_args(["--attack", "noise", "--min-alignment", "0"])))
+    assert (demo.attack, demo.min_alignment) == ("noise", 0.0)
+    assert DemoConfig(**vars(build_parser().parse_args([]))).min_alignment is None  # the peers' default
+    assert set(ATTACKS) >= {"poison", "scale", "random", "stale", "norm", "withhold", "noise", "silent"}
