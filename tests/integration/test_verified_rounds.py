@@ -9,9 +9,11 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 import torch
+from eth_account import Account
 from hivemind.utils import get_dht_time
 
 from swarm.chain.client import ChainClient
@@ -21,6 +23,7 @@ from swarm.rounds.clock import RoundClock
 from swarm.rounds.outer import exact_mean
 from swarm.rounds.parts import EvidenceDomain, WalletSigner
 from swarm.rounds.verified import RoundTiming, VerifiedAverager
+from swarm.settlement.certificate import averaged_roots
 from swarm.settlement.watcher import Watcher
 from zk.circuit import SMALL_PARAMS
 from zk.quantize import quantize_update
@@ -209,14 +212,17 @@ def slashed_from_evidence(world, x, avs, published) -> None:
 def test_a_noise_rider_is_averaged_without_the_alignment_rule_and_dropped_with_it(experiment):
     """A free rider commits, sends and proves a random update of its honest norm ("noise"): it passes every check
     of the data. Round 0 without the rule: averaged (so certified and paid). Rounds 1-2 with it (4 sigmas): every
-    peer, the rider included, drops it with the reason, and averages the 3 honest updates bit-identically."""
+    peer, the rider included, drops it with the reason, averages the 3 honest updates bit-identically, and what
+    each peer's certifier signs (`averaged_roots`: the included peers' wallets and roots) leaves the rider out."""
 
     def rule(r, avs):
         for a in avs:
             a.min_alignment = None if r == 0 else 4.0
 
+    domain = EvidenceDomain(chain_id=31337, escrow="0x" + "11" * 20, experiment_id=0)  # signing needs no chain
+    wallets = [WalletSigner(Account.create(), domain) for _ in range(4)]
     avs, history, published = run_group(experiment, ["noise", None, None, None], [0, 1, 2], train=train_usefully,
-                                        on_round=rule)
+                                        on_round=rule, wallets=wallets)
     rider, honest = avs[0], avs[1:]
     honest_ids = sorted(h.peer_id for h in honest)
     assert published == [[], [], [], []]  # its data matches its root: nothing to accuse
@@ -224,10 +230,12 @@ def test_a_noise_rider_is_averaged_without_the_alignment_rule_and_dropped_with_i
     for res in results:  # without the rule: the rider's noise enters the mean
         assert res.dropped == {} and res.included == sorted(a.peer_id for a in avs), res
     for r, (before, results) in enumerate(history[1:], start=1):
-        for res in results:
+        roots = {a.wallet.address: a.records_of(r)[a.peer_id].root for a in honest}
+        for a, res in zip(avs, results):
             assert res.included == honest_ids, (r, res)
             assert list(res.dropped) == [rider.peer_id], (r, res)
             assert res.dropped[rider.peer_id].startswith("update not aligned with the group's: cos with the "), res
+            assert averaged_roots(SimpleNamespace(round=r, result=res, averager=a)) == roots
         if r == 2:
             updates = [h.last_commitment.update for h in sorted(honest, key=lambda h: h.peer_id)]
             assert torch.equal(honest[0].anchor, before + exact_mean(updates))  # the honest mean, exactly
