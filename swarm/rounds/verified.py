@@ -351,9 +351,11 @@ class VerifiedAverager:
         updates = [self._update_of(st, p) for p in kept]
         if self.min_alignment:  # the same verified updates on every honest peer: the same decision
             unaligned, found = misaligned(kept, updates, self.min_alignment)
-            if found:
-                logger.info("stage %d round %d: alignment with the others, in sigmas (cos x sqrt(d)): %s", self.stage,
-                            round, "; ".join(f"{p[-6:]} {' '.join(f'{s:.1f}' for s in v)}" for p, v in found.items()))
+            if found:  # each judged peer: its cosines x sqrt(d) with the others, and its committed |Δ|
+                logger.info("stage %d round %d: alignment with the others, in sigmas (cos x sqrt(d)), and |Δ|: %s",
+                            self.stage, round, "; ".join(
+                                f"{p[-6:]} {' '.join(f'{s:.1f}' for s in v)} |Δ| "
+                                f"{records[p].norm_sq ** 0.5 / (1 << SCALE_FRAC_BITS):.3g}" for p, v in found.items()))
             for p, why in unaligned.items():
                 dropped[p] = why
                 logger.warning("stage %d round %d: dropping peer %s: %s", self.stage, round, p, why)
