@@ -38,8 +38,8 @@ case "$cmd" in
       || echo "dev.sh: could not prepare the circuit keys now; the tests that need them will make them" >&2
     # three workers (SWARM_TEST_WORKERS=0: none): the swarm and chain tests spend much of their time waiting on
     # rounds and windows, so three at once fit CI's 2 cores (fresh clones, 2 cores: 2 workers 27 min 13 s in all,
-    # a helper's demos running beside it for part of it; 3 workers 19 min 37 s, load ~5, the same tests passing). A test file
-    # runs in one worker, in order (--dist loadfile): its
+    # a helper's demos beside it for part of it; 3 workers 19 min 37 s, load ~5, the same tests passing).
+    # A test file runs in one worker, in order (--dist loadfile): its
     # module fixtures (an escrow world its tests use in turn, a ceremony's files under zk/keys/) are made once.
     # (Not loadgroup: pytest-xdist 3.8 cannot rename pytest 9.2's node ids, so its xdist_group marks do nothing.)
     workers="${SWARM_TEST_WORKERS:-3}"
