@@ -22,8 +22,8 @@ ATTACK_HELP = {
     "withhold": "a free rider that commits and proves its update but never sends its parts (dropped, not certified)",
     "noise": "a free rider that commits, sends and proves a random update of its honest update's norm: passes "
              "every check of the data; dropped (so not certified nor paid) by the alignment rule",
-    "split": "send the committed data to every peer but one, random codes to that one, 1 s late (caught by it; every honest "
-             "peer drops it from the accusation it lists by the exchange deadline)",
+    "split": "send the committed data to every peer but the first that asks, random codes to that one, 1 s late "
+             "(caught by it; every honest peer drops it from the accusation it lists by the exchange deadline)",
     "silent": "a paid peer that averages honestly but never proves nor answers its audits (the watchers slash it)",
 }
 assert set(ATTACK_HELP) == set(ATTACKS)

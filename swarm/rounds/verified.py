@@ -94,6 +94,7 @@ class _Round:
     closed: bool = False  # past the exchange deadline: a part that fails now is evidence, no longer a drop
     bad_parts: list[Part] = field(default_factory=list)  # --attack split: what the victim is sent
     late: set[str] = field(default_factory=set)  # senders caught after the exchange deadline (evidence only)
+    victim: str | None = None  # --attack split: the peer that is sent the bad parts
 
 
 def _flat(module: torch.nn.Module) -> torch.Tensor:
@@ -335,7 +336,7 @@ class VerifiedAverager:
         with self._guard:
             st.records = records
         candidates, dropped, best = self._admit(round, records)
-        t1 = time.monotonic()
+        t1, dht_t1 = time.monotonic(), get_dht_time()
         exchange = self._client.loop.submit(self._exchange(st, candidates, dropped, exchange_end, agree_end))
         limit = time.monotonic() + max(agree_end - get_dht_time(), 0) + 4 * CALL_TIMEOUT
         while not exchange.done() and not stop.is_set() and time.monotonic() < limit:
@@ -361,7 +362,9 @@ class VerifiedAverager:
                 logger.warning("stage %d round %d: dropping peer %s: %s", self.stage, round, p, why)
             updates = [u for p, u in zip(kept, updates) if p not in unaligned]
             kept = [p for p in kept if p not in unaligned]
-        check_seconds = time.monotonic() - t1
+        check_seconds = time.monotonic() - t1  # until every part was held and checked, not the deadline waits
+        if st.gathered_at is not None:
+            check_seconds = min(check_seconds, max(st.gathered_at - dht_t1, 0.0))
         applied = False
         if updates:
             avg = aggregate(updates, self.aggregation)
@@ -682,9 +685,10 @@ class VerifiedAverager:
             if owner == self.peer_id:  # "withhold" (a free rider): commits and proves, never sends its parts
                 ok = isinstance(index, int) and 0 <= index < len(st.parts) and self.attack != "withhold"
                 part = st.parts[index] if ok else None
-                if ok and st.bad_parts and context.remote_id.to_base58() == min(p for p in st.records
-                                                                                   if p != self.peer_id):
-                    part = st.bad_parts[index]  # "split": the lowest other peer id gets data off the root
+                if ok and st.bad_parts:  # "split": the first peer that asks gets data off the root, the rest not
+                    st.victim = st.victim or context.remote_id.to_base58()
+                    if context.remote_id.to_base58() == st.victim:
+                        part = st.bad_parts[index]
             else:
                 part = st.held.get((owner, index)) if isinstance(owner, str) and isinstance(index, int) else None
         if part is None:
