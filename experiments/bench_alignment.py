@@ -26,19 +26,8 @@ import torch
 from swarm.models import get_workload
 from swarm.rounds.alignment import DEFAULT_MIN_ALIGNMENT, misaligned
 from swarm.rounds.outer import OuterOptimizer, exact_mean
+from swarm.rounds.verified import flat_parameters, load_flat_parameters
 from zk.quantize import quantize_update
-
-
-def flat(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
-
-
-def load(model: torch.nn.Module, vector: torch.Tensor) -> None:
-    offset = 0
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(vector[offset : offset + p.numel()].reshape(p.shape))
-            offset += p.numel()
 
 
 def stage_slices(workload, n_stages: int) -> list[slice]:
@@ -56,7 +45,7 @@ def run(name: str, honest: int, rounds: int, inner: int, n_stages: int, lr: floa
     models = [workload.build_full(seed=0) for _ in range(honest + 1)]  # the last one is the noise rider
     opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in models]
     data = [workload.batches(batch, seed=10 + i) for i in range(len(models))]
-    anchor, outer = flat(models[0]), OuterOptimizer("sgd")
+    anchor, outer = flat_parameters(models[0]), OuterOptimizer("sgd")
     slices = stage_slices(workload, n_stages)
     noise_gen = torch.Generator().manual_seed(7)
     honest_sig: list[list[float]] = []  # per round, every honest pair's sigmas (each stage)
@@ -66,14 +55,14 @@ def run(name: str, honest: int, rounds: int, inner: int, n_stages: int, lr: floa
     for _ in range(rounds):
         deltas, round_loss = [], []
         for model, opt, batches in zip(models, opts, data):
-            load(model, anchor)
+            load_flat_parameters(model, anchor)
             for x, y in itertools.islice(batches, inner):
                 opt.zero_grad()
                 loss = workload.loss(model(x), y)
                 loss.backward()
                 opt.step()
                 round_loss.append(loss.item())
-            deltas.append(flat(model) - anchor)
+            deltas.append(flat_parameters(model) - anchor)
         losses.append(statistics.mean(round_loss[: honest * inner]))
         new_anchor, sig = anchor.clone(), []
         for sl in slices:
@@ -98,7 +87,7 @@ def run(name: str, honest: int, rounds: int, inner: int, n_stages: int, lr: floa
     q = max(1, rounds // 4)
     early = [s for r in honest_sig[:q] for s in r]
     late = [s for r in honest_sig[-q:] for s in r]
-    load(models[0], anchor)
+    load_flat_parameters(models[0], anchor)
     every = sorted(s for r in honest_sig for s in r)
     return {
         "early": statistics.median(early), "late": statistics.median(late), "min": every[0],

@@ -29,7 +29,14 @@ from swarm.models import get_workload
 from swarm.rounds.alignment import DEFAULT_MIN_ALIGNMENT, misaligned
 from swarm.rounds.outer import OuterOptimizer, aggregate
 from swarm.rounds.parts import CommitRecord, check_part, make_parts, new_round_key
-from swarm.rounds.verified import DEFAULT_NORM_FACTOR, DEFAULT_PART_CHUNKS, attacked_update, corrupt_part
+from swarm.rounds.verified import (
+    DEFAULT_NORM_FACTOR,
+    DEFAULT_PART_CHUNKS,
+    attacked_update,
+    corrupt_part,
+    flat_parameters,
+    load_flat_parameters,
+)
 from zk.circuit import DEFAULT_PARAMS
 from zk.commit import commit_update
 from zk.quantize import QuantizedUpdate, quantize_update
@@ -46,18 +53,6 @@ SCENARIOS = {  # name: (attacks of the peers, checks on, aggregation, alignment 
     "noise rider of 4, alignment off": (["noise", None, None, None], True, "mean", False),
     "noise rider of 4, alignment on": (["noise", None, None, None], True, "mean", True),
 }
-
-
-def flat(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
-
-
-def load(model: torch.nn.Module, vector: torch.Tensor) -> None:
-    offset = 0
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(vector[offset : offset + p.numel()].reshape(p.shape))
-            offset += p.numel()
 
 
 def sent_update(parts, numel: int) -> QuantizedUpdate:
@@ -97,21 +92,21 @@ def run(scenario: str, rounds: int, inner: int, lr: float, batch: int) -> tuple[
     models = [workload.build_full(seed=0) for _ in attacks]
     opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in models]
     data = [workload.batches(batch, seed=10 + i) for i in range(len(attacks))]
-    anchor, outer = flat(models[0]), OuterOptimizer("sgd")
+    anchor, outer = flat_parameters(models[0]), OuterOptimizer("sgd")
     losses, dropped = [workload.evaluate(models[0])], 0
     for _ in range(rounds):
         deltas = []
         for model, opt, batches in zip(models, opts, data):
-            load(model, anchor)
+            load_flat_parameters(model, anchor)
             for x, y in itertools.islice(batches, inner):
                 opt.zero_grad()
                 workload.loss(model(x), y).backward()
                 opt.step()
-            deltas.append(flat(model) - anchor)
+            deltas.append(flat_parameters(model) - anchor)
         kept, n_dropped = one_round(deltas, attacks, checks, alignment)
         dropped += n_dropped
         anchor = outer.step(anchor, aggregate(kept, how))
-        load(models[0], anchor)
+        load_flat_parameters(models[0], anchor)
         losses.append(workload.evaluate(models[0]) if torch.isfinite(anchor).all() else float("nan"))
     return losses, dropped
 

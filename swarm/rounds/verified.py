@@ -97,15 +97,18 @@ class _Round:
     victim: str | None = None  # --attack split: the peer that is sent the bad parts
 
 
-def _flat(module: torch.nn.Module) -> torch.Tensor:
+def flat_parameters(module: torch.nn.Module) -> torch.Tensor:
+    """All parameters of `module` as one new float32 vector, in parameters() order."""
     return torch.cat([p.detach().reshape(-1).float() for p in module.parameters()]).clone()
 
 
-def _load_flat(module: torch.nn.Module, flat: torch.Tensor) -> None:
+def load_flat_parameters(module: torch.nn.Module, flat: torch.Tensor) -> None:
+    """Copy a flat vector (as flat_parameters makes it) into the module's parameters."""
     offset = 0
-    for p in module.parameters():
-        p.copy_(flat[offset : offset + p.numel()].reshape(p.shape).to(p.dtype))
-        offset += p.numel()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(flat[offset : offset + p.numel()].reshape(p.shape).to(p.dtype))
+            offset += p.numel()
 
 
 class VerifiedAverager:
@@ -161,7 +164,7 @@ class VerifiedAverager:
         if not list(module.parameters()):
             raise AveragingError(f"stage {stage}'s module has no parameters to average")
         with self.lock, torch.no_grad():
-            self.anchor = _flat(module)
+            self.anchor = flat_parameters(module)
         self.anchor_round = -1
         self.last_round: int | None = None
         self.last_delta: torch.Tensor | None = None
@@ -307,7 +310,7 @@ class VerifiedAverager:
             for old in [k for k in self._rounds if k < round - 1]:
                 del self._rounds[old]
         with self.lock, torch.no_grad():
-            snapshot = _flat(self.module)
+            snapshot = flat_parameters(self.module)
         delta = snapshot - self.anchor
         self.last_delta, self.last_round = delta, round
         t0 = time.monotonic()
@@ -519,8 +522,8 @@ class VerifiedAverager:
             return False
         new_anchor = self.outer.step(self.anchor, avg)
         with self.lock, torch.no_grad():
-            live = _flat(self.module)
-            _load_flat(self.module, new_anchor + (live - snapshot))
+            live = flat_parameters(self.module)
+            load_flat_parameters(self.module, new_anchor + (live - snapshot))
         self.anchor, self.anchor_round = new_anchor, r
         self._remember_state()
         return True
@@ -779,7 +782,7 @@ class VerifiedAverager:
             return False
         if set_params:
             with self.lock, torch.no_grad():
-                _load_flat(self.module, anchor)
+                load_flat_parameters(self.module, anchor)
         self.anchor, self.anchor_round, self.outer = anchor, anchor_round, outer
         self._remember_state()
         return True
